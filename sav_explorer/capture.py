@@ -1,0 +1,153 @@
+"""Head capture: each head's output at the last real input token, read from `o_proj` inputs.
+
+    with HeadCapture(loaded.sites, attention_mask) as capture:
+        capture.run(lambda: model(**inputs))
+    capture.activations[site_index]   # (batch, n_heads, head_dim), float32 on CPU
+
+Forward pre-hooks read the input of every attention output projection (the heads, side by
+side), keep only the last real token of each row, and stop the forward pass right after the
+deepest layer needed, so the rest of the decoder and the language-model head never run.
+The hooks are removed when the block ends, whatever happened inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .data import Example
+from .errors import DataError
+from .models import AttentionSite, LoadedModel, build_prompt, prepare_inputs
+
+
+class _StopForward(Exception):
+    """Raised from the deepest hook to end the forward pass early; caught by `HeadCapture.run`."""
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of the last real token of each row, for left or right padding: (batch,)."""
+    length = attention_mask.shape[1]
+    return length - 1 - attention_mask.flip(1).int().argmax(1)
+
+
+class HeadCapture:
+    """Context manager that captures the sites' last-token head outputs during one forward pass."""
+
+    def __init__(self, sites: Sequence[AttentionSite], attention_mask: torch.Tensor, stop_early: bool = True):
+        self.sites = list(sites)
+        self.attention_mask = attention_mask
+        self.last = last_token_index(attention_mask)
+        self.stop_early = stop_early
+        self.activations: list[torch.Tensor | None] = [None] * len(self.sites)
+        self._handles = []
+
+    def __enter__(self) -> "HeadCapture":
+        deepest = max(site.layer for site in self.sites)
+        for index, site in enumerate(self.sites):
+            stop = self.stop_early and site.layer == deepest
+            self._handles.append(site.module.register_forward_pre_hook(self._hook(index, site, stop)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, index: int, site: AttentionSite, stop: bool) -> Callable:
+        def hook(module, args):
+            hidden = args[0]  # (batch, seq, n_heads * head_dim)
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            if hidden.shape[1] == self.attention_mask.shape[1]:
+                last = self.last.to(hidden.device)
+            elif bool(self.attention_mask[:, -1].all()):  # left padded (or no padding): the last position is real
+                last = torch.full_like(rows, hidden.shape[1] - 1)
+            else:
+                raise RuntimeError(
+                    f"{site.name}: sequence length {hidden.shape[1]} differs from the attention mask's "
+                    f"{self.attention_mask.shape[1]} and the batch is right-padded; pad on the left"
+                )
+            picked = hidden[rows, last]  # (batch, n_heads * head_dim)
+            self.activations[index] = picked.detach().float().cpu().view(-1, site.n_heads, site.head_dim)
+            if stop:
+                raise _StopForward
+
+        return hook
+
+    def run(self, forward: Callable[[], object]) -> list[torch.Tensor]:
+        """Runs `forward` inside the capture; returns one (batch, n_heads, head_dim) tensor per site."""
+        try:
+            forward()
+        except _StopForward:
+            pass
+        missing = [site.name for site, act in zip(self.sites, self.activations) if act is None]
+        if missing:
+            raise RuntimeError(f"the forward pass never reached {missing[:3]}; does the input hold an image for every example?")
+        return self.activations  # type: ignore[return-value]
+
+
+@dataclass
+class HeadActivations:
+    """Captured activations of a set of examples: one (n_examples, n_heads, head_dim) block per site."""
+
+    sites: list[AttentionSite]
+    blocks: list[torch.Tensor]
+
+    @property
+    def n_examples(self) -> int:
+        return self.blocks[0].shape[0]
+
+    def uniform(self) -> torch.Tensor | None:
+        """All heads as one (n_examples, n_heads_total, head_dim) tensor, or None if sizes differ."""
+        if len({block.shape[-1] for block in self.blocks}) != 1:
+            return None
+        return torch.cat(self.blocks, dim=1)
+
+
+@torch.no_grad()
+def capture_heads(
+    loaded: LoadedModel,
+    examples: Sequence[Example],
+    *,
+    sites: Sequence[AttentionSite] | None = None,
+    batch_size: int = 8,
+    default_question: str | None = None,
+    max_pixels: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> HeadActivations:
+    """Runs the model once per example (in batches) and keeps the last-token head outputs.
+
+    `sites` limits the capture (and the forward pass) to some layers, as prediction does.
+    `on_batch(done, total)` reports progress; `should_stop()` is asked between batches and ends
+    the work with `CaptureCancelled`.
+    """
+    sites = list(sites or loaded.sites)
+    if batch_size < 1:
+        raise DataError(f"batch size must be at least 1; got {batch_size}")
+    blocks: list[list[torch.Tensor]] = [[] for _ in sites]
+    for start in range(0, len(examples), batch_size):
+        if should_stop is not None and should_stop():
+            raise CaptureCancelled(f"cancelled after {start} of {len(examples)} examples")
+        batch = examples[start : start + batch_size]
+        images = [example.load_images(max_pixels) for example in batch]
+        questions = [example.question_or(default_question) for example in batch]
+        prompts = [build_prompt(loaded.processor, q, len(row)) for row, q in zip(images, questions)]
+        inputs = prepare_inputs(loaded, images, prompts)
+        with HeadCapture(sites, inputs["attention_mask"]) as capture:
+            for index, block in enumerate(capture.run(lambda: loaded.model(**inputs, use_cache=False))):
+                blocks[index].append(block)
+        if on_batch is not None:
+            on_batch(min(start + batch_size, len(examples)), len(examples))
+    return HeadActivations(sites, [torch.cat(parts) for parts in blocks])
+
+
+class CaptureCancelled(Exception):
+    """The user stopped the capture between batches."""
+
+
+def sites_for_heads(loaded: LoadedModel, heads: Iterable[tuple[int, int]]) -> list[AttentionSite]:
+    """The sites (layers) that hold the given (layer, head) pairs, in layer order."""
+    layers = {layer for layer, _ in heads}
+    return [site for site in loaded.sites if site.layer in layers]

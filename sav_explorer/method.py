@@ -1,0 +1,89 @@
+"""The Sparse Attention Vector method as pure tensor functions: no model, no device, no printing.
+
+    sims = cosine_to_means(acts, class_means(acts, labels, n_classes))   # (n, heads, classes)
+    selected = select_heads(head_scores(sims, labels), k=20)
+    predicted, votes = vote(sims, selected)
+
+Shapes: `acts` (n_examples, n_heads, head_dim) for one head size; heads of different sizes are
+handled one block at a time and their similarities concatenated along the head axis, since
+everything after `cosine_to_means` only needs (n_examples, n_heads, n_classes).
+Labels are int64 indices into the sorted class list.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+TieBreak = Literal["similarity", "rank"]
+Scoring = Literal["in-sample", "loo"]
+
+
+def class_means(acts: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Mean activation per class and head: (n_classes, n_heads, head_dim)."""
+    sums = torch.zeros((n_classes, *acts.shape[1:]), dtype=acts.dtype).index_add_(0, labels, acts)
+    counts = torch.bincount(labels, minlength=n_classes).to(acts.dtype)
+    return sums / counts.clamp(min=1).view(-1, *([1] * (acts.dim() - 1)))
+
+
+def cosine_to_means(acts: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of every example's head vector to every class mean: (n, n_heads, n_classes)."""
+    a = torch.nn.functional.normalize(acts, dim=-1)  # (n, heads, dim)
+    m = torch.nn.functional.normalize(means, dim=-1)  # (classes, heads, dim)
+    return torch.einsum("nhd,chd->nhc", a, m)
+
+
+def leave_one_out_cosine(acts: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Like `cosine_to_means`, but each example's own class mean leaves the example out.
+
+    An example that is alone in its class has no such mean: its similarity to its own class is
+    -inf, so it can never be counted as right. Returns (n, n_heads, n_classes).
+    """
+    sums = torch.zeros((n_classes, *acts.shape[1:]), dtype=acts.dtype).index_add_(0, labels, acts)
+    counts = torch.bincount(labels, minlength=n_classes).to(acts.dtype)
+    sims = cosine_to_means(acts, sums / counts.clamp(min=1).view(-1, 1, 1))
+    own_sum = sums[labels] - acts  # (n, heads, dim): class sum without the example
+    own_count = (counts[labels] - 1).view(-1, 1, 1)
+    own_mean = own_sum / own_count.clamp(min=1)
+    own_sim = torch.nn.functional.cosine_similarity(acts, own_mean, dim=-1)  # (n, heads)
+    own_sim = torch.where(own_count.view(-1, 1) > 0, own_sim, torch.tensor(float("-inf"), dtype=acts.dtype))
+    sims[torch.arange(len(labels)), :, labels] = own_sim
+    return sims
+
+
+def head_scores(sims: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per head, the fraction of examples whose nearest class mean is their own class: (n_heads,)."""
+    return (sims.argmax(-1) == labels.view(-1, 1)).float().mean(0)
+
+
+def select_heads(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k best heads: score descending, ties by head index (layer, head) ascending."""
+    if not 1 <= k <= len(scores):
+        raise ValueError(f"k must be between 1 and the number of heads ({len(scores)}); got {k}")
+    order = torch.sort(-scores, stable=True).indices  # stable sort keeps index order within ties
+    return order[:k]
+
+
+def vote(sims: torch.Tensor, selected: torch.Tensor, tie_break: TieBreak = "similarity") -> tuple[torch.Tensor, torch.Tensor]:
+    """Each selected head votes for its nearest class mean; the most votes win.
+
+    `sims` is (n, n_heads, n_classes); `selected` lists head indices best-ranked first.
+    Ties between classes with equal votes go, with "similarity", to the tied class with the
+    highest cosine summed over the selected heads, and with "rank" (the official code's rule) to
+    the tied class voted for by the best-ranked head. Returns (predictions (n,), votes (n, n_classes)).
+    """
+    chosen = sims[:, selected]  # (n, k, classes)
+    head_votes = chosen.argmax(-1)  # (n, k)
+    n_classes = sims.shape[-1]
+    votes = torch.nn.functional.one_hot(head_votes, n_classes).sum(1)  # (n, classes)
+    tied = votes == votes.max(-1, keepdim=True).values  # (n, classes)
+    if tie_break == "similarity":
+        summed = chosen.sum(1).masked_fill(~tied, float("-inf"))
+        return summed.argmax(-1), votes
+    if tie_break == "rank":
+        # The first head (in rank order) whose vote is one of the tied classes decides.
+        vote_is_tied = tied.gather(1, head_votes)  # (n, k)
+        first = vote_is_tied.float().argmax(-1)  # (n,)
+        return head_votes.gather(1, first.view(-1, 1)).squeeze(1), votes
+    raise ValueError(f"unknown tie_break {tie_break!r}; expected 'similarity' or 'rank'")

@@ -1,0 +1,249 @@
+"""Model access: load any Hugging Face image-text-to-text model and find its attention heads.
+
+    loaded = load_model("HuggingFaceTB/SmolVLM-256M-Instruct")        # or a local folder
+    loaded.sites[0]   # AttentionSite(layer=0, name='model.text_model.layers.0.self_attn.o_proj', ...)
+    prompt = build_prompt(loaded.processor, "What is shown?", n_images=1)
+
+Everything that differs between model families lives in this file: where the decoder layers
+are, which layers have an attention output projection, head sizes, and how prompts are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ModelLoadError
+
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "shapes-llava"
+BUNDLED_ID = "sav-explorer/shapes-llava"  # how manifests name the bundled model, wherever it is installed
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def default_model_id() -> str:
+    """The model used when none is given: `$SAV_MODEL`, else the bundled teaching model."""
+    return os.environ.get("SAV_MODEL") or BUNDLED_ID
+
+
+def model_location(model_id: str) -> str:
+    """What `from_pretrained` is given for an id: the bundled model's folder, or the id itself."""
+    return str(BUNDLED_MODEL) if model_id == BUNDLED_ID else model_id
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """One decoder layer's attention output projection; its input holds `n_heads` slices of `head_dim`."""
+
+    layer: int  # index in the decoder's layer list
+    name: str  # module path, e.g. "model.language_model.layers.3.self_attn.o_proj"
+    n_heads: int
+    head_dim: int
+    module: nn.Linear = field(repr=False, compare=False)
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    processor: object
+    model_id: str
+    revision: str
+    sites: list[AttentionSite]
+    n_layers: int  # all decoder layers, including those without heads we can read
+
+    @property
+    def input_device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def heads(self) -> list[tuple[int, int]]:
+        """(layer, head) of every head, in capture order."""
+        return [(site.layer, h) for site in self.sites for h in range(site.n_heads)]
+
+    @property
+    def head_sizes(self) -> list[int]:
+        return [site.head_dim for site in self.sites for _ in range(site.n_heads)]
+
+
+def pick_device(device: str | None) -> str:
+    if device:
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def load_model(
+    model_id: str | None = None,
+    *,
+    revision: str | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    device_map: str | None = None,
+) -> LoadedModel:
+    """Loads model and processor by hub id or local folder, in eval mode, never with remote code.
+
+    dtype: "float32", "bfloat16", "float16" or "auto" (the checkpoint's); default float32 on CPU and
+    bfloat16 on an accelerator. device_map (e.g. "auto") shards a large model with accelerate and
+    replaces `device`. A token for gated models comes from `$HF_TOKEN`.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model_id = model_id or default_model_id()
+    location = model_location(model_id)
+    device = pick_device(device) if device_map is None else None
+    dtype = dtype or ("float32" if device in ("cpu", None) else "bfloat16")
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; expected one of {['auto', *DTYPES]}")
+    common = {"revision": revision, "token": os.environ.get("HF_TOKEN"), "trust_remote_code": False}
+    try:
+        processor = AutoProcessor.from_pretrained(location, **common)
+        model = AutoModelForImageTextToText.from_pretrained(
+            location,
+            dtype="auto" if dtype == "auto" else DTYPES[dtype],
+            device_map=device_map,
+            **common,
+        )
+    except (OSError, ValueError, KeyError, ImportError) as error:
+        local = Path(location).exists()
+        hint = (
+            "the folder exists but does not hold a loadable image-text-to-text model and processor"
+            if local
+            else "it is neither a local folder nor in the Hugging Face cache, and the Hub could not be reached or has no such repository"
+        )
+        raise ModelLoadError(f"could not load model {model_id!r}: {hint} ({type(error).__name__}: {_first_line(error)})") from error
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    if hasattr(processor, "tokenizer"):
+        processor.tokenizer.padding_side = "left"  # generation wants it; capture indexes the mask either way
+    return LoadedModel(
+        model=model,
+        processor=processor,
+        model_id=model_id,
+        revision=checkpoint_revision(model, location, revision),
+        sites=find_attention_sites(model),
+        n_layers=len(decoder_layers(model)),
+    )
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The text decoder's list of layers, via `get_decoder()` (Llama 4 returns a *ForCausalLM)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    for candidate in (decoder, getattr(decoder, "model", None)):
+        layers = getattr(candidate, "layers", None)
+        if isinstance(layers, nn.ModuleList):
+            return layers
+    raise ModelLoadError(f"{type(model).__name__} has no text decoder with a list of layers that SAV Explorer can find")
+
+
+def find_attention_sites(model: nn.Module) -> list[AttentionSite]:
+    """Every decoder layer's attention output projection, with its head count and size.
+
+    Head size comes from the attention module (`head_dim`), never `hidden_size // num_heads`,
+    which is wrong for Gemma 3 and Mistral 3 and varies by layer in Gemma 4. Layers without an
+    `o_proj` (Qwen3.5's linear-attention blocks) are skipped; Mllama's cross-attention layers
+    are read like the others (they run whenever the input has an image).
+    """
+    names = {module: name for name, module in model.named_modules()}
+    sites = []
+    for index, layer in enumerate(decoder_layers(model)):
+        attention = getattr(layer, "self_attn", None) or getattr(layer, "cross_attn", None)
+        o_proj = getattr(attention, "o_proj", None)
+        if not isinstance(o_proj, nn.Linear):
+            continue
+        head_dim = getattr(attention, "head_dim", None)
+        if not isinstance(head_dim, int) or head_dim <= 0:
+            raise ModelLoadError(f"layer {index}: attention module {type(attention).__name__} has no integer head_dim; got {head_dim!r}")
+        if o_proj.in_features % head_dim:
+            raise ModelLoadError(
+                f"layer {index}: o_proj input size {o_proj.in_features} is not a multiple of head_dim {head_dim}; "
+                "expected n_heads x head_dim"
+            )
+        sites.append(AttentionSite(index, names[o_proj], o_proj.in_features // head_dim, head_dim, o_proj))
+    if not sites:
+        raise ModelLoadError(f"{type(model).__name__} has no decoder layer with an attention output projection (o_proj); SAVs need one")
+    return sites
+
+
+def checkpoint_revision(model: nn.Module, location: str, requested: str | None) -> str:
+    """Names the checkpoint: the hub commit hash where known, else a digest of its safetensors headers.
+
+    The headers (tensor names, shapes, offsets) plus a few bytes at each end of the data identify
+    a checkpoint without reading all of its weights.
+    """
+    commit = getattr(model.config, "_commit_hash", None)
+    if commit:
+        return commit
+    folder = Path(location)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return requested or "unknown"
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as handle:
+            header_size = struct.unpack("<Q", handle.read(8))[0]
+            digest.update(handle.read(header_size))
+            digest.update(handle.read(4096))
+            handle.seek(max(0, path.stat().st_size - 4096))
+            digest.update(handle.read())
+    return "sha256-headers:" + digest.hexdigest()[:16]
+
+
+def build_prompt(processor, question: str, n_images: int = 1) -> str:
+    """The prompt for images plus a question, ending with the generation prompt.
+
+    Uses the processor's chat template; processors without one (many PaliGemma checkpoints)
+    get the question alone, and the processor puts its image tokens in front itself.
+    """
+    if getattr(processor, "chat_template", None):
+        content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": question}]
+        messages = [{"role": "user", "content": content}]
+        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return question
+
+
+def prepare_inputs(loaded: LoadedModel, images: list[list], prompts: list[str]) -> dict:
+    """Processor output for a batch: a list of images per example (nested, as Gemma 3, Mllama and SmolVLM require)."""
+    processor = loaded.processor
+    try:
+        inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt")
+    except (ValueError, TypeError):
+        if any(len(row) != 1 for row in images):
+            raise
+        inputs = processor(images=[row[0] for row in images], text=prompts, padding=True, return_tensors="pt")
+    device = loaded.input_device
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+@torch.no_grad()
+def generate_answers(loaded: LoadedModel, images: list[list], questions: list[str], max_new_tokens: int = 24) -> list[str]:
+    """The model's own greedy answers, as text."""
+    prompts = [build_prompt(loaded.processor, q, len(row)) for row, q in zip(images, questions)]
+    inputs = prepare_inputs(loaded, images, prompts)
+    output = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    new_tokens = output[:, inputs["input_ids"].shape[1] :]
+    return [text.strip() for text in loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def describe_sites(loaded: LoadedModel) -> dict:
+    """A JSON-friendly summary of where the heads are."""
+    return {
+        "model": loaded.model_id,
+        "class": type(loaded.model).__name__,
+        "layers": loaded.n_layers,
+        "sites": [{"layer": s.layer, "name": s.name, "heads": s.n_heads, "head_dim": s.head_dim} for s in loaded.sites],
+    }
+

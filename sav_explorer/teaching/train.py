@@ -1,0 +1,227 @@
+"""Trains the bundled teaching model from scratch, in stages, on the shapes world.
+
+    python -m sav_explorer.teaching.train --out assets/shapes-llava
+
+Stage 1 teaches the vision tower to see: per-patch colour, shape and size of the object under
+the patch, and the object count from the CLS token (the language-model loss alone never teaches
+shape, see DESIGN section 3). Stage 2 trains the projector and the decoder on question answering
+with the tower frozen. Stage 3 fine-tunes everything at a lower learning rate. The run is seeded,
+and writes a folder that `from_pretrained` loads offline, plus `training_log.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+from torch import nn
+from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+from .build import PATCH_SIZE, build_config, build_processor
+from .shapes import COLOURS, IMAGE_SIZE, MAX_OBJECTS, QUESTION_KINDS, SHAPES, SIZES, Scene, ShapesWorld, _draw_shape
+
+log = logging.getLogger(__name__)
+
+# How often each kind of question is drawn; the harder, multi-object kinds get more practice.
+KIND_WEIGHTS = {"colour": 1.0, "shape": 1.0, "size": 1.0, "position": 1.0, "count": 1.5, "presence": 1.5, "relation": 1.5, "describe": 2.0}
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    vision_steps: int = 1500  # stage 1: vision tower on per-patch attributes
+    vision_batch: int = 64
+    vision_lr: float = 2e-3
+    qa_steps: int = 4000  # stage 2: projector + decoder, tower frozen
+    finetune_steps: int = 1500  # stage 3: everything, lower learning rate
+    batch: int = 32
+    lr: float = 2e-3
+    finetune_lr: float = 3e-4
+    warmup: int = 100
+    weight_decay: float = 0.01
+    threads: int = 2
+
+
+def patch_targets(scene: Scene) -> dict[str, torch.Tensor]:
+    """Training targets for the vision tower, from the scene's pixel-exact object masks.
+
+    Per patch (n_patches,): colour, shape and size class of the object covering most of it
+    (0 = background). Per object slot (MAX_OBJECTS,): its colour, shape and size (-100 for empty
+    slots), with `object_weights` (MAX_OBJECTS, n_patches), the share of the object's pixels in
+    each patch, to pool its tokens. `count` is the object count minus one.
+    """
+    index_map = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+    draw = ImageDraw.Draw(index_map)
+    for i, obj in enumerate(scene.objects):
+        _draw_shape(draw, obj, i + 1)
+    pixels = torch.tensor(bytearray(index_map.tobytes()), dtype=torch.int64).view(IMAGE_SIZE, IMAGE_SIZE)
+    grid = IMAGE_SIZE // PATCH_SIZE
+    patches = pixels.view(grid, PATCH_SIZE, grid, PATCH_SIZE).permute(0, 2, 1, 3).reshape(grid * grid, -1)  # (n_patches, pixels)
+    counts = torch.stack([(patches == i + 1).sum(1) for i in range(MAX_OBJECTS)], 1).float()  # (n_patches, MAX_OBJECTS)
+    owner = counts.argmax(1)
+    covered = counts.max(1).values >= 8  # a patch needs a fair share of an object to count as "on" it
+    n = len(scene.objects)
+    pad = [-100] * (MAX_OBJECTS - n)
+    colour_ids = torch.tensor([1 + list(COLOURS).index(o.colour) for o in scene.objects] + pad)
+    shape_ids = torch.tensor([1 + SHAPES.index(o.shape) for o in scene.objects] + pad)
+    size_ids = torch.tensor([1 + list(SIZES).index(o.size) for o in scene.objects] + pad)
+    weights = counts.T / counts.T.sum(1, keepdim=True).clamp(min=1)  # (MAX_OBJECTS, n_patches)
+    return {
+        "colour": torch.where(covered, colour_ids[owner].clamp(min=0), 0),
+        "shape": torch.where(covered, shape_ids[owner].clamp(min=0), 0),
+        "size": torch.where(covered, size_ids[owner].clamp(min=0), 0),
+        "object_colour": colour_ids,
+        "object_shape": shape_ids,
+        "object_size": size_ids,
+        "object_weights": weights,
+        "count": torch.tensor(n - 1),
+    }
+
+
+class VisionProbe(nn.Module):
+    """Linear read-outs on the vision tower's last layer, used only to train the tower.
+
+    Each attribute is read per patch and from each object's pooled patches; the second is what
+    teaches shape quickly, since no single patch shows a whole shape.
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.colour = nn.Linear(width, len(COLOURS) + 1)
+        self.shape = nn.Linear(width, len(SHAPES) + 1)
+        self.size = nn.Linear(width, len(SIZES) + 1)
+        self.count = nn.Linear(width, MAX_OBJECTS)
+
+    def loss(self, hidden: torch.Tensor, targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        cls, patches = hidden[:, 0], hidden[:, 1:]  # (batch, width), (batch, n_patches, width)
+        pooled = targets["object_weights"] @ patches  # (batch, MAX_OBJECTS, width)
+        losses, accuracy = {}, {}
+        for name in ("colour", "shape", "size"):
+            head = getattr(self, name)
+            logits = head(patches).flatten(0, 1)
+            target = targets[name].flatten()
+            losses[name] = nn.functional.cross_entropy(logits, target)
+            object_logits = head(pooled).flatten(0, 1)
+            object_target = targets[f"object_{name}"].flatten()
+            losses[f"object_{name}"] = nn.functional.cross_entropy(object_logits, object_target, ignore_index=-100)
+            real = object_target >= 0
+            accuracy[name] = round((object_logits.argmax(-1)[real] == object_target[real]).float().mean().item(), 3)
+        count_logits = self.count(cls)
+        losses["count"] = nn.functional.cross_entropy(count_logits, targets["count"])
+        accuracy["count"] = round((count_logits.argmax(-1) == targets["count"]).float().mean().item(), 3)
+        return sum(losses.values()), accuracy
+
+
+def qa_batch(processor: LlavaProcessor, world: ShapesWorld, rng: random.Random, batch: int) -> dict[str, torch.Tensor]:
+    """A batch of (image, question, answer) with labels on the answer tokens and the end token only."""
+    kinds = rng.choices(QUESTION_KINDS, weights=[KIND_WEIGHTS[k] for k in QUESTION_KINDS], k=batch)
+    images, texts, answer_lengths = [], [], []
+    for kind in kinds:
+        image, question, answer = world.sample(rng, kind)
+        prompt = prompt_for(processor, question)
+        images.append(image)
+        texts.append(f"{prompt} {answer} </s>")
+        answer_lengths.append(len(processor.tokenizer(f"{answer} </s>", add_special_tokens=False).input_ids))
+    inputs = processor(images=images, text=texts, padding=True, return_tensors="pt")
+    labels = torch.full_like(inputs["input_ids"], -100)
+    for row, length in enumerate(answer_lengths):  # left padding: the answer ends every row
+        labels[row, -length:] = inputs["input_ids"][row, -length:]
+    inputs["labels"] = labels
+    return dict(inputs)
+
+
+def prompt_for(processor: LlavaProcessor, question: str) -> str:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True)
+
+
+def cosine_schedule(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def run_stage(name, parameters, steps, lr, cfg, make_loss) -> dict:
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_schedule(s, steps, min(cfg.warmup, steps // 5)))
+    start, recent = time.time(), []
+    for step in range(steps):
+        loss, metrics = make_loss()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        scheduler.step()
+        recent.append(loss.item())
+        if (step + 1) % 50 == 0 or step + 1 == steps:
+            log.info("%s step %d/%d loss %.4f %s (%.0f s)", name, step + 1, steps, sum(recent) / len(recent), metrics, time.time() - start)
+            recent = []
+    return {"stage": name, "steps": steps, "seconds": round(time.time() - start, 1), "last_metrics": metrics}
+
+
+def train(out: Path, cfg: TrainConfig) -> None:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    world = ShapesWorld()
+    processor = build_processor()
+    model = LlavaForConditionalGeneration(build_config(processor.tokenizer))
+    tower = model.model.vision_tower
+    stages = []
+
+    probe = VisionProbe(tower.config.hidden_size)
+
+    def vision_loss():
+        scenes = [world.sample_scene(rng) for _ in range(cfg.vision_batch)]
+        pixels = processor.image_processor([world.render(s, rng) for s in scenes], return_tensors="pt")["pixel_values"]
+        per_scene = [patch_targets(s) for s in scenes]
+        targets = {k: torch.stack([t[k] for t in per_scene]) for k in per_scene[0]}
+        hidden = tower(pixel_values=pixels).last_hidden_state  # (batch, 1 + n_patches, width)
+        return probe.loss(hidden, targets)
+
+    model.train()
+    stages.append(run_stage("vision", list(tower.parameters()) + list(probe.parameters()), cfg.vision_steps, cfg.vision_lr, cfg, vision_loss))
+
+    def qa_loss():
+        return model(**qa_batch(processor, world, rng, cfg.batch)).loss, {}
+
+    tower.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    stages.append(run_stage("qa", trainable, cfg.qa_steps, cfg.lr, cfg, qa_loss))
+    tower.requires_grad_(True)
+    if cfg.finetune_steps:
+        stages.append(run_stage("finetune", list(model.parameters()), cfg.finetune_steps, cfg.finetune_lr, cfg, qa_loss))
+
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
+    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    record = {"config": asdict(cfg), "stages": stages, "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__}
+    (out / "training_log.json").write_text(json.dumps(record, indent=2) + "\n")
+    log.info("saved to %s", out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("assets/shapes-llava"))
+    for field, value in asdict(TrainConfig()).items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
+    train(args.out, cfg)
+
+
+if __name__ == "__main__":
+    main()
