@@ -12,6 +12,30 @@ both with `save_pretrained`, so that
 load them back through the same code path a hub checkpoint takes.
 
 Run `python tests/tiny_models.py` for a smoke check of every family.
+
+Using the saved folders (all families: tokenizer padding_side="left"; call the model
+with the processor's full output, e.g. Qwen needs `mm_token_type_ids`, Mllama
+`cross_attention_mask`/`aspect_ratio_*`, Gemma 4 `image_position_ids`):
+
+* prompts: `processor.apply_chat_template(messages, add_generation_prompt=True)` where a
+  user message's content is a list of {"type": "image"} / {"type": "text", "text": ...};
+  then `processor(text=prompt(s), images=..., return_tensors="pt", padding=True)`.
+* paligemma has no chat template (`processor.chat_template is None`): the prompt is
+  "<image>" * n_images + task text, e.g. "<image>caption en"; the processor inserts <bos>
+  after the image tokens and appends "\n". Its output always contains `labels`.
+* batches: gemma3, gemma4, mllama, smolvlm (and idefics3, which also accepts a flat
+  list) want a nested image list, `images=[[img], [img]]`; the others take `[img, img]`.
+* decoder attention output projections: `model.language_model.layers.{i}.self_attn.o_proj`,
+  except idefics3/smolvlm `model.text_model.layers.{i}.self_attn.o_proj`; mllama layer 1
+  (`text_config.cross_attention_layers == [1]`) has `cross_attn.o_proj` instead; qwen3_5
+  layers 0-2 are linear attention (`linear_attn.out_proj`, no `self_attn`), only layer 3
+  has `self_attn.o_proj`.
+* head_dim: gemma3 uses head_dim 16 with hidden 48 and 4 heads (heads*head_dim != hidden);
+  gemma4 uses head_dim 16 on sliding layers and 32 on the full-attention layer, and
+  `text_config.head_dim` raises there; several text configs (qwen2-based, qwen2/2.5-VL,
+  mllama) have no `head_dim` attribute at all (it is hidden_size // num_attention_heads).
+* gemma3's `processor.image_token` / `image_token_id` are the begin-of-image token; the
+  soft token placed in input_ids is `config.image_token_id` (= `tokenizer.image_token_id`).
 """
 
 from __future__ import annotations
@@ -157,8 +181,9 @@ def _special_ids(tokenizer) -> dict[str, int | None]:
 def _save(model_cls, config, processor, folder: pathlib.Path) -> pathlib.Path:
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    model = model_cls(config).eval()
+    with torch.random.fork_rng(devices=[]):  # deterministic weights, caller's RNG state untouched
+        torch.manual_seed(0)
+        model = model_cls(config).eval()
     gc = model.generation_config
     tok = processor.tokenizer
     gc.pad_token_id, gc.eos_token_id = tok.pad_token_id, tok.eos_token_id
@@ -973,7 +998,7 @@ def _mistral3(folder: pathlib.Path) -> pathlib.Path:
     # longest edge 32 px, patch 4 -> <= 8x8 patches, spatial merge 2 -> <= 4x4 image tokens (+ row breaks)
     img, patch, merge = 32, 4, 2
     tok = _byte_bpe_tokenizer(
-        ["[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"],
+        ["[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"],
         bos="<s>",
         eos="</s>",
         pad="<pad>",
@@ -1044,3 +1069,67 @@ def build_tiny(family: str, folder: pathlib.Path) -> pathlib.Path:
     except KeyError:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}") from None
     return builder(pathlib.Path(folder))
+
+
+# Families whose processors want a nested image list for a batch: images=[[img], [img]].
+_NESTED_IMAGES = ("gemma3", "gemma4", "mllama", "smolvlm", "idefics3")
+
+
+def _smoke() -> None:
+    import tempfile
+    import time
+
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(1)
+    hf_logging.disable_progress_bar()
+    images = [Image.new("RGB", (40, 30), (200, 30, 30)), Image.new("RGB", (24, 48), (20, 130, 30))]
+    texts = ["What is in this picture?", "Describe it in detail, please."]
+    failed = []
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in FAMILIES:
+            t0 = time.perf_counter()
+            try:
+                folder = build_tiny(family, pathlib.Path(tmp) / family)
+                processor = AutoProcessor.from_pretrained(folder)
+                model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+                if family == "paligemma":
+                    assert processor.chat_template is None
+                    prompts = ["<image>caption en", "<image>answer en " + texts[1]]
+                else:
+                    prompts = [
+                        processor.apply_chat_template(
+                            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}],
+                            add_generation_prompt=True,
+                        )
+                        for t in texts
+                    ]
+                batch_images = [[im] for im in images] if family in _NESTED_IMAGES else images
+                with torch.no_grad():
+                    single = processor(text=prompts[0], images=images[0], return_tensors="pt")
+                    logits = model(**single).logits
+                    batch = processor(text=prompts, images=batch_images, return_tensors="pt", padding=True)
+                    batch_logits = model(**batch).logits
+                assert logits.shape[-1] == batch_logits.shape[-1] == model.config.get_text_config().vocab_size
+                assert batch["input_ids"].shape[0] == 2
+                # left padding: the last position of the padded row matches the unbatched run
+                torch.testing.assert_close(batch_logits[0, -1], logits[0, -1], atol=1e-4, rtol=1e-4)
+                n_layers = model.config.get_text_config().num_hidden_layers
+                print(
+                    f"{family:16s} {type(model).__name__:40s} layers={n_layers} "
+                    f"{time.perf_counter() - t0:5.2f}s",
+                    flush=True,
+                )
+            except Exception as e:  # report all families, fail at the end
+                failed.append(family)
+                print(f"{family:16s} FAILED {type(e).__name__}: {e}", flush=True)
+    print(f"total {time.perf_counter() - t_all:.2f}s for {len(FAMILIES)} families")
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    _smoke()
