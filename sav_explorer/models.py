@@ -201,13 +201,14 @@ def build_prompt(processor, question: str, n_images: int = 1) -> str:
     """The prompt for images plus a question, ending with the generation prompt.
 
     Uses the processor's chat template; processors without one (many PaliGemma checkpoints)
-    get the question alone, and the processor puts its image tokens in front itself.
+    get the image tokens followed by the question, the format PaliGemma was trained on.
     """
     if getattr(processor, "chat_template", None):
         content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": question}]
         messages = [{"role": "user", "content": content}]
         return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return question
+    image_token = getattr(processor, "image_token", None) or getattr(getattr(processor, "tokenizer", None), "image_token", None) or ""
+    return image_token * n_images + question
 
 
 def prepare_inputs(loaded: LoadedModel, images: list[list], prompts: list[str]) -> dict:

@@ -1,0 +1,181 @@
+"""SAVClassifier: fitting rules, re-selection, explanations, and safe save / load."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from sav_explorer import ClassifierFileError, DataError, SAVClassifier, check_matches_model
+from sav_explorer.capture import HeadActivations
+from sav_explorer.models import AttentionSite
+
+
+def activations(blocks, layers=None):
+    layers = layers or list(range(len(blocks)))
+    sites = [AttentionSite(layer, f"layers.{layer}.o_proj", b.shape[1], b.shape[2], nn.Linear(1, 1)) for layer, b in zip(layers, blocks)]
+    return HeadActivations(sites, blocks)
+
+
+def separable(n_per_class=4, classes=("cat", "dog", "eel"), seed=0):
+    """Two layers (3 heads of 4, 2 heads of 6); layer 1 head 1 separates the classes cleanly."""
+    torch.manual_seed(seed)
+    labels = [c for c in classes for _ in range(n_per_class)]
+    index = torch.tensor([classes.index(c) for c in labels])
+    layer0 = torch.randn(len(labels), 3, 4)
+    layer1 = torch.randn(len(labels), 2, 6)
+    layer1[:, 1] = torch.eye(6)[index] * 5 + 0.1 * torch.randn(len(labels), 6)
+    return activations([layer0, layer1]), labels
+
+
+def test_cleanly_separable_set_is_classified_exactly():
+    acts, labels = separable()
+    clf = SAVClassifier(k=1).fit(acts, labels)
+    assert clf.classes_ == ["cat", "dog", "eel"]
+    assert clf.selected_heads == [(1, 1)]
+    assert clf.predict(acts) == labels
+    assert clf.leave_one_out_accuracy() == 1.0
+
+
+def test_explain_gives_votes_and_per_head_similarities():
+    acts, labels = separable()
+    clf = SAVClassifier(k=3).fit(acts, labels)
+    first = clf.explain(acts)[0]
+    assert sum(first.votes.values()) == 3
+    assert [(h.layer, h.head) for h in first.heads] == clf.selected_heads
+    assert set(first.heads[0].similarities) == {"cat", "dog", "eel"}
+    assert first.heads[0].vote == max(first.heads[0].similarities, key=first.heads[0].similarities.get)
+
+
+def test_select_changes_heads_without_refitting():
+    acts, labels = separable()
+    clf = SAVClassifier(k=2).fit(acts, labels)
+    clf.select(heads=[(0, 2), (1, 1)])
+    assert clf.selected_heads == [(0, 2), (1, 1)] and clf.k == 2
+    clf.select(k=5)
+    assert len(clf.selected_heads) == 5
+    with pytest.raises(DataError, match="no such head"):
+        clf.select(heads=[(7, 0)])
+
+
+def test_prediction_needs_only_the_selected_layers():
+    acts, labels = separable()
+    clf = SAVClassifier(k=1).fit(acts, labels)
+    only_layer1 = activations([acts.blocks[1]], layers=[1])
+    assert clf.needed_layers() == [1]
+    assert clf.predict(only_layer1) == labels
+
+
+def test_renaming_classes_changes_no_prediction():
+    acts, labels = separable(classes=("cat", "dog", "eel"))
+    renamed = {"cat": "zebra", "dog": "ant", "eel": "mole"}
+    a = SAVClassifier(k=3).fit(acts, labels)
+    b = SAVClassifier(k=3).fit(acts, [renamed[x] for x in labels])
+    assert a.selected_heads == b.selected_heads
+    assert [renamed[x] for x in a.predict(acts)] == b.predict(acts)
+
+
+@pytest.mark.parametrize(
+    "labels, settings, message",
+    [
+        (["cat"] * 12, {}, "need at least 2 classes; got 1: 'cat'"),
+        (["cat"] * 11 + ["  "], {}, "empty label"),
+        (["cat"] * 11 + ["dog"], {"scoring": "loo"}, "needs at least 2 examples per class; 'dog' has 1"),
+        (["cat"] * 6 + ["dog"] * 6, {"k": 0}, "k must be between 1 and the number of heads \\(5\\); got 0"),
+        (["cat"] * 6 + ["dog"] * 6, {"k": 6}, "got 6"),
+    ],
+)
+def test_bad_support_sets_are_refused_with_a_clear_message(labels, settings, message):
+    acts, _ = separable()
+    with pytest.raises(DataError, match=message):
+        SAVClassifier(**settings).fit(acts, labels)
+
+
+def test_predict_before_fit_says_so():
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        SAVClassifier().predict(separable()[0])
+
+
+def test_labels_with_stray_spaces_are_trimmed():
+    acts, labels = separable()
+    clf = SAVClassifier(k=2).fit(acts, [f" {x}  " for x in labels])
+    assert clf.classes_ == ["cat", "dog", "eel"]
+
+
+def saved(tmp_path, **settings):
+    acts, labels = separable()
+    clf = SAVClassifier(k=3, **settings).fit(acts, labels)
+    folder = clf.save(tmp_path / "clf", model_id="org/model", revision="abc123", question="what is it?")
+    return clf, acts, folder
+
+
+@pytest.mark.parametrize("settings", [{}, {"scoring": "loo", "tie_break": "rank"}])
+def test_save_load_predict_is_identical(tmp_path, settings):
+    clf, acts, folder = saved(tmp_path, **settings)
+    loaded, manifest = SAVClassifier.load(folder)
+    assert loaded.explain(acts) == clf.explain(acts)
+    assert loaded.selected_heads == clf.selected_heads
+    assert loaded.leave_one_out_accuracy() == clf.leave_one_out_accuracy()
+    assert manifest["model"] == {"id": "org/model", "revision": "abc123"}
+    assert manifest["labels"] == ["cat", "dog", "eel"]
+    assert manifest["heads"][:4] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    assert manifest["head_sizes"] == [4, 4, 4, 6, 6]
+    assert manifest["settings"] == {"k": 3, **{"scoring": "in-sample", "tie_break": "similarity"}, **settings}
+
+
+def test_a_reselected_classifier_saves_its_selection(tmp_path):
+    clf, acts, folder = saved(tmp_path)
+    clf.select(heads=[(0, 1), (1, 0)])
+    clf.save(folder, model_id="org/model", revision="abc123", question=None)
+    assert SAVClassifier.load(folder)[0].selected_heads == [(0, 1), (1, 0)]
+
+
+def test_tampered_tensors_are_refused(tmp_path):
+    _, _, folder = saved(tmp_path)
+    data = bytearray((folder / "tensors.safetensors").read_bytes())
+    data[-3] ^= 0xFF
+    (folder / "tensors.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ClassifierFileError, match="does not match its manifest"):
+        SAVClassifier.load(folder)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.pop("labels"), "lacks 'labels'"),
+        (lambda m: m.update(format_version=99), "format version 99"),
+        (lambda m: m["settings"].update(scoring="magic"), "invalid settings"),
+        (lambda m: m.update(heads=m["heads"][:-1]), "inconsistent"),
+        (lambda m: m.update(selected=[["x", 1]]), "pairs"),
+    ],
+)
+def test_tampered_manifest_is_refused(tmp_path, edit, message):
+    _, _, folder = saved(tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ClassifierFileError, match=message):
+        SAVClassifier.load(folder)
+
+
+def test_missing_files_and_garbage_are_refused(tmp_path):
+    _, _, folder = saved(tmp_path)
+    (folder / "tensors.safetensors").unlink()
+    with pytest.raises(ClassifierFileError, match="no tensors.safetensors"):
+        SAVClassifier.load(folder)
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(ClassifierFileError, match="not valid JSON"):
+        SAVClassifier.load(folder)
+    with pytest.raises(ClassifierFileError, match="not found"):
+        SAVClassifier.load(tmp_path / "nowhere")
+
+
+def test_classifier_for_another_model_is_refused(tmp_path):
+    _, _, folder = saved(tmp_path)
+    _, manifest = SAVClassifier.load(folder)
+    heads, sizes = manifest["heads"], manifest["head_sizes"]
+    check_matches_model(manifest, "abc123", heads, sizes)  # the same model passes
+    with pytest.raises(ClassifierFileError, match="heads differ"):
+        check_matches_model(manifest, "abc123", heads[:-1], sizes[:-1])
+    with pytest.raises(ClassifierFileError, match="at revision abc123; the loaded model is at revision zzz"):
+        check_matches_model(manifest, "zzz", heads, sizes)
