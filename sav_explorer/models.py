@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -103,6 +105,11 @@ def load_model(
     if dtype != "auto" and dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; expected one of {['auto', *DTYPES]}")
     common = {"revision": revision, "token": os.environ.get("HF_TOKEN"), "trust_remote_code": False}
+    if not Path(location).exists() and not _in_local_cache(location, revision) and not _hub_reachable():
+        raise ModelLoadError(
+            f"could not load model {model_id!r}: it is not a local folder, not in the Hugging Face cache, "
+            "and the Hub cannot be reached from this machine (no network?)"
+        )
     try:
         processor = AutoProcessor.from_pretrained(location, **common)
         model = AutoModelForImageTextToText.from_pretrained(
@@ -132,6 +139,28 @@ def load_model(
         sites=find_attention_sites(model),
         n_layers=len(decoder_layers(model)),
     )
+
+
+def _in_local_cache(repo_id: str, revision: str | None) -> bool:
+    """Whether the hub id's config is in the local cache, so loading needs no network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+    except (ValueError, OSError):  # not a valid repo id
+        return False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check, so that an offline machine fails in seconds, not after minutes of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

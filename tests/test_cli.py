@@ -1,0 +1,128 @@
+"""The command line: fit, eval and predict on a tiny LLaVA, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+from tiny_models import build_tiny
+
+from sav_explorer.__main__ import main
+from tests.conftest import REPO
+
+COLOUR = REPO / "assets" / "examples" / "colour"
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    return str(build_tiny("llava", tmp_path_factory.mktemp("models") / "llava"))
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_llava, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "colour"
+    assert main(["fit", "--model", tiny_llava, "--data", str(COLOUR / "support.jsonl"), "--out", str(out), "--k", "4", "--save-activations"]) == 0
+    return out
+
+
+def run(capsys, *args):
+    status = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_fit_writes_manifest_tensors_and_activations(fitted, tiny_llava):
+    manifest = json.loads((fitted / "manifest.json").read_text())
+    assert manifest["labels"] == sorted(["red", "green", "blue", "yellow", "purple", "orange"])
+    assert manifest["model"]["id"] == tiny_llava and manifest["model"]["revision"].startswith("sha256-headers:")
+    assert manifest["question"] == "what color is the shape ?"
+    assert len(manifest["selected"]) == 4 and manifest["settings"]["k"] == 4
+    assert len(manifest["heads"]) == len(manifest["head_sizes"]) == 8  # 2 layers x 4 heads
+    saved = load_file(fitted / "activations.safetensors")
+    assert saved["activations"].shape == (30, 8, 8)  # examples x heads x head size
+    rows = [json.loads(line)["label"] for line in (COLOUR / "support.jsonl").read_text().splitlines()]
+    assert [manifest["labels"][i] for i in saved["labels"].tolist()] == rows  # indices into the manifest's labels, in file order
+    assert (fitted / "tensors.safetensors").is_file()
+
+
+def test_eval_json_reports_accuracy_and_confusion(fitted, capsys):
+    status, out, _ = run(capsys, "eval", "--classifier", fitted, "--data", COLOUR / "queries.jsonl", "--json")
+    report = json.loads(out)
+    assert status == 0 and report["n"] == 60
+    assert 0.0 <= report["accuracy"] <= 1.0
+    assert sum(map(sum, report["confusion"]["matrix"])) == 60
+    assert set(report["per_class_accuracy"]) == set(json.loads((fitted / "manifest.json").read_text())["labels"])
+
+
+def test_predict_json_gives_label_and_votes_per_image(fitted, capsys):
+    images = [COLOUR / "queries_red_0.png", COLOUR / "queries_blue_0.png"]
+    status, out, _ = run(capsys, "predict", "--classifier", fitted, *images, "--json")
+    rows = json.loads(out)
+    assert status == 0 and [r["image"] for r in rows] == [str(p) for p in images]
+    assert all(sum(r["votes"].values()) == 4 and r["label"] in r["votes"] for r in rows)
+
+
+def one_class_data(tmp_path):
+    rows = [{"image": str(COLOUR / f"support_red_{i}.png"), "question": "q?", "label": "red"} for i in range(3)]
+    (tmp_path / "one.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return tmp_path / "one.jsonl"
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda t, m: ["fit", "--model", m, "--data", one_class_data(t), "--out", t / "o"], "need at least 2 classes; got 1: 'red'"),
+        (lambda t, m: ["fit", "--model", m, "--data", COLOUR / "support.jsonl", "--out", t / "o", "--k", "0"], "k must be between 1 and the number of heads \\(8\\); got 0"),
+        (lambda t, m: ["fit", "--model", m, "--data", COLOUR / "support.jsonl", "--out", t / "o", "--k", "9"], "got 9"),
+        (lambda t, m: ["fit", "--model", m, "--data", t / "missing.jsonl", "--out", t / "o"], "data not found"),
+        (lambda t, m: ["fit", "--model", t / "no-model-here", "--data", COLOUR / "support.jsonl", "--out", t / "o"], "could not load model"),
+        (lambda t, m: ["eval", "--classifier", t / "nothing", "--data", COLOUR / "queries.jsonl"], "classifier folder not found"),
+    ],
+)
+def test_bad_input_exits_2_with_one_clear_line(tmp_path, tiny_llava, capsys, make_args, message):
+    status, _, err = run(capsys, *make_args(tmp_path, tiny_llava))
+    assert status == 2
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert pytest.importorskip("re").search(message, err), err
+
+
+def test_unknown_hub_id_fails_fast_offline(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    status, _, err = run(capsys, "fit", "--model", "no-such-org/no-such-model", "--data", COLOUR / "support.jsonl", "--out", tmp_path / "o")
+    assert status == 2 and "could not load model 'no-such-org/no-such-model'" in err and "Hub cannot be reached" in err
+
+
+def test_unreadable_image_is_named(tmp_path, tiny_llava, capsys):
+    shutil.copytree(COLOUR, tmp_path / "colour")
+    (tmp_path / "colour" / "support_red_1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    status, _, err = run(capsys, "fit", "--model", tiny_llava, "--data", tmp_path / "colour" / "support.jsonl", "--out", tmp_path / "o", "--k", "4")
+    assert status == 2 and "support_red_1.png" in err
+
+
+def test_tampered_classifier_and_classifier_for_another_model(fitted, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(fitted, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["model"]["revision"] = "sha256-headers:0000000000000000"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    status, _, err = run(capsys, "predict", "--classifier", copy, COLOUR / "queries_red_0.png")
+    assert status == 2 and "at revision sha256-headers:0000000000000000" in err
+
+    with open(copy / "tensors.safetensors", "r+b") as handle:
+        handle.seek(-8, 2)
+        handle.write(b"\x00" * 8)
+    status, _, err = run(capsys, "predict", "--classifier", copy, COLOUR / "queries_red_0.png")
+    assert status == 2 and "does not match its manifest" in err
+
+
+def test_the_real_command_prints_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sav_explorer", "eval", "--classifier", str(tmp_path), "--data", str(COLOUR / "queries.jsonl")],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path} has no manifest.json: not a saved classifier"
