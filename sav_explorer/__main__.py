@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .classifier import SAVClassifier, check_matches_model
 from .data import Example, labels_of, load_examples
 from .errors import SAVError
-from .models import default_model_id, load_model
+from .models import default_model_id, load_model, quiet_transformers
 from .pipeline import evaluate, fit_examples, predict_examples, save_activations
 
 log = logging.getLogger("sav_explorer")
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    _quiet_transformers()
+    quiet_transformers()
     try:
         return args.run(args)
     except SAVError as error:
@@ -45,14 +45,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: unexpected {type(error).__name__}: {error} (set SAV_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
-
-
-def _quiet_transformers() -> None:
-    """Our own progress bars say what happens; transformers' weight-loading bar and notices would only add noise."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def build_parser() -> argparse.ArgumentParser:

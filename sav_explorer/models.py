@@ -263,6 +263,14 @@ def generate_answers(loaded: LoadedModel, images: list[list], questions: list[st
     return [text.strip() for text in loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
+def quiet_transformers() -> None:
+    """Silences transformers' weight-loading bars and notices in command-line tools, which report progress themselves."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0][:300] if text else ""

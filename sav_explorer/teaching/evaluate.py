@@ -1,0 +1,133 @@
+"""Evaluates the bundled teaching model: generated answers, descriptions, SAV tasks, head specialisation.
+
+    python -m sav_explorer.teaching.evaluate            # prints every figure of issue 3
+
+Held-out samples come from seeds the training never used (training draws from one
+`random.Random(seed)` stream; here every sample has its own string seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..classifier import SAVClassifier
+from ..data import load_examples
+from ..models import LoadedModel, generate_answers, load_model, quiet_transformers
+from ..pipeline import evaluate, fit_examples, predict_examples
+from .examples import TASK_NAMES
+from .shapes import QUESTION_KINDS, ShapesWorld, parse_description
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+ATTRIBUTES = ("count", "size", "colour", "shape")
+
+
+def held_out(kind: str, n: int, seed: str = "eval") -> list[tuple]:
+    world = ShapesWorld()
+    return [world.sample(random.Random(f"{seed}-{kind}-{i}"), kind) for i in range(n)]
+
+
+def answer_accuracy(loaded: LoadedModel, n_per_kind: int = 100, batch_size: int = 32, seed: str = "eval") -> tuple[dict, dict]:
+    """Exact-match accuracy of generated answers per question kind, and the description scored per attribute.
+
+    A description is scored object by object, left to right: its object count, and each object's
+    size, colour and shape (an object missing from the generated text counts as wrong).
+    """
+    exact, attribute_hits = {}, {a: [0, 0] for a in ATTRIBUTES}
+    for kind in QUESTION_KINDS:
+        samples = held_out(kind, n_per_kind, seed)
+        answers = []
+        for start in range(0, len(samples), batch_size):
+            batch = samples[start : start + batch_size]
+            answers += generate_answers(loaded, [[image] for image, _, _ in batch], [q for _, q, _ in batch], max_new_tokens=24)
+        exact[kind] = sum(a == truth for a, (_, _, truth) in zip(answers, samples)) / len(samples)
+        if kind == "describe":
+            for answer, (_, _, truth) in zip(answers, samples):
+                got, want = parse_description(answer), parse_description(truth)
+                attribute_hits["count"][0] += len(got) == len(want)
+                attribute_hits["count"][1] += 1
+                for i, obj in enumerate(want):
+                    for j, attribute in enumerate(("size", "colour", "shape")):
+                        attribute_hits[attribute][0] += i < len(got) and got[i][j] == obj[j]
+                        attribute_hits[attribute][1] += 1
+    return exact, {a: hits / total for a, (hits, total) in attribute_hits.items()}
+
+
+@dataclass
+class TaskResult:
+    name: str
+    accuracy: float
+    n: int
+    classifier: SAVClassifier
+
+
+def sav_task(loaded: LoadedModel, name: str, k: int = 20, batch_size: int = 16) -> TaskResult:
+    """Fits on the task's support set (5 per class) and scores the held-out queries."""
+    folder = EXAMPLES / name
+    clf, _ = fit_examples(loaded, load_examples(folder / "support.jsonl"), k=k, batch_size=batch_size)
+    queries = load_examples(folder / "queries.jsonl")
+    predictions = predict_examples(loaded, clf, queries, batch_size=batch_size)
+    report = evaluate([p.label for p in predictions], [q.label for q in queries], clf.classes_)
+    return TaskResult(name, report["accuracy"], report["n"], clf)
+
+
+def top_heads(clf: SAVClassifier, n: int = 10) -> set[tuple[int, int]]:
+    order = torch.sort(-clf.in_sample_scores_, stable=True).indices[:n]
+    return {clf.heads_[i] for i in order.tolist()}
+
+
+def specialisation(colour: SAVClassifier, shape: SAVClassifier) -> dict:
+    """Best head score per task and how many of the top-10 heads the two tasks share."""
+    return {
+        "best_colour_head": float(colour.in_sample_scores_.max()),
+        "best_shape_head": float(shape.in_sample_scores_.max()),
+        "top10_overlap": len(top_heads(colour) & top_heads(shape)),
+    }
+
+
+def head_map(loaded: LoadedModel, clf: SAVClassifier) -> str:
+    """Per-head in-sample accuracy as a text grid, layers down, heads across."""
+    scores = {head: float(s) for head, s in zip(clf.heads_, clf.in_sample_scores_)}
+    n_heads = max(h for _, h in clf.heads_) + 1
+    lines = ["layer " + " ".join(f"h{h:<3}" for h in range(n_heads))]
+    for layer in range(loaded.n_layers):
+        cells = [f"{scores[(layer, h)]:.2f}" if (layer, h) in scores else "  - " for h in range(n_heads)]
+        lines.append(f"{layer:>5} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="default: the bundled teaching model")
+    parser.add_argument("--n-per-kind", type=int, default=200)
+    args = parser.parse_args(argv)
+    quiet_transformers()
+    loaded = load_model(args.model, device="cpu")
+
+    exact, description = answer_accuracy(loaded, args.n_per_kind)
+    print(f"Generated answers, exact match on {args.n_per_kind} held-out questions per kind:")
+    for kind, accuracy in exact.items():
+        print(f"  {kind:<9} {100 * accuracy:5.1f} %")
+    print("Description scored per attribute (target >= 95 % each):")
+    for attribute, accuracy in description.items():
+        print(f"  {attribute:<9} {100 * accuracy:5.1f} %")
+
+    results = {name: sav_task(loaded, name) for name in TASK_NAMES}
+    print("SAV accuracy, 5 support examples per class, k = 20, on 10 held-out queries per class (target >= 95 %):")
+    for result in results.values():
+        print(f"  {result.name:<9} {100 * result.accuracy:5.1f} %  (n = {result.n}, LOO on support {100 * result.classifier.leave_one_out_accuracy():.1f} %)")
+    for result in results.values():
+        print(f"\nPer-head in-sample accuracy, task {result.name}:\n{head_map(loaded, result.classifier)}")
+    spec = specialisation(results["colour"].classifier, results["shape"].classifier)
+    print(
+        f"\nSpecialisation: best colour head {spec['best_colour_head']:.2f}, best shape head {spec['best_shape_head']:.2f} "
+        f"(target >= 0.9); top-10 heads shared by colour and shape: {spec['top10_overlap']} of 10 (target < 5)"
+    )
+
+
+if __name__ == "__main__":
+    main()
