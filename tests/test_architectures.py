@@ -164,3 +164,32 @@ def test_several_images_per_example(models):
     assert captured.n_examples == 2
     alone = capture_heads(loaded, [two])
     torch.testing.assert_close(captured.blocks[0][:1], alone.blocks[0], atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_without_attention_output_projections_is_refused(models):
+    from torch import nn
+
+    from sav_explorer import ModelLoadError, find_attention_sites
+
+    loaded = models["llava"]
+    layers = loaded.model.get_decoder().layers
+    saved = [layer.self_attn.o_proj for layer in layers]
+    try:
+        for layer in layers:
+            layer.self_attn.o_proj = nn.Identity()
+        with pytest.raises(ModelLoadError, match="no decoder layer with an attention output projection"):
+            find_attention_sites(loaded.model)
+    finally:
+        for layer, o_proj in zip(layers, saved):
+            layer.self_attn.o_proj = o_proj
+
+
+@pytest.mark.parametrize("options", [{"device_map": "cpu"}, {"dtype": "bfloat16"}])
+def test_device_map_and_dtype_options_load_and_capture(models, options):
+    path = models["llava"].model_id
+    loaded = load_model(path, **options)
+    captured = capture_heads(loaded, examples(), batch_size=2)
+    assert captured.blocks[0].dtype == torch.float32  # activations are always kept in float32
+    reference = capture_heads(models["llava"], examples(), batch_size=2)
+    tolerance = 5e-2 if "dtype" in options else 1e-6
+    torch.testing.assert_close(captured.blocks[0], reference.blocks[0], atol=tolerance, rtol=tolerance)
