@@ -243,7 +243,6 @@ class SAVClassifier:
         if clf.loo_similarities_.shape[1:] != (n_heads, n_classes) or clf.in_sample_scores_.shape != (n_heads,):
             raise ClassifierFileError("stored similarities or scores do not match the manifest's heads and labels")
         clf.select(heads=[tuple(h) for h in manifest["selected"]])
-        clf.k = settings["k"] if len(manifest["selected"]) == settings["k"] else len(manifest["selected"])
         return clf, manifest
 
     # ----------------------------------------------------------------------------- checks
