@@ -1,0 +1,71 @@
+"""The shapes world: seeded, deterministic, and its answers agree with its scenes."""
+
+import json
+import random
+
+import pytest
+
+from sav_explorer.teaching.examples import SUPPORT_PER_CLASS, TASKS, write_task
+from sav_explorer.teaching.shapes import COLOURS, QUESTION_KINDS, SHAPES, SIZES, ShapesWorld, describe, parse_description
+from sav_explorer.teaching.train import patch_targets
+from tests.conftest import REPO
+
+
+def test_a_seed_reproduces_image_question_and_answer_exactly():
+    world = ShapesWorld()
+    for kind in QUESTION_KINDS:
+        a, b = world.sample(random.Random(7), kind), world.sample(random.Random(7), kind)
+        assert a[0].tobytes() == b[0].tobytes() and a[1:] == b[1:]
+
+
+def test_scenes_have_one_to_four_objects_that_do_not_overlap():
+    world = ShapesWorld()
+    rng = random.Random(0)
+    for _ in range(200):
+        scene = world.sample_scene(rng)
+        assert 1 <= len(scene.objects) <= 4
+        for i, a in enumerate(scene.objects):
+            for b in scene.objects[i + 1 :]:
+                reach = SIZES[a.size] + SIZES[b.size]
+                assert abs(a.x - b.x) > reach or abs(a.y - b.y) > reach
+
+
+def test_answers_agree_with_the_scene():
+    world = ShapesWorld()
+    rng = random.Random(1)
+    scene = world.sample_scene(rng, n_objects=3, distinct_colours=True)
+    assert world.question(scene, "count", rng)[1] == "three"
+    question, answer = world.question(scene, "relation", random.Random(2))
+    left, right = question.split(" shape left of the ")
+    a = next(o for o in scene.objects if o.colour == left.split()[-1])
+    b = next(o for o in scene.objects if o.colour == right.split()[0])
+    assert answer == ("yes" if a.x < b.x else "no")
+
+
+def test_description_is_canonical_and_parses_back():
+    scene = ShapesWorld().sample_scene(random.Random(3), n_objects=3)
+    text = describe(scene)
+    objects = parse_description(text)
+    assert [o.x for o in scene.left_to_right()] == sorted(o.x for o in scene.objects)
+    assert objects == [(o.size, o.colour, o.shape) for o in scene.left_to_right()]
+    assert all(size in SIZES and colour in COLOURS and shape in SHAPES for size, colour, shape in objects)
+
+
+def test_patch_targets_mark_the_objects_patches():
+    scene = ShapesWorld().sample_scene(random.Random(4), n_objects=2)
+    targets = patch_targets(scene)
+    assert targets["count"].item() == 1
+    assert (targets["colour"] > 0).sum() >= 2  # each object covers at least one patch
+    assert targets["object_weights"][:2].sum(1).tolist() == pytest.approx([1.0, 1.0])
+
+
+@pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)
+def test_bundled_example_tasks_are_what_the_generator_writes(tmp_path, task):
+    write_task(task, tmp_path)
+    bundled = REPO / "assets" / "examples" / task.name
+    for split in ("support", "queries"):
+        rows = [json.loads(line) for line in (tmp_path / f"{split}.jsonl").read_text().splitlines()]
+        assert (bundled / f"{split}.jsonl").read_text() == (tmp_path / f"{split}.jsonl").read_text()
+        assert all(row["question"] == task.question for row in rows)
+    support = [json.loads(line)["label"] for line in (tmp_path / "support.jsonl").read_text().splitlines()]
+    assert {label: support.count(label) for label in task.labels} == {label: SUPPORT_PER_CLASS for label in task.labels}
