@@ -1,0 +1,199 @@
+"""Figures: the layers x heads heatmap, votes per class, the confusion matrix, and a PNG of the heatmap.
+
+    fig = head_heatmap(clf, n_layers=8)          # plotly; hover: layer, head, in-sample, leave-one-out
+    png = heatmap_png(clf, n_layers=8, path)     # the same picture without a browser (Pillow)
+
+Every label that reaches a figure is HTML-escaped first: plotly renders tags in tick labels and
+hover text, and labels come from users.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import plotly.graph_objects as go
+from PIL import Image, ImageDraw, ImageFont
+
+from ..classifier import Prediction, SAVClassifier
+
+SELECTED_COLOUR = "#e4572e"
+FONT = dict(family="Inter, system-ui, sans-serif", size=12)
+
+
+def esc(text: object) -> str:
+    """Text for plotly or HTML: tags become visible characters, never markup."""
+    return html.escape(str(text), quote=True)
+
+
+def score_grid(clf: SAVClassifier, n_layers: int) -> tuple[list[list[float | None]], list[list[float | None]], int]:
+    """In-sample and leave-one-out scores as (n_layers, max_heads) grids; None where a layer has no such head."""
+    n_layers = max(n_layers, 1 + max(layer for layer, _ in clf.heads_))
+    width = 1 + max(head for _, head in clf.heads_)
+    in_sample = [[None] * width for _ in range(n_layers)]
+    loo = [[None] * width for _ in range(n_layers)]
+    for (layer, head), a, b in zip(clf.heads_, clf.in_sample_scores_.tolist(), clf.loo_scores_.tolist()):
+        in_sample[layer][head] = a
+        loo[layer][head] = b
+    return in_sample, loo, width
+
+
+def head_heatmap(clf: SAVClassifier | None, n_layers: int) -> go.Figure:
+    """Per-head accuracy, layers down and heads across; selected heads carry an orange frame."""
+    fig = go.Figure()
+    if clf is None:
+        fig.update_layout(
+            template="plotly_white", height=360, font=FONT, margin=dict(l=40, r=20, t=40, b=40),
+            annotations=[dict(text="Extract heads to see how well each one separates the classes", showarrow=False, font=dict(size=14, color="#666"))],
+            xaxis=dict(visible=False), yaxis=dict(visible=False),
+        )
+        return fig
+    in_sample, loo, width = score_grid(clf, n_layers)
+    rows = len(in_sample)
+    scored = clf.in_sample_scores_ if clf.scoring == "in-sample" else clf.loo_scores_
+    colour = in_sample if clf.scoring == "in-sample" else loo
+    fig.add_trace(
+        go.Heatmap(
+            z=colour,
+            x=list(range(width)),
+            y=list(range(rows)),
+            customdata=[[[a, b] for a, b in zip(ra, rb)] for ra, rb in zip(in_sample, loo)],
+            hovertemplate="layer %{y}, head %{x}<br>in-sample accuracy %{customdata[0]:.2f}<br>leave-one-out accuracy %{customdata[1]:.2f}<extra></extra>",
+            hoverongaps=False,
+            colorscale="Viridis",
+            zmin=0,
+            zmax=1,
+            xgap=1,
+            ygap=1,
+            colorbar=dict(title=dict(text="accuracy", side="right"), thickness=12, len=0.8),
+            name="heads",
+        )
+    )
+    selected = clf.selected_heads
+    fig.add_trace(
+        go.Scatter(
+            x=[h for _, h in selected],
+            y=[layer for layer, _ in selected],
+            mode="markers",
+            marker=dict(symbol="square-open", size=max(8, min(26, 420 // max(width, rows))), color=SELECTED_COLOUR, line=dict(width=3)),
+            customdata=[[in_sample[l][h], loo[l][h]] for l, h in selected],
+            hovertemplate="layer %{y}, head %{x} (selected)<br>in-sample accuracy %{customdata[0]:.2f}<br>leave-one-out accuracy %{customdata[1]:.2f}<extra></extra>",
+            name="selected",
+            showlegend=False,
+        )
+    )
+    best = float(scored.max()) if len(scored) else 0.0
+    fig.update_layout(
+        template="plotly_white",
+        font=FONT,
+        height=int(min(720, max(340, 90 + 30 * rows))),
+        margin=dict(l=50, r=20, t=40, b=45),
+        title=dict(text=f"Per-head accuracy ({esc(clf.scoring)}): {len(selected)} selected, best {best:.2f}", font=dict(size=14), x=0.01),
+        xaxis=dict(title="head", dtick=1 if width <= 32 else None, range=[-0.5, width - 0.5], showgrid=False, zeroline=False, constrain="domain"),
+        yaxis=dict(title="layer", dtick=1 if rows <= 32 else None, range=[rows - 0.5, -0.5], showgrid=False, zeroline=False),
+        clickmode="event",
+        dragmode=False,
+    )
+    return fig
+
+
+def votes_chart(prediction: Prediction | None) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(template="plotly_white", font=FONT, height=260, margin=dict(l=40, r=10, t=36, b=40))
+    if prediction is None:
+        fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False))
+        return fig
+    labels = list(prediction.votes)
+    fig.add_trace(
+        go.Bar(
+            x=[esc(c) for c in labels],
+            y=[prediction.votes[c] for c in labels],
+            marker_color=[SELECTED_COLOUR if c == prediction.label else "#8da0cb" for c in labels],
+            hovertemplate="%{x}: %{y} vote(s)<extra></extra>",
+        )
+    )
+    fig.update_layout(title=dict(text=f"Votes per class (winner: {esc(prediction.label)})", font=dict(size=13), x=0.01), yaxis=dict(title="votes", dtick=1 if max(prediction.votes.values(), default=0) <= 20 else None))
+    return fig
+
+
+def confusion_chart(report: dict | None) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(template="plotly_white", font=FONT, height=360, margin=dict(l=70, r=10, t=40, b=60))
+    if report is None:
+        fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False))
+        return fig
+    confusion = report["confusion"]
+    truth = [esc(x) for x in confusion["labels"]]
+    predicted = [esc(x) for x in confusion["predicted"]]
+    matrix = confusion["matrix"]
+    fig.add_trace(
+        go.Heatmap(
+            z=matrix, x=predicted, y=truth, colorscale="Blues", showscale=False,
+            text=[[str(v) for v in row] for row in matrix], texttemplate="%{text}",
+            hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=dict(text=f"Confusion matrix: accuracy {report['accuracy']:.3f} on {report['n']} examples", font=dict(size=13), x=0.01),
+        xaxis=dict(title="predicted", type="category"), yaxis=dict(title="true", type="category", autorange="reversed"),
+    )
+    return fig
+
+
+# ----------------------------------------------------------------------------- PNG without a browser
+_VIRIDIS = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
+
+
+def _viridis(value: float) -> tuple[int, int, int]:
+    value = min(1.0, max(0.0, value)) * (len(_VIRIDIS) - 1)
+    low = min(int(math.floor(value)), len(_VIRIDIS) - 2)
+    t = value - low
+    return tuple(int(round(a + (b - a) * t)) for a, b in zip(_VIRIDIS[low], _VIRIDIS[low + 1]))  # type: ignore[return-value]
+
+
+def heatmap_png(clf: SAVClassifier, n_layers: int, path: Path, cell: int = 28) -> Path:
+    """Writes the heatmap as a PNG: cells coloured by the ranking score, selected heads framed."""
+    in_sample, loo, width = score_grid(clf, n_layers)
+    grid = in_sample if clf.scoring == "in-sample" else loo
+    rows = len(grid)
+    cell = max(6, min(cell, 900 // max(width, rows)))
+    font = ImageFont.load_default(size=max(9, min(14, cell // 2)))
+    left, top, bottom, right = 60, 40, 50, 90
+    image = Image.new("RGB", (left + width * cell + right, top + rows * cell + bottom), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((left, 10), f"Per-head accuracy ({clf.scoring}); framed: {len(clf.selected_heads)} selected heads", fill="black", font=font)
+    for layer in range(rows):
+        for head in range(width):
+            value = grid[layer][head]
+            x0, y0 = left + head * cell, top + layer * cell
+            if value is not None:
+                draw.rectangle([x0, y0, x0 + cell - 2, y0 + cell - 2], fill=_viridis(value))
+    for layer, head in clf.selected_heads:
+        x0, y0 = left + head * cell, top + layer * cell
+        draw.rectangle([x0, y0, x0 + cell - 2, y0 + cell - 2], outline=SELECTED_COLOUR, width=max(2, cell // 8))
+    step = max(1, math.ceil(12 / cell))
+    for layer in range(0, rows, step):
+        draw.text((left - 8, top + layer * cell + cell // 2), str(layer), fill="black", font=font, anchor="rm")
+    for head in range(0, width, step):
+        draw.text((left + head * cell + cell // 2, top + rows * cell + 6), str(head), fill="black", font=font, anchor="mt")
+    draw.text((left + width * cell // 2, top + rows * cell + 28), "head", fill="black", font=font, anchor="mt")
+    draw.text((10, top + rows * cell // 2), "layer", fill="black", font=font, anchor="lm")
+    bar_x = left + width * cell + 25
+    for i in range(rows * cell):
+        draw.line([bar_x, top + i, bar_x + 14, top + i], fill=_viridis(1 - i / max(1, rows * cell - 1)))
+    draw.text((bar_x + 18, top), "1.0", fill="black", font=font, anchor="lt")
+    draw.text((bar_x + 18, top + rows * cell), "0.0", fill="black", font=font, anchor="lb")
+    image.save(path)
+    return path
+
+
+def selection_table(clf: SAVClassifier, heads: Sequence[tuple[int, int]] | None = None) -> list[list]:
+    """Rows (rank, layer, head, in-sample, leave-one-out) for the selected heads."""
+    index = {h: i for i, h in enumerate(clf.heads_)}
+    rows = []
+    for rank, (layer, head) in enumerate(heads if heads is not None else clf.selected_heads, start=1):
+        i = index[(layer, head)]
+        rows.append([rank, layer, head, round(float(clf.in_sample_scores_[i]), 3), round(float(clf.loo_scores_[i]), 3)])
+    return rows

@@ -1,0 +1,131 @@
+"""Turning uploaded files into examples, safely: zips are checked before anything is written.
+
+    examples = examples_from_uploads([Path("support.zip")], workdir)     # class sub-folders or a JSONL
+    examples = examples_from_uploads([jsonl, *pngs], workdir)            # a JSONL file with its images
+
+Uploaded data files may only point at images inside what was uploaded; zips may not hold paths that
+escape their folder, links, too many files, or more bytes (declared or real) than the caps allow.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from ..data import IMAGE_SUFFIXES, Example, load_examples
+from ..errors import DataError
+
+MAX_ZIP_MEMBERS = 5_000
+MAX_ZIP_BYTES = 200 * 1024 * 1024  # uncompressed, in all
+MAX_ZIP_RATIO = 200  # a member that expands more than this (and past 1 MB) is treated as a zip bomb
+DATA_SUFFIXES = {".jsonl", ".csv"}
+
+
+def extract_zip(archive: Path, dest: Path) -> Path:
+    """Extracts `archive` into `dest` after checking every member; returns `dest`."""
+    if not zipfile.is_zipfile(archive):
+        raise DataError(f"{archive.name} is not a zip file")
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            if len(members) > MAX_ZIP_MEMBERS:
+                raise DataError(f"{archive.name} holds {len(members)} files; the limit is {MAX_ZIP_MEMBERS}")
+            declared = sum(m.file_size for m in members)
+            if declared > MAX_ZIP_BYTES:
+                raise DataError(f"{archive.name} expands to {declared:,} bytes; the limit is {MAX_ZIP_BYTES:,}")
+            for member in members:
+                _check_member(archive.name, member, dest)
+            written = 0
+            for member in members:
+                target = dest / PurePosixPath(member.filename)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as source, open(target, "wb") as out:
+                    # Counts real bytes too: a header can understate what a member expands to.
+                    while chunk := source.read(1 << 20):
+                        written += len(chunk)
+                        if written > MAX_ZIP_BYTES:
+                            raise DataError(f"{archive.name} expands past {MAX_ZIP_BYTES:,} bytes (a zip bomb?)")
+                        out.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as error:
+        raise DataError(f"{archive.name} is damaged or uses an unsupported zip feature ({error})") from None
+    except RuntimeError as error:  # encrypted members
+        raise DataError(f"{archive.name} cannot be read: {error}") from None
+    return dest
+
+
+def _check_member(archive: str, member: zipfile.ZipInfo, dest: Path) -> None:
+    name = member.filename
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+        raise DataError(f"{archive} holds a path that escapes its folder: {name!r}")
+    if not (dest / name).resolve().is_relative_to(dest.resolve()):
+        raise DataError(f"{archive} holds a path that escapes its folder: {name!r}")
+    if stat.S_ISLNK(member.external_attr >> 16):
+        raise DataError(f"{archive} holds a symbolic link ({name!r}); links are not accepted")
+    if member.file_size > 1024 * 1024 and member.file_size > MAX_ZIP_RATIO * max(1, member.compress_size):
+        raise DataError(f"{archive}: {name!r} expands {member.file_size // max(1, member.compress_size)}-fold (a zip bomb?)")
+
+
+def _data_root(folder: Path) -> Path:
+    """Skips single wrapping folders (zips made by "compress folder" have one); ignores macOS litter."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+    if len(entries) == 1 and entries[0].is_dir():
+        inner = entries[0]
+        if any(p.is_dir() or p.suffix.lower() in DATA_SUFFIXES for p in inner.iterdir()):
+            return _data_root(inner)
+    return folder
+
+
+def examples_from_folder(folder: Path, question: str | None = None, require_labels: bool = True) -> list[Example]:
+    """A JSONL/CSV file at the folder's root if there is one, else class sub-folders."""
+    root = _data_root(folder)
+    data_files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES)
+    if len(data_files) > 1:
+        names = ", ".join(p.name for p in data_files)
+        raise DataError(f"found several data files ({names}); upload one JSONL or CSV file with its images")
+    if data_files:
+        return load_examples(data_files[0], question=question, require_labels=require_labels, confine_to=folder)
+    if not require_labels:
+        images = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if images:
+            return [Example((p,), question, p.parent.name if p.parent != root else None) for p in images]
+    return load_examples(root)
+
+
+def examples_from_uploads(paths: Sequence[str | Path], workdir: Path, question: str | None = None, require_labels: bool = True) -> list[Example]:
+    """Examples from one zip, or from a JSONL/CSV file uploaded together with its images.
+
+    Files are copied (zips extracted) into a fresh folder under `workdir`, the only place
+    data files may point into.
+    """
+    paths = [Path(p) for p in paths or []]
+    if not paths:
+        raise DataError("no file uploaded: choose a zip of class sub-folders, or a JSONL/CSV file with its images")
+    workdir.mkdir(parents=True, exist_ok=True)
+    dest = Path(_fresh_dir(workdir))
+    zips = [p for p in paths if p.suffix.lower() == ".zip"]
+    if zips:
+        if len(paths) > 1:
+            raise DataError("upload one zip on its own, or a JSONL/CSV file together with its images")
+        extract_zip(zips[0], dest)
+        return examples_from_folder(dest, question, require_labels)
+    data_files = [p for p in paths if p.suffix.lower() in DATA_SUFFIXES]
+    if not data_files:
+        raise DataError("no data file among the uploads: add the JSONL or CSV file that lists the images and labels")
+    if len(data_files) > 1:
+        raise DataError(f"upload one data file at a time; got {len(data_files)}")
+    for path in paths:
+        shutil.copyfile(path, dest / Path(path.name).name)  # keep names: the data file refers to them
+    return load_examples(dest / data_files[0].name, question=question, require_labels=require_labels, confine_to=dest)
+
+
+def _fresh_dir(workdir: Path) -> Path:
+    index = len(list(workdir.glob("upload-*")))
+    while (workdir / f"upload-{index}").exists():
+        index += 1
+    path = workdir / f"upload-{index}"
+    path.mkdir()
+    return path
