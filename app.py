@@ -28,6 +28,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     args = parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     demo = build_demo(default_model=args.model)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())

@@ -82,11 +82,10 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         with gr.Row(equal_height=False):
             # --------------------------------------------------------------- left: model, support set, controls
             with gr.Column(scale=4, min_width=340):
-                with gr.Group():
-                    with gr.Row():
-                        model = gr.Dropdown(model_choices(default_model), value=default_model, label="Model", allow_custom_value=any_model_allowed(), scale=4)
-                        load_model = gr.Button("Load model", scale=1, size="md")
-                    model_status = gr.Markdown(f"Model **{default_model}** loads on first use.", elem_classes="sav-small")
+                with gr.Row(equal_height=True):
+                    model = gr.Dropdown(model_choices(default_model), value=default_model, label="Model", allow_custom_value=any_model_allowed(), scale=4)
+                    load_model = gr.Button("Load model", scale=1, size="md")
+                model_status = gr.Markdown(f"Model **{default_model}** loads on first use.", elem_classes="sav-small")
                 gr.Markdown("### 1 · Support set")
                 with gr.Tabs():
                     with gr.Tab("Example task"):
@@ -179,7 +178,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
 
         k.input(explorer.set_k, [k, session], explore_views, api_name="set_k", trigger_mode="always_last", **instant)
         heads.input(explorer.set_heads, [heads, session], explore_views, api_name="set_heads", trigger_mode="always_last", **instant)
-        click.input(explorer.toggle_head, [click, session], explore_views, api_name="toggle_head", **instant)
+        click.change(explorer.toggle_head, [click, session], explore_views, api_name="toggle_head", **instant)
 
         classify.click(explorer.classify, [queries, query_question, session], [session, results, detail_choice, *detail_views], api_name="classify", **model_events)
         detail_choice.input(explorer.show_detail, [detail_choice, session], detail_views, api_name="show_detail", **instant)
