@@ -16,7 +16,7 @@ import gradio as gr
 from ..models import default_model_id
 from . import plots
 from .handlers import EXAMPLES_DIR, Explorer, example_tasks
-from .registry import ModelRegistry, any_model_allowed, model_choices
+from .registry import ModelRegistry, model_choices
 from .session import MAX_BATCH, MAX_PIXELS_CAP, MAX_UPLOAD, SESSION_TTL_S, close_session
 
 MODEL_GROUP = "model"
@@ -83,7 +83,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             # --------------------------------------------------------------- left: model, support set, controls
             with gr.Column(scale=4, min_width=340):
                 with gr.Row(equal_height=True):
-                    model = gr.Dropdown(model_choices(default_model), value=default_model, label="Model", allow_custom_value=any_model_allowed(), scale=4)
+                    model = gr.Dropdown(model_choices(default_model), value=default_model, label="Model", allow_custom_value=True, scale=4)  # check_allowed refuses, with a clear message
                     load_model = gr.Button("Load model", scale=1, size="md")
                 model_status = gr.Markdown(f"Model **{default_model}** loads on first use.", elem_classes="sav-small")
                 gr.Markdown("### 1 · Support set")

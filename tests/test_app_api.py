@@ -1,0 +1,309 @@
+"""The app through its HTTP API (gradio_client), against a launched server: the whole flow, every
+bad input, escaping of user text, and two visitors who never see each other's data.
+
+Each `Client` is a separate visitor (session). Results are checked against the engine itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from app_harness import running_app
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+from safetensors.torch import load_file
+
+from sav_explorer import SAVClassifier, evaluate, fit_examples, load_examples, load_model, predict_examples
+from sav_explorer.data import Example
+from sav_explorer.models import default_model_id
+from sav_explorer.ui.handlers import EXAMPLES_DIR, Explorer
+from sav_explorer.ui.session import Session
+
+SIZE = EXAMPLES_DIR / "size"
+PRESENCE = EXAMPLES_DIR / "presence"
+LOO = re.compile(r"Leave-one-out accuracy: \*\*([0-9.]+)\*\*")
+
+
+@pytest.fixture(scope="module")
+def app():
+    with running_app() as (url, demo):
+        yield url, demo
+
+
+@pytest.fixture(scope="module")
+def url(app):
+    return app[0]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(default_model_id())
+
+
+def client(url: str) -> Client:
+    return Client(url, verbose=False)
+
+
+def loo_of(summary: str) -> float:
+    return float(LOO.search(summary)[1])
+
+
+def heads_of(update: dict) -> list[tuple[int, int]]:
+    return [tuple(int(x) for x in re.findall(r"\d+", name)) for name in update["value"]]
+
+
+def plot_json(value: dict) -> dict:
+    return json.loads(value["plot"])
+
+
+def write_images(folder: Path, colours: dict[str, tuple]) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, colour in colours.items():
+        paths[name] = folder / f"{name}.png"
+        Image.new("RGB", (64, 64), colour).save(paths[name])
+    return paths
+
+
+# ----------------------------------------------------------------------------- the whole flow
+@pytest.fixture(scope="module")
+def flow(url, model):
+    """One visitor: the size task, extracted with k=8; and the engine's own classifier on the same data."""
+    visitor = client(url)
+    table, gallery, question, status = visitor.predict("size", api_name="/load_example")
+    extracted = visitor.predict("", 200704, 4, 8, "in-sample", api_name="/extract")
+    examples = load_examples(SIZE / "support.jsonl")
+    reference, _ = fit_examples(model, examples, k=8, batch_size=4, max_pixels=200704)
+    return visitor, (table, gallery, question, status), extracted, reference
+
+
+def test_example_task_loads_labels_and_its_question(flow):
+    _, (table, gallery, question, status), _, _ = flow
+    assert len(table["data"]) == 10 and {row[2] for row in table["data"]} == {"large", "small"}
+    assert question == "is the shape small or large ?"
+    assert len(gallery) == 10 and "10 examples" in status
+
+
+def test_extraction_matches_the_engine(flow):
+    _, _, (heatmap, summary, selection, heads, k, status), reference = flow
+    assert heads_of(heads) == reference.selected_heads
+    assert loo_of(summary) == pytest.approx(reference.leave_one_out_accuracy(), abs=5e-4)
+    assert k["value"] == 8 and len(selection["data"]) == 8
+    figure = plot_json(heatmap)
+    grid, marks = figure["data"][0], figure["data"][1]
+    assert len(grid["z"]) == 8 and "leave-one-out" in grid["hovertemplate"]
+    assert sorted(zip(marks["y"], marks["x"])) == sorted(reference.selected_heads)
+    assert "64 heads in 8 layers from 10 examples" in status
+
+
+def test_k_and_head_toggles_rescore_like_the_engine(flow):
+    visitor, _, _, reference = flow
+    _, summary, selection, heads, k, _ = visitor.predict(3, api_name="/set_k")
+    reference.select(k=3)
+    assert heads_of(heads) == reference.selected_heads and k["value"] == 3 and len(selection["data"]) == 3
+    assert loo_of(summary) == pytest.approx(reference.leave_one_out_accuracy(), abs=5e-4)
+
+    extra = next(h for h in reference.heads_ if h not in reference.selected_heads)
+    heatmap, summary, _, heads, k, _ = visitor.predict(f"{extra[0]},{extra[1]},12345", api_name="/toggle_head")
+    reference.select(heads=[*reference.selected_heads, extra])
+    assert heads_of(heads) == reference.selected_heads and k["value"] == 4
+    assert loo_of(summary) == pytest.approx(reference.leave_one_out_accuracy(), abs=5e-4)
+    marks = plot_json(heatmap)["data"][1]
+    assert (extra[0], extra[1]) in set(zip(marks["y"], marks["x"]))
+
+    _, summary, _, heads, _, _ = visitor.predict(f"{extra[0]},{extra[1]}", api_name="/toggle_head")  # off again
+    reference.select(heads=[h for h in reference.selected_heads if h != extra])
+    assert heads_of(heads) == reference.selected_heads
+
+    _, summary, _, heads, _, _ = visitor.predict(["L0 H0", "L1 H1", "L2 H2"], api_name="/set_heads")
+    reference.select(heads=[(0, 0), (1, 1), (2, 2)])
+    assert heads_of(heads) == [(0, 0), (1, 1), (2, 2)]
+    assert loo_of(summary) == pytest.approx(reference.leave_one_out_accuracy(), abs=5e-4)
+    visitor.predict(8, api_name="/set_k")
+    reference.select(k=8)
+
+
+def test_classify_and_held_out_accuracy_match_the_engine(flow, model):
+    visitor, _, _, reference = flow
+    queries = load_examples(SIZE / "queries.jsonl")
+    picked = [queries[0], queries[-1]]
+    results, choice, label, votes, head_table, answer = visitor.predict(
+        [handle_file(str(e.images[0])) for e in picked], "", api_name="/classify"
+    )
+    expected = predict_examples(model, reference, [Example(e.images, picked[0].question) for e in picked])
+    assert [row[1] for row in results["data"]] == [p.label for p in expected]
+    assert label["label"] == expected[0].label
+    assert plot_json(votes)["data"][0]["y"] == [expected[0].votes[c] for c in reference.classes_]
+    assert sum(expected[0].votes.values()) == 8 and len(head_table["data"]) == 8
+    assert [row[2] for row in head_table["data"]] == [h.vote for h in expected[0].heads]
+    assert head_table["headers"] == ["layer", "head", "vote", "sim large", "sim small"]
+    assert isinstance(answer, str) and all(row[3] == results["data"][i][3] for i, row in enumerate(results["data"]))
+
+    label2, _, _, _ = visitor.predict(choice["choices"][1][0], api_name="/show_detail")
+    assert label2["label"] == expected[1].label
+
+    accuracy, confusion, per_class = visitor.predict([], True, "", api_name="/evaluate")
+    truth = [e.label for e in queries]
+    report = evaluate([p.label for p in predict_examples(model, reference, queries)], truth, reference.classes_)
+    assert f"**{report['accuracy']:.3f}** on 20 examples" in accuracy
+    matrix = plot_json(confusion)["data"][0]["z"]
+    assert matrix == report["confusion"]["matrix"] and sum(map(sum, matrix)) == 20
+    assert {row[0] for row in per_class["data"]} == {"large", "small"}
+
+
+def test_export_and_restore_round_trip(flow, url, tmp_path):
+    visitor, _, _, reference = flow
+    clf_zip, scores_csv, heatmap_png, activations, status = visitor.predict(api_name="/export")
+    lines = Path(scores_csv).read_text().strip().splitlines()
+    assert lines[0] == "layer,head,in_sample_accuracy,leave_one_out_accuracy,selected" and len(lines) == 65
+    assert sum(line.endswith(",1") for line in lines[1:]) == 8
+    assert Image.open(heatmap_png).size[0] > 200
+    tensors = load_file(activations)
+    assert tuple(tensors["activations"].shape[:2]) == (10, 64) and tensors["labels"].tolist().count(0) == 5
+    with zipfile.ZipFile(clf_zip) as zf:
+        zf.extractall(tmp_path / "clf")
+    saved, manifest = SAVClassifier.load(tmp_path / "clf")
+    assert saved.selected_heads == reference.selected_heads and manifest["question"] == "is the shape small or large ?"
+
+    newcomer = client(url)  # a new visitor restores the file and gets the same classifier
+    heatmap, summary, _, heads, _, _, question = newcomer.predict(handle_file(clf_zip), api_name="/restore")
+    assert heads_of(heads) == reference.selected_heads and question == "is the shape small or large ?"
+    assert loo_of(summary) == pytest.approx(reference.leave_one_out_accuracy(), abs=5e-4)
+    _, _, label, _, _, _ = newcomer.predict([handle_file(str(SIZE / "queries_small_0.png"))], "", api_name="/classify")
+    assert label["label"] in {"large", "small"}
+
+
+# ----------------------------------------------------------------------------- bad input, clear messages
+def test_bad_inputs_get_clear_messages_and_the_app_keeps_serving(url, tmp_path):
+    visitor = client(url)
+    images = write_images(tmp_path / "img", {"red": (220, 20, 20), "blue": (20, 20, 220)})
+    cases = [
+        (("", 200704, 4, 8, "in-sample"), "/extract", "no support examples"),
+        (([], "red"), "/add_images", "no images"),
+        (([handle_file(str(images["red"]))], "   "), "/add_images", "unlabeled images"),
+        ((3,), "/set_k", "extract heads first"),
+        (("evil/model",), "/load_model", "not allowed"),
+        (("/etc",), "/load_model", "not allowed"),
+        (("nonexistent-task",), "/load_example", "not in the list of choices"),
+        (([],), "/upload_support", "no file uploaded"),
+    ]
+    for args, endpoint, message in cases:
+        with pytest.raises(AppError, match=message):
+            visitor.predict(*args, api_name=endpoint)
+
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("hello")
+    with pytest.raises(AppError, match="not an image"):
+        visitor.predict([handle_file(str(not_image))], "red", api_name="/add_images")
+
+    slip = tmp_path / "slip.zip"
+    with zipfile.ZipFile(slip, "w") as zf:
+        zf.writestr("../../escape.png", b"x")
+    with pytest.raises(AppError, match="escapes its folder"):
+        visitor.predict([handle_file(str(slip))], api_name="/upload_support")
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("red/a.png", b"\0" * (30 * 1024 * 1024))
+    with pytest.raises(AppError, match="zip bomb"):
+        visitor.predict([handle_file(str(bomb))], api_name="/upload_support")
+
+    corrupt = tmp_path / "classifier.zip"
+    with zipfile.ZipFile(corrupt, "w") as zf:
+        zf.writestr("manifest.json", "{not json")
+        zf.writestr("tensors.safetensors", b"garbage")
+    with pytest.raises(AppError, match="not valid JSON"):
+        visitor.predict(handle_file(str(corrupt)), api_name="/restore")
+    (tmp_path / "junk.zip").write_bytes(b"PK\x03\x04 this is not really a zip")
+    with pytest.raises(AppError, match="not a classifier zip"):
+        visitor.predict(handle_file(str(tmp_path / "junk.zip")), api_name="/restore")
+
+    # a label with stray spaces is trimmed (with a warning), so " red" and "red" are one class
+    table, *_ = visitor.predict([handle_file(str(images["red"]))], "  red ", api_name="/add_images")
+    table, *_ = visitor.predict([handle_file(str(images["red"]))], "red", api_name="/add_images")
+    assert [row[2] for row in table["data"]] == ["red", "red"]
+    with pytest.raises(AppError, match="need at least 2 classes"):
+        visitor.predict("what colour ?", 200704, 4, 2, "in-sample", api_name="/extract")
+    table, *_ = visitor.predict("size", api_name="/load_example")  # still serving this visitor
+    assert len(table["data"]) == 10
+
+
+def test_user_text_is_escaped_everywhere(url, tmp_path):
+    visitor = client(url)
+    evil = "<b>x</b>"
+    images = write_images(tmp_path / "img", {"a": (220, 20, 20), "b": (210, 40, 30), "c": (20, 20, 220), "d": (30, 40, 210)})
+    visitor.predict([handle_file(str(images["a"])), handle_file(str(images["b"]))], evil, api_name="/add_images")
+    with pytest.raises(AppError) as single:
+        visitor.predict("what colour ?", 200704, 4, 4, "in-sample", api_name="/extract")
+    assert "&lt;b&gt;x&lt;/b&gt;" in str(single.value) and evil not in str(single.value)
+
+    table, gallery, _, status, _, _ = visitor.predict([handle_file(str(images["c"])), handle_file(str(images["d"]))], "y", api_name="/add_images")
+    assert [row[2] for row in table["data"]] == [evil, evil, "y", "y"]  # a table cell is text, shown as typed
+    assert evil not in status and "&lt;b&gt;x&lt;/b&gt;" in status
+    visitor.predict("what colour ?", 200704, 4, 4, "in-sample", api_name="/extract")
+    _, _, label, votes, head_table, _ = visitor.predict([handle_file(str(images["a"]))], "", api_name="/classify")
+    bars = plot_json(votes)
+    assert "&lt;b&gt;x&lt;/b&gt;" in bars["data"][0]["x"] and evil not in json.dumps(bars)
+    assert label["label"] in (evil, "y")  # gr.Label renders text, never markup
+
+    rows = [{"image": "a.png", "label": evil}, {"image": "c.png", "label": "y"}]
+    (tmp_path / "img" / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    files = [handle_file(str(tmp_path / "img" / name)) for name in ("test.jsonl", "a.png", "c.png")]
+    _, confusion, _ = visitor.predict(files, False, "", api_name="/evaluate")
+    assert evil not in json.dumps(plot_json(confusion)) and "&lt;b&gt;x&lt;/b&gt;" in plot_json(confusion)["data"][0]["y"]
+
+
+# ----------------------------------------------------------------------------- isolation and concurrency
+def test_two_visitors_on_different_tasks_never_see_each_others_data(url):
+    a, b = client(url), client(url)
+    a.predict("size", api_name="/load_example")
+    b.predict("presence", api_name="/load_example")
+    with ThreadPoolExecutor(2) as pool:  # both extractions queued at once in the shared model group
+        jobs = [pool.submit(v.predict, "", 200704, 4, 4, "in-sample", api_name="/extract") for v in (a, b)]
+        results = [job.result() for job in jobs]
+    for result in results:
+        assert len(result[2]["data"]) == 4
+    _, _, label_a, votes_a, _, _ = a.predict([handle_file(str(SIZE / "queries_large_0.png"))], "", api_name="/classify")
+    _, _, label_b, votes_b, _, _ = b.predict([handle_file(str(PRESENCE / "queries_yes_0.png"))], "", api_name="/classify")
+    assert {c["label"] for c in label_a["confidences"]} == {"large", "small"}
+    assert {c["label"] for c in label_b["confidences"]} == {"no", "yes"}
+    accuracy_a, confusion_a, _ = a.predict([], True, "", api_name="/evaluate")
+    accuracy_b, confusion_b, _ = b.predict([], True, "", api_name="/evaluate")
+    assert set(plot_json(confusion_a)["data"][0]["x"]) == {"large", "small"}
+    assert set(plot_json(confusion_b)["data"][0]["x"]) == {"no", "yes"}
+    assert "on 20 examples" in accuracy_a and "on 20 examples" in accuracy_b
+    table_a, *_ = a.predict("size", api_name="/load_example")
+    assert all("small" in row[1] or "large" in row[1] for row in table_a["data"])
+
+
+def test_model_work_shares_one_group_and_rescoring_never_queues_behind_it(app):
+    _, demo = app
+    by_name = {fn.api_name: fn for fn in demo.fns.values()}
+    for name in ("extract", "classify", "evaluate", "load_model", "restore"):
+        assert by_name[name].concurrency_id == "model" and by_name[name].concurrency_limit == 1
+    for name in ("set_k", "toggle_head", "set_heads", "show_detail", "cancel"):
+        assert by_name[name].concurrency_id != "model" and by_name[name].concurrency_limit is None
+
+
+def test_cancel_stops_between_batches_and_keeps_the_previous_result():
+    explorer = Explorer(default_model_id())
+    session, *_ = explorer.load_example("size", None)
+    calls = []
+
+    def progress(value, desc=None, unit=None):  # stands in for gr.Progress; the visitor presses Cancel after one batch
+        calls.append(value)
+        if isinstance(value, tuple) and value[0] > 0:
+            explorer.cancel(session)
+
+    session, heatmap, summary, _, _, _, status = explorer.extract("", 200704, 2, 4, "in-sample", session, progress=progress)
+    assert "cancelled after 2 of 10 examples" in status and session.clf is None and summary == ""
+    assert calls[-1] == (2, 10)
+    session.close()
+    assert not session.workdir.exists()
+    assert isinstance(Session.new(), Session)
