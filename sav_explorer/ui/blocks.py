@@ -89,11 +89,11 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                 gr.Markdown("### 1 · Support set")
                 with gr.Tabs():
                     with gr.Tab("Example task"):
-                        task = gr.Dropdown(tasks, value=tasks[0] if tasks else None, label="Bundled task (teaching model's shapes world)")
+                        task = gr.Dropdown(tasks, value=tasks[0] if tasks else None, label="Bundled task (teaching model's shapes world)", elem_id="sav-task")
                         load_task = gr.Button("Load example task", variant="secondary")
                     with gr.Tab("Label images"):
-                        new_images = gr.File(file_count="multiple", file_types=["image"], label="Images of one class")
-                        new_label = gr.Textbox(label="Their label", placeholder="e.g. red")
+                        new_images = gr.File(file_count="multiple", file_types=["image"], label="Images of one class", elem_id="sav-new-images")
+                        new_label = gr.Textbox(label="Their label", placeholder="e.g. red", elem_id="sav-new-label")
                         add = gr.Button("Add to support set")
                     with gr.Tab("Upload a file"):
                         gr.Markdown("A zip of class sub-folders (`red/…png`, `blue/…png`), a zip with a JSONL/CSV file and its images, "
@@ -122,21 +122,21 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                         heatmap = gr.Plot(plots.head_heatmap(None, 0), elem_id="sav-heatmap", show_label=False)
                         gr.Markdown("Hover a cell for its scores; **click a cell to add or remove that head**. Framed cells vote.", elem_classes="sav-small")
                         click = gr.Textbox(visible="hidden", elem_id="sav-click", label="clicked cell")
-                        k = gr.Slider(1, 64, value=20, step=1, label="k: number of top-scoring heads that vote")
+                        k = gr.Slider(1, 64, value=20, step=1, label="k: number of top-scoring heads that vote", elem_id="sav-k")
                         heads = gr.Dropdown([], value=[], multiselect=True, label="Selected heads (edit to choose any set)")
                         summary = gr.Markdown("")
                         with gr.Accordion("Selected heads", open=False):
                             selection = gr.Dataframe(headers=["rank", "layer", "head", "in-sample", "leave-one-out"], interactive=False)
                     with gr.Tab("Classify"):
                         with gr.Row():
-                            queries = gr.File(file_count="multiple", file_types=["image"], label="Images to classify", scale=3)
+                            queries = gr.File(file_count="multiple", file_types=["image"], label="Images to classify", scale=3, elem_id="sav-queries")
                             with gr.Column(scale=2):
                                 query_question = gr.Textbox(label="Question (default: the support set's)")
                                 classify = gr.Button("Classify", variant="primary")
-                        results = gr.Dataframe(headers=["image", "predicted", "votes", "model's own answer"], interactive=False, wrap=True)
+                        results = gr.Dataframe(headers=["image", "predicted", "votes", "model's own answer"], interactive=False, wrap=True, elem_id="sav-results")
                         detail_choice = gr.Dropdown([], label="Details for", interactive=True)
                         with gr.Row():
-                            predicted = gr.Label(label="SAV prediction", num_top_classes=5, scale=2)
+                            predicted = gr.Label(label="SAV prediction", num_top_classes=5, scale=2, elem_id="sav-label")
                             votes = gr.Plot(plots.votes_chart(None), show_label=False, scale=3)
                         answer = gr.Textbox(label="The model's own generated answer", interactive=False)
                         head_votes = gr.Dataframe(label="Per-head votes and cosine similarity to each class mean", interactive=False)

@@ -1,0 +1,119 @@
+"""The app in a real browser (Debian's chromium driven by Playwright): example task, extraction,
+k, a click on a heatmap cell, classification, a screenshot; and a label shown as text, not HTML.
+
+Screenshots go to the test's tmp folder; `SAV_REFRESH_SCREENSHOT=1` also writes assets/screenshot.png
+(see tools/refresh_screenshot.sh). Never downloads a browser: set `SAV_CHROMIUM` if it lives elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from app_harness import running_app
+from PIL import Image
+from playwright.sync_api import expect, sync_playwright
+
+from sav_explorer.ui.handlers import EXAMPLES_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("SAV_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+TIMEOUT_MS = 120_000  # generous for a busy 2-core machine; nothing here asserts on time
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"chromium not found at {CHROMIUM}: apt-get install chromium (CI's .ci/run does), or set SAV_CHROMIUM")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def url():
+    with running_app() as (url, _):
+        yield url
+
+
+def title_count(page) -> int:
+    """How many heads the heatmap's title says are selected."""
+    text = page.locator("#sav-heatmap .gtitle").text_content()
+    return int(re.search(r"(\d+) selected", text)[1])
+
+
+def test_whole_flow_in_the_browser(browser, url, tmp_path):
+    page = browser.new_page(viewport={"width": 1440, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+
+    task = page.locator("#sav-task input")
+    task.click()
+    task.fill("size")
+    page.get_by_role("option", name="size", exact=True).click()
+    page.get_by_role("button", name="Load example task").click()
+    expect(page.get_by_text("10 examples in 2 classes")).to_be_visible()
+
+    page.get_by_role("button", name="Extract heads").click()
+    expect(page.get_by_text("Leave-one-out accuracy")).to_be_visible()
+    expect(page.locator("#sav-heatmap .gtitle")).to_contain_text("20 selected")
+
+    k_box = page.locator("#sav-k input[type=number]")
+    k_box.fill("5")
+    k_box.press("Enter")
+    expect(page.locator("#sav-heatmap .gtitle")).to_contain_text("5 selected")
+    selected_marks = page.locator("#sav-heatmap .scatterlayer .point")
+    expect(selected_marks).to_have_count(5)
+
+    # click the cell of layer 7, head 7 (bottom right): it toggles that head
+    grid = page.locator("#sav-heatmap .nsewdrag").first
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 15 / 16, box["y"] + box["height"] * 15 / 16)
+    expect(page.locator("#sav-heatmap .gtitle")).not_to_contain_text("5 selected")
+    after = title_count(page)
+    assert after in (4, 6)
+    expect(selected_marks).to_have_count(after)
+    heads = page.locator("#sav-k").locator("xpath=following::*[contains(@class,'token')]")
+    assert heads.count() >= after
+    expect(page.get_by_text("L7 H7", exact=True)).to_have_count(1 if after == 6 else 0)
+    page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
+
+    page.get_by_role("tab", name="Classify").click()
+    page.locator("#sav-queries input[type=file]").set_input_files([str(EXAMPLES_DIR / "size" / "queries_large_0.png")])
+    expect(page.locator("#sav-queries")).to_contain_text("queries_large_0")
+    page.get_by_role("button", name="Classify", exact=True).click()
+    expect(page.locator("#sav-results")).to_contain_text("queries_large_0.png")
+    expect(page.locator("#sav-label")).to_contain_text(re.compile("large|small"))
+    page.screenshot(path=str(tmp_path / "classify.png"), full_page=True)
+
+    for name in ("explore.png", "classify.png"):
+        assert Image.open(tmp_path / name).size[0] >= 1400
+    if os.environ.get("SAV_REFRESH_SCREENSHOT"):
+        page.get_by_role("tab", name="Explore").click()
+        page.set_viewport_size({"width": 1440, "height": 1000})
+        page.screenshot(path=str(REPO / "assets" / "screenshot.png"))
+    page.close()
+
+
+def test_labels_show_as_text_never_as_html(browser, url, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    image = tmp_path / "red.png"
+    Image.new("RGB", (64, 64), (220, 20, 20)).save(image)
+    page.get_by_role("tab", name="Label images").click()
+    page.locator("#sav-new-images input[type=file]").set_input_files([str(image)])
+    expect(page.locator("#sav-new-images")).to_contain_text("red")
+    page.locator("#sav-new-label textarea, #sav-new-label input").first.fill("<b>x</b> <img src=x onerror=alert(1)>")
+    page.get_by_role("button", name="Add to support set").click()
+    expect(page.get_by_text("1 examples in 1 classes")).to_be_visible()
+    expect(page.locator("#sav-gallery")).to_contain_text("<b>x</b>")
+    assert page.locator("#sav-gallery b, #sav-gallery img[src=x]").count() == 0
+    assert page.locator("b:text-is('x'), img[src='x']").count() == 0
+    page.close()
