@@ -1,8 +1,9 @@
 """The app in a real browser (Debian's chromium driven by Playwright): example task, extraction,
 k, a click on a heatmap cell, classification, a screenshot; and a label shown as text, not HTML.
 
-Screenshots go to the test's tmp folder; `SAV_REFRESH_SCREENSHOT=1` also writes assets/screenshot.png
-(see tools/refresh_screenshot.sh). Never downloads a browser: set `SAV_CHROMIUM` if it lives elsewhere.
+Screenshots go to the test's tmp folder. To refresh the README's screenshot (assets/screenshot.png):
+    SAV_REFRESH_SCREENSHOT=1 .venv/bin/python -m pytest tests/test_app_browser.py -k whole_flow
+Never downloads a browser: set `SAV_CHROMIUM` if chromium lives elsewhere than on the PATH.
 """
 
 from __future__ import annotations

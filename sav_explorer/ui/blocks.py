@@ -15,7 +15,7 @@ import gradio as gr
 
 from ..models import default_model_id
 from . import plots
-from .handlers import EXAMPLES_DIR, Explorer, example_tasks
+from .handlers import EXAMPLES_DIR, Explorer, example_tasks, gpu
 from .registry import ModelRegistry, model_choices
 from .session import MAX_BATCH, MAX_PIXELS_CAP, MAX_UPLOAD, SESSION_TTL_S, close_session
 
@@ -168,24 +168,24 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         explore_views = [session, heatmap, summary, selection, heads, k, status]
         detail_views = [predicted, votes, head_votes, answer]
 
-        load_model.click(explorer.choose_model, [model, session], [session, model_status], api_name="load_model", **model_events)
+        load_model.click(gpu(explorer.choose_model), [model, session], [session, model_status], api_name="load_model", **model_events)
         load_task.click(explorer.load_example, [task, session], support_views, api_name="load_example", concurrency_limit=None)
         add.click(explorer.add_images, [new_images, new_label, session], [*support_views, new_images, new_label], api_name="add_images", concurrency_limit=None)
         upload.click(explorer.upload_support, [data_files, session], support_views, api_name="upload_support", concurrency_limit=None)
         clear.click(explorer.clear_support, [session], support_views, api_name="clear_support", concurrency_limit=None)
-        extract.click(explorer.extract, [question, max_pixels, batch_size, k, scoring, session], explore_views, api_name="extract", **model_events)
+        extract.click(gpu(explorer.extract), [question, max_pixels, batch_size, k, scoring, session], explore_views, api_name="extract", **model_events)
         cancel.click(explorer.cancel, [session], [status], api_name="cancel", concurrency_limit=None, show_progress="hidden")
 
         k.input(explorer.set_k, [k, session], explore_views, api_name="set_k", trigger_mode="always_last", **instant)
         heads.input(explorer.set_heads, [heads, session], explore_views, api_name="set_heads", trigger_mode="always_last", **instant)
         click.change(explorer.toggle_head, [click, session], explore_views, api_name="toggle_head", **instant)
 
-        classify.click(explorer.classify, [queries, query_question, session], [session, results, detail_choice, *detail_views], api_name="classify", **model_events)
+        classify.click(gpu(explorer.classify), [queries, query_question, session], [session, results, detail_choice, *detail_views], api_name="classify", **model_events)
         detail_choice.input(explorer.show_detail, [detail_choice, session], detail_views, api_name="show_detail", **instant)
-        run_test.click(explorer.evaluate_test, [test_files, use_example, query_question, session], [session, accuracy, confusion, per_class], api_name="evaluate", **model_events)
+        run_test.click(gpu(explorer.evaluate_test), [test_files, use_example, query_question, session], [session, accuracy, confusion, per_class], api_name="evaluate", **model_events)
 
         export.click(explorer.export, [session], [clf_file, scores_file, png_file, acts_file, export_status], api_name="export", concurrency_limit=None)
-        restore.click(explorer.restore, [restore_file, session], [*explore_views, query_question], api_name="restore", **model_events)
+        restore.click(gpu(explorer.restore), [restore_file, session], [*explore_views, query_question], api_name="restore", **model_events)
         demo.load(None, js=CLICK_BRIDGE)
     demo.queue(default_concurrency_limit=None)
     return demo

@@ -27,6 +27,7 @@ POPULAR_MODELS = (
     "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
     "google/gemma-3-4b-it",
 )
+GATED_MODELS = ("google/gemma-3-4b-it",)  # need an accepted licence and $HF_TOKEN; not preloaded on a Space
 ALLOW_ANY_ENV = "SAV_ALLOW_ANY_MODEL"  # "1": any hub id or local folder may be typed in the UI
 CAPACITY_ENV = "SAV_MODEL_CAPACITY"  # how many models stay loaded at once (default 2)
 
