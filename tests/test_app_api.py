@@ -133,11 +133,12 @@ def test_classify_and_held_out_accuracy_match_the_engine(flow, model):
     visitor, _, _, reference = flow
     queries = load_examples(SIZE / "queries.jsonl")
     picked = [queries[0], queries[-1]]
-    results, choice, label, votes, head_table, answer = visitor.predict(
+    results, choice, label, votes, head_table, answer, shown = visitor.predict(
         [handle_file(str(e.images[0])) for e in picked], "", api_name="/classify"
     )
     expected = predict_examples(model, reference, [Example(e.images, picked[0].question) for e in picked])
     assert [row[1] for row in results["data"]] == [p.label for p in expected]
+    assert [item["caption"] for item in shown] == [p.label for p in expected]
     assert label["label"] == expected[0].label
     assert plot_json(votes)["data"][0]["y"] == [expected[0].votes[c] for c in reference.classes_]
     assert sum(expected[0].votes.values()) == 8 and len(head_table["data"]) == 8
@@ -175,7 +176,7 @@ def test_export_and_restore_round_trip(flow, url, tmp_path):
     heatmap, summary, _, heads, _, _, question = newcomer.predict(handle_file(clf_zip), api_name="/restore")
     assert heads_of(heads) == reference.selected_heads and question == "is the shape small or large ?"
     assert loo_of(summary) == pytest.approx(reference.leave_one_out_accuracy(), abs=5e-4)
-    _, _, label, _, _, _ = newcomer.predict([handle_file(str(SIZE / "queries_small_0.png"))], "", api_name="/classify")
+    _, _, label, _, _, _, _ = newcomer.predict([handle_file(str(SIZE / "queries_small_0.png"))], "", api_name="/classify")
     assert label["label"] in {"large", "small"}
 
 
@@ -247,7 +248,7 @@ def test_user_text_is_escaped_everywhere(url, tmp_path):
     assert [row[2] for row in table["data"]] == [evil, evil, "y", "y"]  # a table cell is text, shown as typed
     assert evil not in status and "&lt;b&gt;x&lt;/b&gt;" in status
     visitor.predict("what colour ?", 200704, 4, 4, "in-sample", api_name="/extract")
-    _, _, label, votes, head_table, _ = visitor.predict([handle_file(str(images["a"]))], "", api_name="/classify")
+    _, _, label, votes, head_table, _, _ = visitor.predict([handle_file(str(images["a"]))], "", api_name="/classify")
     bars = plot_json(votes)
     assert "&lt;b&gt;x&lt;/b&gt;" in bars["data"][0]["x"] and evil not in json.dumps(bars)
     assert label["label"] in (evil, "y")  # gr.Label renders text, never markup
@@ -269,8 +270,8 @@ def test_two_visitors_on_different_tasks_never_see_each_others_data(url):
         results = [job.result() for job in jobs]
     for result in results:
         assert len(result[2]["data"]) == 4
-    _, _, label_a, votes_a, _, _ = a.predict([handle_file(str(SIZE / "queries_large_0.png"))], "", api_name="/classify")
-    _, _, label_b, votes_b, _, _ = b.predict([handle_file(str(PRESENCE / "queries_yes_0.png"))], "", api_name="/classify")
+    _, _, label_a, votes_a, _, _, _ = a.predict([handle_file(str(SIZE / "queries_large_0.png"))], "", api_name="/classify")
+    _, _, label_b, votes_b, _, _, _ = b.predict([handle_file(str(PRESENCE / "queries_yes_0.png"))], "", api_name="/classify")
     assert {c["label"] for c in label_a["confidences"]} == {"large", "small"}
     assert {c["label"] for c in label_b["confidences"]} == {"no", "yes"}
     accuracy_a, confusion_a, _ = a.predict([], True, "", api_name="/evaluate")
@@ -307,3 +308,40 @@ def test_cancel_stops_between_batches_and_keeps_the_previous_result():
     session.close()
     assert not session.workdir.exists()
     assert isinstance(Session.new(), Session)
+
+
+def test_model_loading_reports_the_model_or_what_went_wrong(url, monkeypatch):
+    visitor = client(url)
+    (status,) = [visitor.predict(default_model_id(), api_name="/load_model")]
+    assert "8 layers, 64 heads" in status
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the app runs in this process: the hub is now unreachable
+    with pytest.raises(AppError, match="could not load model 'Qwen/Qwen2-VL-2B-Instruct'"):
+        visitor.predict("Qwen/Qwen2-VL-2B-Instruct", api_name="/load_model")
+    table, *_ = visitor.predict("size", api_name="/load_example")  # this visitor still has a working session
+    assert len(table["data"]) == 10
+
+
+def test_support_from_a_jsonl_with_its_images_and_from_a_class_folder_zip(url, tmp_path):
+    visitor = client(url)
+    files = [SIZE / "support.jsonl", *sorted(SIZE.glob("support_*.png"))]
+    table, _, question, status = visitor.predict([handle_file(str(p)) for p in files], api_name="/upload_support")
+    assert len(table["data"]) == 10 and question == "is the shape small or large ?"
+
+    archive = tmp_path / "classes.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(SIZE.glob("support_*.png")):
+            label = path.stem.split("_")[1]
+            zf.write(path, f"my-set/{label}/{path.name}")
+    table, _, _, status = visitor.predict([handle_file(str(archive))], api_name="/upload_support")
+    assert sorted(row[2] for row in table["data"]) == ["large"] * 5 + ["small"] * 5
+    _, summary, *_ = visitor.predict("is the shape small or large ?", 200704, 4, 4, "in-sample", api_name="/extract")
+    assert 0.0 <= loo_of(summary) <= 1.0
+
+
+def test_sessions_expire_and_uploads_are_capped(app):
+    _, demo = app
+    from gradio.components import State
+
+    states = [block for block in demo.blocks.values() if isinstance(block, State)]
+    assert len(states) == 1 and states[0].time_to_live == 2 * 60 * 60 and states[0].delete_callback is not None
+    assert demo.max_file_size == 100 * 1024 * 1024

@@ -133,6 +133,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                             with gr.Column(scale=2):
                                 query_question = gr.Textbox(label="Question (default: the support set's)")
                                 classify = gr.Button("Classify", variant="primary")
+                        preview = gr.Gallery(label="Classified images", columns=6, height=180, object_fit="contain", elem_id="sav-preview", allow_preview=False)
                         results = gr.Dataframe(headers=["image", "predicted", "votes", "model's own answer"], interactive=False, wrap=True, elem_id="sav-results")
                         detail_choice = gr.Dropdown([], label="Details for", interactive=True)
                         with gr.Row():
@@ -180,7 +181,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         heads.input(explorer.set_heads, [heads, session], explore_views, api_name="set_heads", trigger_mode="always_last", **instant)
         click.change(explorer.toggle_head, [click, session], explore_views, api_name="toggle_head", **instant)
 
-        classify.click(gpu(explorer.classify), [queries, query_question, session], [session, results, detail_choice, *detail_views], api_name="classify", **model_events)
+        classify.click(gpu(explorer.classify), [queries, query_question, session], [session, results, detail_choice, *detail_views, preview], api_name="classify", **model_events)
         detail_choice.input(explorer.show_detail, [detail_choice, session], detail_views, api_name="show_detail", **instant)
         run_test.click(gpu(explorer.evaluate_test), [test_files, use_example, query_question, session], [session, accuracy, confusion, per_class], api_name="evaluate", **model_events)
 

@@ -61,10 +61,10 @@ def ui_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except SAVError as error:
-            raise gr.Error(html.escape(str(error)), print_exception=False) from None
+            raise gr.Error(html.escape(str(error), quote=False), print_exception=False) from None
         except Exception as error:  # keep serving: one visitor's failure is reported to that visitor only
             log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(html.escape(f"unexpected {type(error).__name__}: {error}"), print_exception=False) from None
+            raise gr.Error(html.escape(f"unexpected {type(error).__name__}: {error}", quote=False), print_exception=False) from None
 
     return wrapper
 
@@ -204,7 +204,7 @@ class Explorer:
             shutil.copyfile(path, target)
             added.append(Example((target,), None, clean))
         if clean != label:
-            gr.Warning(html.escape(f"label {label!r} had stray spaces; used {clean!r}"))
+            gr.Warning(html.escape(f"label {label!r} had stray spaces; used {clean!r}", quote=False))
         session.support = session.support + added
         session.support_source = "uploads"
         session.example_task = None
@@ -336,7 +336,8 @@ class Explorer:
         session.predictions = [(p.name, pred, answer) for p, pred, answer in zip(paths, predictions, answers)]
         rows = [[name, pred.label, ", ".join(f"{c}: {v}" for c, v in pred.votes.items()), answer] for name, pred, answer in session.predictions]
         names = [f"{i + 1}: {name}" for i, (name, _, _) in enumerate(session.predictions)]
-        return (session, rows, gr.update(choices=names, value=names[0]), *self._detail(session, 0))
+        shown = [(str(p), f"{pred.label}") for p, (_, pred, _) in zip(paths, session.predictions)]
+        return (session, rows, gr.update(choices=names, value=names[0]), *self._detail(session, 0), shown)
 
     def _check_same_model(self, session: Session, loaded: LoadedModel) -> None:
         if session.fit_model is not None and session.fit_model != session.model_key:
