@@ -345,3 +345,16 @@ def test_sessions_expire_and_uploads_are_capped(app):
     states = [block for block in demo.blocks.values() if isinstance(block, State)]
     assert len(states) == 1 and states[0].time_to_live == 2 * 60 * 60 and states[0].delete_callback is not None
     assert demo.max_file_size == 100 * 1024 * 1024
+
+
+def test_labels_can_be_edited_one_by_one_in_the_support_table(url):
+    visitor = client(url)
+    table, *_ = visitor.predict("size", api_name="/load_example")
+    rows = [list(row) for row in table["data"]]
+    rows[0][2] = "  tiny "
+    edited, _, _, status = visitor.predict({"headers": table["headers"], "data": rows, "metadata": None}, api_name="/edit_labels")
+    assert edited["data"][0][2] == "tiny" and [r[2] for r in edited["data"][1:]] == [r[2] for r in table["data"][1:]]
+    assert "1 label(s) changed" in status
+    rows[1][2] = " "
+    with pytest.raises(AppError, match="unlabeled image in row 2"):
+        visitor.predict({"headers": table["headers"], "data": rows, "metadata": None}, api_name="/edit_labels")

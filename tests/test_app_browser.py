@@ -98,6 +98,8 @@ def test_whole_flow_in_the_browser(browser, url, tmp_path):
     if os.environ.get("SAV_REFRESH_SCREENSHOT"):
         page.get_by_role("tab", name="Explore").click()
         page.set_viewport_size({"width": 1440, "height": 1000})
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_timeout(500)  # let the tab switch and scroll settle before the picture
         page.screenshot(path=str(REPO / "assets" / "screenshot.png"))
     page.close()
 

@@ -82,9 +82,9 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         with gr.Row(equal_height=False):
             # --------------------------------------------------------------- left: model, support set, controls
             with gr.Column(scale=4, min_width=340):
-                with gr.Row(equal_height=True):
+                with gr.Row(equal_height=False):
                     model = gr.Dropdown(model_choices(default_model), value=default_model, label="Model", allow_custom_value=True, scale=4)  # check_allowed refuses, with a clear message
-                    load_model = gr.Button("Load model", scale=1, size="md")
+                    load_model = gr.Button("Load model", scale=1, size="sm", min_width=90)
                 model_status = gr.Markdown(f"Model **{default_model}** loads on first use.", elem_classes="sav-small")
                 gr.Markdown("### 1 · Support set")
                 with gr.Tabs():
@@ -102,8 +102,10 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                         upload = gr.Button("Use these files")
                 support_status = gr.Markdown("No support examples yet.")
                 gallery = gr.Gallery(label="Support images", columns=6, height=260, object_fit="contain", elem_id="sav-gallery", show_label=False, allow_preview=False)
-                with gr.Accordion("Support set as a table", open=False):
-                    support_table = gr.Dataframe(headers=["#", "image", "label", "question"], interactive=False, wrap=True)
+                with gr.Accordion("Support set as a table: edit labels here", open=False):
+                    support_table = gr.Dataframe(
+                        headers=["#", "image", "label", "question"], interactive=True, static_columns=[0, 1, 3], wrap=True, elem_id="sav-support-table"
+                    )
                     clear = gr.Button("Clear support set", size="sm")
                 question = gr.Textbox(label="Question asked about every image", placeholder="e.g. what color is the shape ?")
                 with gr.Accordion("Settings", open=False):
@@ -173,6 +175,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         load_task.click(explorer.load_example, [task, session], support_views, api_name="load_example", concurrency_limit=None)
         add.click(explorer.add_images, [new_images, new_label, session], [*support_views, new_images, new_label], api_name="add_images", concurrency_limit=None)
         upload.click(explorer.upload_support, [data_files, session], support_views, api_name="upload_support", concurrency_limit=None)
+        support_table.input(explorer.edit_labels, [support_table, session], support_views, api_name="edit_labels", concurrency_limit=None)
         clear.click(explorer.clear_support, [session], support_views, api_name="clear_support", concurrency_limit=None)
         extract.click(gpu(explorer.extract), [question, max_pixels, batch_size, k, scoring, session], explore_views, api_name="extract", **model_events)
         cancel.click(explorer.cancel, [session], [status], api_name="cancel", concurrency_limit=None, show_progress="hidden")

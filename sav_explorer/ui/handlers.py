@@ -211,6 +211,27 @@ class Explorer:
         return (*self._support_views(session, f"Added {len(added)} image(s) labeled '{md(clean)}'."), None, "")
 
     @ui_errors
+    def edit_labels(self, table, session: Session | None):
+        """Applies labels typed into the support table (column "label"), one per row."""
+        session = self._session(session)
+        rows = table.values.tolist() if hasattr(table, "values") else (table or {}).get("data", [])
+        if len(rows) != len(session.support):
+            raise DataError(f"the table has {len(rows)} rows; the support set has {len(session.support)} examples (rows cannot be added here)")
+        edited, trimmed = [], []
+        for number, (row, example) in enumerate(zip(rows, session.support), start=1):
+            typed = "" if row[2] is None else str(row[2])
+            if not typed.strip():
+                raise DataError(f"unlabeled image in row {number} ({example.name}): type a label")
+            if typed != typed.strip():
+                trimmed.append(typed)
+            edited.append(replace(example, label=clean_label(typed, f"row {number}")))
+        if trimmed:
+            gr.Warning(html.escape(f"label {trimmed[0]!r} had stray spaces; they were removed", quote=False))
+        changed = sum(a.label != b.label for a, b in zip(edited, session.support))
+        session.support = edited
+        return self._support_views(session, f"{changed} label(s) changed.")
+
+    @ui_errors
     def clear_support(self, session: Session | None):
         session = self._session(session)
         session.support = []
