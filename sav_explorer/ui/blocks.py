@@ -147,7 +147,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                         with gr.Row():
                             test_files = gr.File(file_count="multiple", file_types=[".zip", ".jsonl", ".csv", "image"], label="Labeled test set (like the support set)", scale=3)
                             with gr.Column(scale=2):
-                                use_example = gr.Checkbox(label="Use the example task's queries instead", value=True)
+                                use_example = gr.Checkbox(label="No upload: use the example task's queries", value=True)
                                 run_test = gr.Button("Evaluate")
                         accuracy = gr.Markdown("")
                         with gr.Row():

@@ -392,12 +392,12 @@ class Explorer:
         """Held-out accuracy and confusion matrix on a labeled test set."""
         session, clf = self._fitted(session)
         default = self._question_for_queries(session, question)
-        if use_example:
+        if _paths(files) or not use_example:  # an uploaded test set wins over the example task's queries
+            examples = examples_from_uploads(_paths(files), session.subdir("test"), question=default)
+        else:
             if not session.example_task:
                 raise DataError("the support set is not an example task: upload a labeled test set instead")
             examples = load_examples(EXAMPLES_DIR / session.example_task / "queries.jsonl", question=default)
-        else:
-            examples = examples_from_uploads(_paths(files), session.subdir("test"), question=default)
         if len(examples) > MAX_TEST:
             raise DataError(f"the test set has {len(examples)} examples; the limit here is {MAX_TEST}")
         truth = labels_of(examples)

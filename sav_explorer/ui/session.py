@@ -59,18 +59,18 @@ class Session:
 
     @classmethod
     def new(cls) -> "Session":
-        session_id = uuid.uuid4().hex
-        return cls(id=session_id, workdir=Path(tempfile.mkdtemp(prefix=f"sav-session-{session_id[:8]}-")))
+        session_id = uuid.uuid4().hex  # the folder is made on first use, so a failed first event leaves nothing behind
+        return cls(id=session_id, workdir=Path(tempfile.gettempdir()) / f"sav-session-{session_id}")
 
     def subdir(self, name: str) -> Path:
         path = self.workdir / name
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
     def fresh_dir(self, name: str) -> Path:
         path = self.workdir / name
         shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
+        path.mkdir(parents=True, mode=0o700)
         return path
 
     def forget_fit(self) -> None:
