@@ -189,8 +189,8 @@ def test_bad_inputs_get_clear_messages_and_the_app_keeps_serving(url, tmp_path):
         (([], "red"), "/add_images", "no images"),
         (([handle_file(str(images["red"]))], "   "), "/add_images", "unlabeled images"),
         ((3,), "/set_k", "extract heads first"),
-        (("evil/model",), "/load_model", "not allowed"),
-        (("/etc",), "/load_model", "not allowed"),
+        (("evil/model", "default", ""), "/load_model", "not allowed"),
+        (("/etc", "default", ""), "/load_model", "not allowed"),
         (("nonexistent-task",), "/load_example", "not in the list of choices"),
         (([],), "/upload_support", "no file uploaded"),
     ]
@@ -312,11 +312,18 @@ def test_cancel_stops_between_batches_and_keeps_the_previous_result():
 
 def test_model_loading_reports_the_model_or_what_went_wrong(url, monkeypatch):
     visitor = client(url)
-    (status,) = [visitor.predict(default_model_id(), api_name="/load_model")]
-    assert "8 layers, 64 heads" in status
+    status = visitor.predict(default_model_id(), "default", "", api_name="/load_model")
+    assert "8 layers, 64 heads" in status and "float32" in status
+    other = client(url)  # another visitor picks the same model in bfloat16: a separate registry entry
+    assert "bfloat16" in other.predict(default_model_id(), "bfloat16", "", api_name="/load_model")
+    visitor.predict("size", api_name="/load_example")
+    _, summary, *_ = visitor.predict("", 200704, 4, 4, "in-sample", api_name="/extract")
+    assert "float32" in visitor.predict(default_model_id(), "default", "", api_name="/load_model")  # unchanged for the first
+    with pytest.raises(AppError, match="not in the list of choices"):
+        visitor.predict(default_model_id(), "int3", "", api_name="/load_model")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the app runs in this process: the hub is now unreachable
     with pytest.raises(AppError, match="could not load model 'Qwen/Qwen2-VL-2B-Instruct'"):
-        visitor.predict("Qwen/Qwen2-VL-2B-Instruct", api_name="/load_model")
+        visitor.predict("Qwen/Qwen2-VL-2B-Instruct", "default", "", api_name="/load_model")
     table, *_ = visitor.predict("size", api_name="/load_example")  # this visitor still has a working session
     assert len(table["data"]) == 10
 

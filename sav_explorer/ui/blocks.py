@@ -15,7 +15,7 @@ import gradio as gr
 
 from ..models import default_model_id
 from . import plots
-from .handlers import EXAMPLES_DIR, Explorer, example_tasks, gpu
+from .handlers import DTYPE_CHOICES, Explorer, example_tasks, gpu
 from .registry import ModelRegistry, model_choices
 from .session import MAX_BATCH, MAX_PIXELS_CAP, MAX_UPLOAD, SESSION_TTL_S, close_session
 
@@ -62,7 +62,8 @@ CLICK_BRIDGE = """
 def launch_options() -> dict:
     """Keyword arguments for `demo.launch`: look, upload cap, and the bundled examples as servable files."""
     return {
-        "theme": gr.themes.Soft(primary_hue="indigo", neutral_hue="slate"),
+        # system fonts: the default theme fetches web fonts, which an offline machine cannot
+        "theme": gr.themes.Soft(primary_hue="indigo", neutral_hue="slate", font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
         "css": CSS,
         "max_file_size": MAX_UPLOAD,
         "allowed_paths": [str(ASSETS)],
@@ -85,6 +86,10 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                 with gr.Row(equal_height=False):
                     model = gr.Dropdown(model_choices(default_model), value=default_model, label="Model", allow_custom_value=True, scale=4)  # check_allowed refuses, with a clear message
                     load_model = gr.Button("Load model", scale=1, size="sm", min_width=90)
+                with gr.Accordion("Model options", open=False):
+                    with gr.Row():
+                        dtype = gr.Dropdown(list(DTYPE_CHOICES), value="default", label="dtype (default: float32 on CPU, bfloat16 on GPU)")
+                        revision = gr.Textbox(label="Revision (branch, tag or commit; empty: latest)")
                 model_status = gr.Markdown(f"Model **{default_model}** loads on first use.", elem_classes="sav-small")
                 gr.Markdown("### 1 · Support set")
                 with gr.Tabs():
@@ -171,7 +176,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         explore_views = [session, heatmap, summary, selection, heads, k, status]
         detail_views = [predicted, votes, head_votes, answer]
 
-        load_model.click(gpu(explorer.choose_model), [model, session], [session, model_status], api_name="load_model", **model_events)
+        load_model.click(gpu(explorer.choose_model), [model, dtype, revision, session], [session, model_status], api_name="load_model", **model_events)
         load_task.click(explorer.load_example, [task, session], support_views, api_name="load_example", concurrency_limit=None)
         add.click(explorer.add_images, [new_images, new_label, session], [*support_views, new_images, new_label], api_name="add_images", concurrency_limit=None)
         upload.click(explorer.upload_support, [data_files, session], support_views, api_name="upload_support", concurrency_limit=None)
@@ -194,5 +199,3 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
     demo.queue(default_concurrency_limit=None)
     return demo
 
-
-__all__ = ["build_demo", "launch_options", "EXAMPLES_DIR"]

@@ -33,6 +33,7 @@ from .session import MAX_BATCH, MAX_CLASSIFY, MAX_PIXELS_CAP, MAX_SUPPORT, MAX_T
 from .uploads import examples_from_uploads, extract_zip
 
 log = logging.getLogger("sav_explorer.ui")
+DTYPE_CHOICES = ("default", "float32", "bfloat16", "float16")
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 
@@ -146,17 +147,27 @@ class Explorer:
 
     # ----------------------------------------------------------------------------- model
     @ui_errors
-    def choose_model(self, model_id: str, session: Session | None, progress=gr.Progress()):
-        """Loads the chosen model for this session only (other sessions keep theirs)."""
+    def choose_model(self, model_id: str, dtype: str, revision: str, session: Session | None, progress=gr.Progress()):
+        """Loads the chosen model for this session only (other sessions keep theirs).
+
+        dtype: "default" (float32 on CPU, bfloat16 on a GPU), "float32", "bfloat16" or "float16";
+        revision: a hub branch, tag or commit, or empty for the latest.
+        """
         session = self._session(session)
-        key = ModelKey(check_allowed(model_id, self.default_model))
+        if dtype not in DTYPE_CHOICES:
+            raise DataError(f"unknown dtype {dtype!r}; expected one of {list(DTYPE_CHOICES)}")
+        key = ModelKey(check_allowed(model_id, self.default_model), (revision or "").strip() or None, None if dtype == "default" else dtype)
         progress(0, desc=f"loading {key.model_id}")
         loaded = self.registry.get(key)
         if session.fit_model is not None and session.fit_model != key:
             session.forget_fit()
         session.model_key = key
         session.n_layers = loaded.n_layers
-        return session, f"Model **{md(key.model_id)}**: {loaded.n_layers} layers, {len(loaded.heads)} heads ({type(loaded.model).__name__})."
+        weights = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+        return session, (
+            f"Model **{md(key.model_id)}** ({weights}, {md(loaded.revision[:24])}): "
+            f"{loaded.n_layers} layers, {len(loaded.heads)} heads ({type(loaded.model).__name__})."
+        )
 
     # ----------------------------------------------------------------------------- support set
     def _set_support(self, session: Session, examples: list[Example], source: str, task: str | None = None):
