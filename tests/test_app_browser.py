@@ -119,4 +119,10 @@ def test_labels_show_as_text_never_as_html(browser, url, tmp_path):
     expect(page.locator("#sav-gallery")).to_contain_text("<b>x</b>")
     assert page.locator("#sav-gallery b, #sav-gallery img[src=x]").count() == 0
     assert page.locator("b:text-is('x'), img[src='x']").count() == 0
+    page.locator("#sav-question textarea, #sav-question input").first.fill("what colour ?")
+    page.get_by_role("button", name="Extract heads").click()  # one class only: refused, and the message quotes the label
+    toast = page.get_by_text("need at least 2 classes")
+    expect(toast).to_be_visible()
+    expect(toast).to_contain_text("<b>x</b>")
+    assert page.locator("b:text-is('x'), img[src='x']").count() == 0
     page.close()

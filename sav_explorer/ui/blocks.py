@@ -112,7 +112,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                         headers=["#", "image", "label", "question"], interactive=True, static_columns=[0, 1, 3], wrap=True, elem_id="sav-support-table"
                     )
                     clear = gr.Button("Clear support set", size="sm")
-                question = gr.Textbox(label="Question asked about every image", placeholder="e.g. what color is the shape ?")
+                question = gr.Textbox(label="Question asked about every image", placeholder="e.g. what color is the shape ?", elem_id="sav-question")
                 with gr.Accordion("Settings", open=False):
                     max_pixels = gr.Slider(64, MAX_PIXELS_CAP, value=448 * 448, step=64, label="Max pixels per image (larger images are scaled down)")
                     batch_size = gr.Slider(1, MAX_BATCH, value=8, step=1, label="Batch size")
