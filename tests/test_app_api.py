@@ -365,3 +365,33 @@ def test_labels_can_be_edited_one_by_one_in_the_support_table(url):
     rows[1][2] = " "
     with pytest.raises(AppError, match="unlabeled image in row 2"):
         visitor.predict({"headers": table["headers"], "data": rows, "metadata": None}, api_name="/edit_labels")
+
+
+def test_cancel_over_http_reaches_a_running_extraction(url, monkeypatch):
+    """The cancel event is not queued behind the model work it cancels, and it stops it between batches."""
+    import threading
+
+    from sav_explorer.ui import handlers
+
+    first_batch_done, release = threading.Event(), threading.Event()
+    real_fit = handlers.fit_examples
+
+    def fit_that_pauses(*args, on_batch, should_stop, **kwargs):
+        def report(done, total):
+            on_batch(done, total)
+            first_batch_done.set()
+            for _ in range(600):  # waits (at most a minute) until the visitor's cancel has arrived
+                if should_stop():
+                    break
+                release.wait(0.1)
+
+        return real_fit(*args, on_batch=report, should_stop=should_stop, **kwargs)
+
+    monkeypatch.setattr(handlers, "fit_examples", fit_that_pauses)
+    visitor = client(url)
+    visitor.predict("size", api_name="/load_example")
+    job = visitor.submit("", 200704, 2, 4, "in-sample", api_name="/extract")
+    assert first_batch_done.wait(120)
+    assert "Cancelling" in visitor.predict(api_name="/cancel")
+    _, summary, selection, _, _, status = job.result(timeout=120)
+    assert "cancelled after 2 of 10 examples" in status and summary == "" and selection["data"] == []

@@ -115,7 +115,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                 question = gr.Textbox(label="Question asked about every image", placeholder="e.g. what color is the shape ?", elem_id="sav-question")
                 with gr.Accordion("Settings", open=False):
                     max_pixels = gr.Slider(64, MAX_PIXELS_CAP, value=448 * 448, step=64, label="Max pixels per image (larger images are scaled down)")
-                    batch_size = gr.Slider(1, MAX_BATCH, value=8, step=1, label="Batch size")
+                    batch_size = gr.Slider(1, MAX_BATCH, value=8, step=1, label="Batch size", elem_id="sav-batch")
                     scoring = gr.Radio(["in-sample", "loo"], value="in-sample", label="Head scoring (in-sample: the paper's; loo: leave-one-out)")
                 with gr.Row():
                     extract = gr.Button("Extract heads", variant="primary", scale=3)
