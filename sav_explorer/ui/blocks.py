@@ -140,8 +140,8 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                             with gr.Column(scale=2):
                                 query_question = gr.Textbox(label="Question (default: the support set's)")
                                 classify = gr.Button("Classify", variant="primary")
-                        preview = gr.Gallery(label="Classified images", columns=6, height=180, object_fit="contain", elem_id="sav-preview", allow_preview=False)
-                        results = gr.Dataframe(headers=["image", "predicted", "votes", "model's own answer"], interactive=False, wrap=True, elem_id="sav-results")
+                        preview = gr.Gallery(label="Classified images", columns=8, height=300, object_fit="contain", elem_id="sav-preview", allow_preview=False)
+                        results = gr.Dataframe(headers=["image", "predicted", "votes", "model's own answer"], interactive=False, wrap=True, elem_id="sav-results", column_widths=["26%", "14%", "40%", "20%"])
                         detail_choice = gr.Dropdown([], label="Details for", interactive=True)
                         with gr.Row():
                             predicted = gr.Label(label="SAV prediction", num_top_classes=5, scale=2, elem_id="sav-label")

@@ -114,7 +114,7 @@ def votes_chart(prediction: Prediction | None) -> go.Figure:
             hovertemplate="%{x}: %{y} vote(s)<extra></extra>",
         )
     )
-    fig.update_layout(title=dict(text=f"Votes per class (winner: {esc(prediction.label)})", font=dict(size=13), x=0.01), yaxis=dict(title="votes", dtick=1 if max(prediction.votes.values(), default=0) <= 20 else None))
+    fig.update_layout(title=dict(text=f"Votes per class (winner: {esc(prediction.label)})", font=dict(size=13), x=0.01), yaxis=dict(title="votes", dtick=1 if max(prediction.votes.values(), default=0) <= 10 else None))
     return fig
 
 
