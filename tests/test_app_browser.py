@@ -75,6 +75,8 @@ def test_whole_flow_in_the_browser(browser, url, tmp_path):
     # click the cell of layer 7, head 7 (bottom right): it toggles that head
     grid = page.locator("#sav-heatmap .nsewdrag").first
     box = grid.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 15 / 16, box["y"] + box["height"] * 15 / 16)
+    expect(page.locator("#sav-heatmap .hovertext")).to_contain_text(re.compile(r"layer 7, head 7.*in-sample accuracy [01]\.\d\d.*leave-one-out accuracy [01]\.\d\d", re.S))
     page.mouse.click(box["x"] + box["width"] * 15 / 16, box["y"] + box["height"] * 15 / 16)
     expect(page.locator("#sav-heatmap .gtitle")).not_to_contain_text("5 selected")
     after = title_count(page)
@@ -118,6 +120,9 @@ def test_labels_show_as_text_never_as_html(browser, url, tmp_path):
     expect(page.get_by_text("1 examples in 1 classes")).to_be_visible()
     expect(page.locator("#sav-gallery")).to_contain_text("<b>x</b>")
     assert page.locator("#sav-gallery b, #sav-gallery img[src=x]").count() == 0
+    page.get_by_text("Support set as a table").click()
+    expect(page.locator("#sav-support-table")).to_contain_text("<b>x</b>")
+    assert page.locator("#sav-support-table b, #sav-support-table img[src=x]").count() == 0
     assert page.locator("b:text-is('x'), img[src='x']").count() == 0
     page.locator("#sav-question textarea, #sav-question input").first.fill("what colour ?")
     page.get_by_role("button", name="Extract heads").click()  # one class only: refused, and the message quotes the label
