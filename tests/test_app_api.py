@@ -281,6 +281,9 @@ def test_two_visitors_on_different_tasks_never_see_each_others_data(url):
     assert "on 20 examples" in accuracy_a and "on 20 examples" in accuracy_b
     table_a, *_ = a.predict("size", api_name="/load_example")
     assert all("small" in row[1] or "large" in row[1] for row in table_a["data"])
+    a.predict("colour", api_name="/load_example")  # a new support set, not yet extracted:
+    accuracy_a2, confusion_a2, _ = a.predict([], True, "", api_name="/evaluate")  # the classifier's own task's queries
+    assert set(plot_json(confusion_a2)["data"][0]["y"]) == {"large", "small"}
 
 
 def test_model_work_shares_one_group_and_rescoring_never_queues_behind_it(app):

@@ -284,6 +284,7 @@ class Explorer:
         session.fit_question = question
         session.fit_model = session.model_key
         session.fit_revision = loaded.revision
+        session.fit_task = session.example_task
         session.n_layers = loaded.n_layers
         session.predictions = []
         return self._explore_views(session, f"Extracted {len(loaded.heads)} heads in {loaded.n_layers} layers from {total} examples with {md(loaded.model_id)}.")
@@ -406,9 +407,9 @@ class Explorer:
         if _paths(files) or not use_example:  # an uploaded test set wins over the example task's queries
             examples = examples_from_uploads(_paths(files), session.subdir("test"), question=default)
         else:
-            if not session.example_task:
-                raise DataError("the support set is not an example task: upload a labeled test set instead")
-            examples = load_examples(EXAMPLES_DIR / session.example_task / "queries.jsonl", question=default)
+            if not session.fit_task:
+                raise DataError("this classifier was not fitted on an example task: upload a labeled test set instead")
+            examples = load_examples(EXAMPLES_DIR / session.fit_task / "queries.jsonl", question=default)
         if len(examples) > MAX_TEST:
             raise DataError(f"the test set has {len(examples)} examples; the limit here is {MAX_TEST}")
         truth = labels_of(examples)
@@ -468,6 +469,7 @@ class Explorer:
         session.fit_model = session.model_key
         session.fit_revision = loaded.revision
         session.fit_question = manifest.get("question")
+        session.fit_task = None
         session.n_layers = loaded.n_layers
         session.predictions = []
         views = self._explore_views(session, f"Restored a classifier for {len(clf.classes_)} classes with {len(clf.selected_heads)} heads.")

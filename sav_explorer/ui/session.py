@@ -55,7 +55,8 @@ class Session:
     fit_revision: str = "unknown"
     n_layers: int = 0
     predictions: list[tuple[str, Prediction, str]] = field(default_factory=list)  # (name, prediction, model's answer)
-    example_task: str | None = None
+    example_task: str | None = None  # the bundled task the support set came from, if any
+    fit_task: str | None = None  # the bundled task the classifier was fitted on, if any
 
     @classmethod
     def new(cls) -> "Session":
