@@ -398,3 +398,18 @@ def test_cancel_over_http_reaches_a_running_extraction(url, monkeypatch):
     assert "Cancelling" in visitor.predict(api_name="/cancel")
     _, summary, selection, _, _, status = job.result(timeout=120)
     assert "cancelled after 2 of 10 examples" in status and summary == "" and selection["data"] == []
+
+
+def test_caps_on_examples_and_images_are_enforced(url, flow, monkeypatch):
+    from sav_explorer.ui import handlers
+
+    monkeypatch.setattr(handlers, "MAX_SUPPORT", 6)
+    monkeypatch.setattr(handlers, "MAX_CLASSIFY", 1)
+    with pytest.raises(AppError, match="10 examples; the limit here is 6"):
+        client(url).predict("size", api_name="/load_example")
+    visitor = flow[0]
+    two = [handle_file(str(SIZE / "queries_small_0.png")), handle_file(str(SIZE / "queries_small_1.png"))]
+    with pytest.raises(AppError, match="2 images at once; the limit is 1"):
+        visitor.predict(two, "", api_name="/classify")
+    with pytest.raises(AppError, match="greater than maximum value"):  # the slider itself refuses
+        visitor.predict("", 10**9, 4, 8, "in-sample", api_name="/extract")

@@ -15,7 +15,7 @@ import gradio as gr
 
 from ..models import default_model_id
 from . import plots
-from .handlers import DTYPE_CHOICES, Explorer, example_tasks, gpu
+from .handlers import DTYPE_CHOICES, Explorer, example_tasks, gpu, md
 from .registry import ModelRegistry, model_choices
 from .session import MAX_BATCH, MAX_PIXELS_CAP, MAX_UPLOAD, SESSION_TTL_S, close_session
 
@@ -90,7 +90,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                     with gr.Row():
                         dtype = gr.Dropdown(list(DTYPE_CHOICES), value="default", label="dtype (default: float32 on CPU, bfloat16 on GPU)")
                         revision = gr.Textbox(label="Revision (branch, tag or commit; empty: latest)")
-                model_status = gr.Markdown(f"Model **{default_model}** loads on first use.", elem_classes="sav-small")
+                model_status = gr.Markdown(f"Model **{md(default_model)}** loads on first use.", elem_classes="sav-small")
                 gr.Markdown("### 1 · Support set")
                 with gr.Tabs():
                     with gr.Tab("Example task"):
