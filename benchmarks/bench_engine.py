@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere in a checkout
 
 from sav_explorer import SAVClassifier, fit_examples, load_examples, load_model
 from sav_explorer.capture import HeadActivations, HeadCapture

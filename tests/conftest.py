@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the closed network would swallow telemetry calls
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -47,7 +47,8 @@ def model():
 
 
 def client(url: str) -> Client:
-    return Client(url, verbose=False)
+    # a generous timeout: on 2 busy cores the app answers slowly, yet it must answer
+    return Client(url, verbose=False, httpx_kwargs={"timeout": 120})
 
 
 def loo_of(summary: str) -> float:

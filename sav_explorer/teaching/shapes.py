@@ -161,6 +161,11 @@ class ShapesWorld:
 
     def sample(self, rng: random.Random, kind: str) -> tuple[Image.Image, str, str]:
         """A random (image, question, answer) of the given kind, from a scene that fits it."""
+        image, question, answer, _ = self.sample_with_scene(rng, kind)
+        return image, question, answer
+
+    def sample_with_scene(self, rng: random.Random, kind: str) -> tuple[Image.Image, str, str, Scene]:
+        """As `sample`, plus the scene itself (training reads its objects' attributes)."""
         if kind in ("colour", "shape", "size"):
             scene = self.sample_scene(rng, n_objects=1)
         elif kind == "position":
@@ -170,7 +175,7 @@ class ShapesWorld:
         else:
             scene = self.sample_scene(rng)
         question, answer = self.question(scene, kind, rng)
-        return self.render(scene, rng), question, answer
+        return self.render(scene, rng), question, answer, scene
 
 
 def describe(scene: Scene) -> str:

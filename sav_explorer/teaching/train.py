@@ -8,8 +8,9 @@ the left, and the CLS token the object count (the language-model loss alone neve
 see DESIGN section 3). With that, questions that bind attributes ("is there a red circle ?"),
 compare positions ("is the red shape left of the blue shape ?") or list objects left to right
 become look-ups for the decoder. Stage 2 trains the projector and the decoder on question
-answering with the tower frozen. The run is seeded, and writes a folder that `from_pretrained`
-loads offline, plus `training_log.json` with per-kind answer accuracy during training.
+answering, while the tower goes on learning at a lower rate from the answers and the probes.
+The run is seeded, and writes a folder that `from_pretrained` loads offline, plus
+`training_log.json` with per-kind answer accuracy during training.
 """
 
 from __future__ import annotations
@@ -35,19 +36,21 @@ log = logging.getLogger(__name__)
 
 # How often each kind of question is drawn; the multi-object kinds need far more practice
 # (measured: with weights 1-2 each, presence and relation stayed at chance after 5,500 steps).
-KIND_WEIGHTS = {"colour": 0.5, "shape": 0.5, "size": 0.5, "position": 0.75, "count": 0.75, "presence": 2.0, "relation": 2.0, "describe": 3.0}
+KIND_WEIGHTS = {"colour": 0.75, "shape": 0.5, "size": 0.5, "position": 0.75, "count": 0.75, "presence": 2.0, "relation": 2.0, "describe": 3.0}
 OBJECT_ATTRIBUTES = ("colour", "shape", "size", "side", "rank")
 
 
 @dataclass
 class TrainConfig:
     seed: int = 0
-    vision_steps: int = 1500  # stage 1: vision tower on per-patch attributes
+    vision_steps: int = 1000  # stage 1: vision tower on per-patch attributes
     vision_batch: int = 64
     vision_lr: float = 2e-3
-    qa_steps: int = 5500  # stage 2: projector + decoder, tower frozen
+    qa_steps: int = 4000  # stage 2: question answering; projector and decoder at `lr`, tower at `tower_lr`
     batch: int = 32
     lr: float = 2e-3
+    tower_lr: float = 3e-4
+    probe_weight: float = 0.3  # the probes' loss, added to the answers' in stage 2
     warmup: int = 100
     weight_decay: float = 0.01
     threads: int = 2
@@ -130,15 +133,16 @@ class VisionProbe(nn.Module):
         return sum(losses.values()), accuracy
 
 
-def qa_batch(processor: LlavaProcessor, world: ShapesWorld, rng: random.Random, batch: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+def qa_batch(processor: LlavaProcessor, world: ShapesWorld, rng: random.Random, batch: int) -> tuple[dict[str, torch.Tensor], list[str], list[Scene]]:
     """A batch of (image, question, answer) with labels on the answer tokens and the end token
-    only, and the kind of question of each row."""
+    only, with the kind of question and the scene of each row."""
     kinds = rng.choices(QUESTION_KINDS, weights=[KIND_WEIGHTS[k] for k in QUESTION_KINDS], k=batch)
-    images, texts, answer_lengths = [], [], []
+    images, texts, answer_lengths, scenes = [], [], [], []
     for kind in kinds:
-        image, question, answer = world.sample(rng, kind)
+        image, question, answer, scene = world.sample_with_scene(rng, kind)
         prompt = prompt_for(processor, question)
         images.append(image)
+        scenes.append(scene)
         texts.append(f"{prompt} {answer} </s>")
         answer_lengths.append(len(processor.tokenizer(f"{answer} </s>", add_special_tokens=False).input_ids))
     inputs = processor(images=images, text=texts, padding=True, return_tensors="pt")
@@ -146,7 +150,12 @@ def qa_batch(processor: LlavaProcessor, world: ShapesWorld, rng: random.Random, 
     for row, length in enumerate(answer_lengths):  # left padding: the answer ends every row
         labels[row, -length:] = inputs["input_ids"][row, -length:]
     inputs["labels"] = labels
-    return dict(inputs), kinds
+    return dict(inputs), kinds, scenes
+
+
+def stack_targets(scenes: list[Scene]) -> dict[str, torch.Tensor]:
+    per_scene = [patch_targets(s) for s in scenes]
+    return {k: torch.stack([t[k] for t in per_scene]) for k in per_scene[0]}
 
 
 class AnswerTally:
@@ -181,9 +190,11 @@ def cosine_schedule(step: int, total: int, warmup: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def run_stage(name, parameters, steps, lr, cfg, make_loss, report) -> dict:
-    """AdamW with warm-up and cosine decay; logs the mean loss and `report()` every 50 steps."""
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=cfg.weight_decay)
+def run_stage(name, groups, steps, cfg, make_loss, report) -> dict:
+    """AdamW over parameter groups (each with its own lr), warm-up and cosine decay; logs the
+    mean loss and `report()` every 50 steps."""
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    parameters = [p for group in groups for p in group["params"]]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_schedule(s, steps, min(cfg.warmup, steps // 5)))
     start, recent, history = time.time(), [], []
     for step in range(steps):
@@ -217,29 +228,36 @@ def train(out: Path, cfg: TrainConfig) -> None:
     def vision_loss():
         scenes = [world.sample_scene(rng) for _ in range(cfg.vision_batch)]
         pixels = processor.image_processor([world.render(s, rng) for s in scenes], return_tensors="pt")["pixel_values"]
-        per_scene = [patch_targets(s) for s in scenes]
-        targets = {k: torch.stack([t[k] for t in per_scene]) for k in per_scene[0]}
         hidden = tower(pixel_values=pixels).last_hidden_state  # (batch, 1 + n_patches, width)
-        loss, vision_metrics[0] = probe.loss(hidden, targets)
+        loss, probe_metrics[0] = probe.loss(hidden, stack_targets(scenes))
         return loss
 
-    vision_metrics = [{}]
+    probe_metrics = [{}]
     model.train()
-    parameters = list(tower.parameters()) + list(probe.parameters())
-    stages.append(run_stage("vision", parameters, cfg.vision_steps, cfg.vision_lr, cfg, vision_loss, lambda: vision_metrics[0]))
+    seeing = [{"params": list(tower.parameters()) + list(probe.parameters()), "lr": cfg.vision_lr}]
+    stages.append(run_stage("vision", seeing, cfg.vision_steps, cfg, vision_loss, lambda: probe_metrics[0]))
 
+    # Stage 2: the decoder learns to answer; the tower keeps learning, slowly, from both the
+    # answers and the probes, so that the decoder can shape what it reads without the tower
+    # forgetting what it sees (with the tower frozen, the decoder never learnt to read colour).
     tally = AnswerTally()
+    tower_output = {}
+    hook = tower.register_forward_hook(lambda module, args, output: tower_output.update(hidden=output.last_hidden_state))
 
     def qa_loss():
-        inputs, kinds = qa_batch(processor, world, rng, cfg.batch)
+        inputs, kinds, scenes = qa_batch(processor, world, rng, cfg.batch)
         output = model(**inputs)
+        probe_loss, probe_metrics[0] = probe.loss(tower_output["hidden"], stack_targets(scenes))
         tally.add(output.logits.detach(), inputs["labels"], kinds)
-        return output.loss
+        return output.loss + cfg.probe_weight * probe_loss
 
-    tower.requires_grad_(False)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    stages.append(run_stage("qa", trainable, cfg.qa_steps, cfg.lr, cfg, qa_loss, tally.report))
-    tower.requires_grad_(True)
+    tower_ids = {id(p) for p in tower.parameters()}
+    answering = [
+        {"params": [p for p in model.parameters() if id(p) not in tower_ids], "lr": cfg.lr},
+        {"params": list(tower.parameters()) + list(probe.parameters()), "lr": cfg.tower_lr},
+    ]
+    stages.append(run_stage("qa", answering, cfg.qa_steps, cfg, qa_loss, lambda: {**tally.report(), "probes": probe_metrics[0]}))
+    hook.remove()
 
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
