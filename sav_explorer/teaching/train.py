@@ -1,16 +1,20 @@
 """Trains the bundled teaching model from scratch, in stages, on the shapes world.
 
-    python -m sav_explorer.teaching.train --out assets/shapes-llava
+    python -m sav_explorer.teaching.train --out assets/shapes-llava            # all four stages
+    python -m sav_explorer.teaching.train --out DIR --resume STAGE3_DIR          # stage 4 only
 
-Stage 1 teaches the vision tower to see objects: every patch learns the colour, shape and size
-of the object under it, which side of the image that object is on and its place counting from
-the left, and the CLS token the object count (the language-model loss alone never teaches shape,
-see DESIGN section 3). With that, questions that bind attributes ("is there a red circle ?"),
-compare positions ("is the red shape left of the blue shape ?") or list objects left to right
-become look-ups for the decoder. Stage 2 trains the projector and the decoder on question
-answering, while the tower goes on learning at a lower rate from the answers and the probes.
-The run is seeded, and writes a folder that `from_pretrained` loads offline, plus
-`training_log.json` with per-kind answer accuracy during training.
+1. The vision tower alone learns what each object is: linear probes read the colour, shape and
+   size of the object under every patch and of each object's pooled patches, and the count from
+   the CLS token (the language-model loss alone never teaches shape, see DESIGN section 3).
+2. The projector and decoder learn to answer, with the tower frozen.
+3. Everything is fine-tuned at a lower learning rate.
+4. Binding: questions that bind attributes ("is there a red circle ?"), compare places ("is the
+   red shape left of the blue shape ?") or list the objects left to right, while new probes
+   teach every patch which side of the image its object is on and its place counting from the
+   left; the decoder then looks a place up instead of sorting.
+
+The run is seeded and writes a folder that `from_pretrained` loads offline, plus
+`training_log.json` with the probes' and each kind of question's accuracy during training.
 """
 
 from __future__ import annotations
@@ -34,23 +38,32 @@ from .shapes import COLOURS, IMAGE_SIZE, MAX_OBJECTS, QUESTION_KINDS, SHAPES, SI
 
 log = logging.getLogger(__name__)
 
-# How often each kind of question is drawn; the multi-object kinds need far more practice
-# (measured: with weights 1-2 each, presence and relation stayed at chance after 5,500 steps).
-KIND_WEIGHTS = {"colour": 0.75, "shape": 0.5, "size": 0.5, "position": 0.75, "count": 0.75, "presence": 2.0, "relation": 2.0, "describe": 3.0}
-OBJECT_ATTRIBUTES = ("colour", "shape", "size", "side", "rank")
+# How often each kind of question is drawn in stages 2 and 3, where the decoder learns to read
+# single attributes, and in stage 4, where it learns to bind and compare objects (with the
+# stage-3 mix, presence and relation stayed at chance after 5,500 steps).
+READING_WEIGHTS = {"colour": 1.0, "shape": 1.0, "size": 1.0, "position": 1.0, "count": 1.5, "presence": 1.5, "relation": 1.5, "describe": 2.0}
+BINDING_WEIGHTS = {"colour": 0.5, "shape": 0.5, "size": 0.5, "position": 0.5, "count": 0.5, "presence": 2.0, "relation": 2.0, "describe": 3.0}
+# Per-patch attributes the tower is taught: what an object is (stage 1), and from stage 4 on,
+# where it is (side of the image, place counting from the left).
+SEEING = ("colour", "shape", "size")
+PLACING = ("side", "rank")
+ATTRIBUTE_CLASSES = {"colour": len(COLOURS), "shape": len(SHAPES), "size": len(SIZES), "side": 2, "rank": MAX_OBJECTS}
 
 
 @dataclass
 class TrainConfig:
     seed: int = 0
-    vision_steps: int = 1000  # stage 1: vision tower on per-patch attributes
+    vision_steps: int = 1500  # stage 1: vision tower on per-patch attributes
     vision_batch: int = 64
     vision_lr: float = 2e-3
-    qa_steps: int = 4000  # stage 2: question answering; projector and decoder at `lr`, tower at `tower_lr`
+    qa_steps: int = 4000  # stage 2: projector + decoder, tower frozen
+    finetune_steps: int = 1500  # stage 3: everything, lower learning rate
+    binding_steps: int = 2200  # stage 4: binding and comparing objects, with the place probes
     batch: int = 32
     lr: float = 2e-3
-    tower_lr: float = 3e-4
-    probe_weight: float = 0.3  # the probes' loss, added to the answers' in stage 2
+    finetune_lr: float = 3e-4
+    binding_lr: float = 1e-3  # projector, decoder and probes in stage 4; the tower at finetune_lr
+    probe_weight: float = 0.3  # the probes' loss, added to the answers' in stage 4
     warmup: int = 100
     weight_decay: float = 0.01
     threads: int = 2
@@ -77,8 +90,6 @@ def patch_targets(scene: Scene) -> dict[str, torch.Tensor]:
     covered = counts.max(1).values >= 8  # a patch needs a fair share of an object to count as "on" it
     n = len(scene.objects)
     pad = [-100] * (MAX_OBJECTS - n)
-    colour_ids = torch.tensor([1 + list(COLOURS).index(o.colour) for o in scene.objects] + pad)
-    shape_ids = torch.tensor([1 + SHAPES.index(o.shape) for o in scene.objects] + pad)
     order = scene.left_to_right()
     per_object = {
         "colour": [1 + list(COLOURS).index(o.colour) for o in scene.objects],
@@ -102,20 +113,18 @@ class VisionProbe(nn.Module):
     teaches shape quickly, since no single patch shows a whole shape.
     """
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, attributes: tuple[str, ...]):
         super().__init__()
-        self.colour = nn.Linear(width, len(COLOURS) + 1)
-        self.shape = nn.Linear(width, len(SHAPES) + 1)
-        self.size = nn.Linear(width, len(SIZES) + 1)
-        self.side = nn.Linear(width, 3)
-        self.rank = nn.Linear(width, MAX_OBJECTS + 1)
+        self.attributes = attributes
+        for name in attributes:
+            setattr(self, name, nn.Linear(width, ATTRIBUTE_CLASSES[name] + 1))
         self.count = nn.Linear(width, MAX_OBJECTS)
 
     def loss(self, hidden: torch.Tensor, targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         cls, patches = hidden[:, 0], hidden[:, 1:]  # (batch, width), (batch, n_patches, width)
         pooled = targets["object_weights"] @ patches  # (batch, MAX_OBJECTS, width)
         losses, accuracy = {}, {}
-        for name in OBJECT_ATTRIBUTES:
+        for name in self.attributes:
             head = getattr(self, name)
             logits = head(patches).flatten(0, 1)
             target = targets[name].flatten()
@@ -133,10 +142,12 @@ class VisionProbe(nn.Module):
         return sum(losses.values()), accuracy
 
 
-def qa_batch(processor: LlavaProcessor, world: ShapesWorld, rng: random.Random, batch: int) -> tuple[dict[str, torch.Tensor], list[str], list[Scene]]:
+def qa_batch(
+    processor: LlavaProcessor, world: ShapesWorld, rng: random.Random, batch: int, weights: dict[str, float]
+) -> tuple[dict[str, torch.Tensor], list[str], list[Scene]]:
     """A batch of (image, question, answer) with labels on the answer tokens and the end token
     only, with the kind of question and the scene of each row."""
-    kinds = rng.choices(QUESTION_KINDS, weights=[KIND_WEIGHTS[k] for k in QUESTION_KINDS], k=batch)
+    kinds = rng.choices(QUESTION_KINDS, weights=[weights[k] for k in QUESTION_KINDS], k=batch)
     images, texts, answer_lengths, scenes = [], [], [], []
     for kind in kinds:
         image, question, answer, scene = world.sample_with_scene(rng, kind)
@@ -213,51 +224,23 @@ def run_stage(name, groups, steps, cfg, make_loss, report) -> dict:
     return {"stage": name, "steps": steps, "seconds": round(time.time() - start, 1), "history": history}
 
 
-def train(out: Path, cfg: TrainConfig) -> None:
+def train(out: Path, cfg: TrainConfig, resume: Path | None = None) -> None:
+    """Runs the four stages and saves the model; `resume` loads a model saved after stage 3 by
+    this script and runs stage 4 only (stage 4 seeds itself, so both paths agree)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
     world = ShapesWorld()
     processor = build_processor()
-    model = LlavaForConditionalGeneration(build_config(processor.tokenizer))
-    tower = model.model.vision_tower
     stages = []
-
-    probe = VisionProbe(tower.config.hidden_size)
-
-    def vision_loss():
-        scenes = [world.sample_scene(rng) for _ in range(cfg.vision_batch)]
-        pixels = processor.image_processor([world.render(s, rng) for s in scenes], return_tensors="pt")["pixel_values"]
-        hidden = tower(pixel_values=pixels).last_hidden_state  # (batch, 1 + n_patches, width)
-        loss, probe_metrics[0] = probe.loss(hidden, stack_targets(scenes))
-        return loss
-
-    probe_metrics = [{}]
-    model.train()
-    seeing = [{"params": list(tower.parameters()) + list(probe.parameters()), "lr": cfg.vision_lr}]
-    stages.append(run_stage("vision", seeing, cfg.vision_steps, cfg, vision_loss, lambda: probe_metrics[0]))
-
-    # Stage 2: the decoder learns to answer; the tower keeps learning, slowly, from both the
-    # answers and the probes, so that the decoder can shape what it reads without the tower
-    # forgetting what it sees (with the tower frozen, the decoder never learnt to read colour).
-    tally = AnswerTally()
-    tower_output = {}
-    hook = tower.register_forward_hook(lambda module, args, output: tower_output.update(hidden=output.last_hidden_state))
-
-    def qa_loss():
-        inputs, kinds, scenes = qa_batch(processor, world, rng, cfg.batch)
-        output = model(**inputs)
-        probe_loss, probe_metrics[0] = probe.loss(tower_output["hidden"], stack_targets(scenes))
-        tally.add(output.logits.detach(), inputs["labels"], kinds)
-        return output.loss + cfg.probe_weight * probe_loss
-
-    tower_ids = {id(p) for p in tower.parameters()}
-    answering = [
-        {"params": [p for p in model.parameters() if id(p) not in tower_ids], "lr": cfg.lr},
-        {"params": list(tower.parameters()) + list(probe.parameters()), "lr": cfg.tower_lr},
-    ]
-    stages.append(run_stage("qa", answering, cfg.qa_steps, cfg, qa_loss, lambda: {**tally.report(), "probes": probe_metrics[0]}))
-    hook.remove()
+    if resume is None:
+        model = LlavaForConditionalGeneration(build_config(processor.tokenizer))
+        stages += train_reading(model, processor, world, rng, cfg)
+    else:
+        model = LlavaForConditionalGeneration.from_pretrained(resume)
+        earlier = resume / "training_log.json"  # the resumed run's own record of stages 1-3
+        stages += json.loads(earlier.read_text())["stages"] if earlier.is_file() else [{"stage": "stages 1-3", "loaded from": str(resume)}]
+    stages.append(train_binding(model, processor, world, cfg))
 
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
@@ -270,15 +253,77 @@ def train(out: Path, cfg: TrainConfig) -> None:
     log.info("saved to %s", out)
 
 
+def train_reading(model, processor, world, rng, cfg: TrainConfig) -> list[dict]:
+    """Stages 1-3: the tower learns to see what each object is; the decoder learns to read it."""
+    tower = model.model.vision_tower
+    probe = VisionProbe(tower.config.hidden_size, SEEING)
+    probe_metrics = [{}]
+
+    def vision_loss():
+        scenes = [world.sample_scene(rng) for _ in range(cfg.vision_batch)]
+        pixels = processor.image_processor([world.render(s, rng) for s in scenes], return_tensors="pt")["pixel_values"]
+        hidden = tower(pixel_values=pixels).last_hidden_state  # (batch, 1 + n_patches, width)
+        loss, probe_metrics[0] = probe.loss(hidden, stack_targets(scenes))
+        return loss
+
+    model.train()
+    stages = [run_stage("vision", [{"params": [*tower.parameters(), *probe.parameters()], "lr": cfg.vision_lr}], cfg.vision_steps, cfg, vision_loss, lambda: probe_metrics[0])]
+    tally = AnswerTally()
+
+    def qa_loss():
+        inputs, kinds, _ = qa_batch(processor, world, rng, cfg.batch, READING_WEIGHTS)
+        output = model(**inputs)
+        tally.add(output.logits.detach(), inputs["labels"], kinds)
+        return output.loss
+
+    tower.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    stages.append(run_stage("qa", [{"params": trainable, "lr": cfg.lr}], cfg.qa_steps, cfg, qa_loss, tally.report))
+    tower.requires_grad_(True)
+    stages.append(run_stage("finetune", [{"params": list(model.parameters()), "lr": cfg.finetune_lr}], cfg.finetune_steps, cfg, qa_loss, tally.report))
+    return stages
+
+
+def train_binding(model, processor, world, cfg: TrainConfig) -> dict:
+    """Stage 4: questions that bind attributes or compare places. The tower learns each object's
+    side and place from the left (probes on what each patch shows, added to the answers' loss)
+    while the decoder learns to use them: a look-up instead of a sort."""
+    torch.manual_seed(cfg.seed + 4)
+    rng = random.Random(f"{cfg.seed}-binding")
+    tower = model.model.vision_tower
+    probe = VisionProbe(tower.config.hidden_size, SEEING + PLACING)
+    probe_metrics, tower_output, tally = [{}], {}, AnswerTally()
+    hook = tower.register_forward_hook(lambda module, args, output: tower_output.update(hidden=output.last_hidden_state))
+
+    def binding_loss():
+        inputs, kinds, scenes = qa_batch(processor, world, rng, cfg.batch, BINDING_WEIGHTS)
+        output = model(**inputs)
+        probe_loss, probe_metrics[0] = probe.loss(tower_output["hidden"], stack_targets(scenes))
+        tally.add(output.logits.detach(), inputs["labels"], kinds)
+        return output.loss + cfg.probe_weight * probe_loss
+
+    tower_ids = {id(p) for p in tower.parameters()}
+    groups = [  # the fresh probes learn fast, so that their early, random gradients barely touch the tower
+        {"params": [*(p for p in model.parameters() if id(p) not in tower_ids), *probe.parameters()], "lr": cfg.binding_lr},
+        {"params": list(tower.parameters()), "lr": cfg.finetune_lr},
+    ]
+    model.train()
+    try:
+        return run_stage("binding", groups, cfg.binding_steps, cfg, binding_loss, lambda: {**tally.report(), "probes": probe_metrics[0]})
+    finally:
+        hook.remove()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("assets/shapes-llava"))
+    parser.add_argument("--resume", type=Path, help="a model saved after stage 3 by this script: run stage 4 only")
     for field, value in asdict(TrainConfig()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
-    train(args.out, cfg)
+    train(args.out, cfg, args.resume)
 
 
 if __name__ == "__main__":
