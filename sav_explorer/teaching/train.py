@@ -1,6 +1,7 @@
 """Trains the bundled teaching model from scratch, in stages, on the shapes world.
 
     python -m sav_explorer.teaching.train --out assets/shapes-llava            # all four stages
+    python -m sav_explorer.teaching.train --out DIR --binding-steps 0            # stop after stage 3
     python -m sav_explorer.teaching.train --out DIR --resume STAGE3_DIR          # stage 4 only
 
 1. The vision tower alone learns what each object is: linear probes read the colour, shape and
@@ -317,7 +318,7 @@ def train_binding(model, processor, world, cfg: TrainConfig) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("assets/shapes-llava"))
-    parser.add_argument("--resume", type=Path, help="a model saved after stage 3 by this script: run stage 4 only")
+    parser.add_argument("--resume", type=Path, help="a model this script saved after stage 3 (with --binding-steps 0): run stage 4 only")
     for field, value in asdict(TrainConfig()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
