@@ -4,10 +4,12 @@ import json
 import random
 
 import pytest
+import torch
 
 from sav_explorer.teaching.examples import SUPPORT_PER_CLASS, TASKS, write_task
 from sav_explorer.teaching.shapes import COLOURS, QUESTION_KINDS, SHAPES, SIZES, ShapesWorld, describe, parse_description
-from sav_explorer.teaching.train import patch_targets
+from sav_explorer.teaching.build import build_processor
+from sav_explorer.teaching.train import POINTER_HEADS, pointer_targets, qa_batch, patch_targets, stack_targets
 from tests.conftest import REPO
 
 
@@ -57,6 +59,44 @@ def test_patch_targets_mark_the_objects_patches():
     assert targets["count"].item() == 1
     assert (targets["colour"] > 0).sum() >= 2  # each object covers at least one patch
     assert targets["object_weights"][:2].sum(1).tolist() == pytest.approx([1.0, 1.0])
+
+
+def pointers_for(kind, seed=0):
+    processor = build_processor()
+    batch = qa_batch(processor, ShapesWorld(), random.Random(seed), 8, {k: float(k == kind) for k in QUESTION_KINDS})
+    image_token = processor.tokenizer.convert_tokens_to_ids("<image>")
+    targets, mask = pointer_targets(batch, stack_targets(batch.scenes)["object_weights"], image_token)
+    return batch, targets, mask, image_token
+
+
+def test_pointer_heads_are_taught_to_look_at_each_described_object_in_turn():
+    batch, targets, mask, image_token = pointers_for("describe")
+    assert targets.shape[1] == POINTER_HEADS and not mask[:, 1].any()  # head 1 is for relations
+    for row, scene in enumerate(batch.scenes):
+        places = mask[row, 0].nonzero().squeeze(1)
+        assert len(places) == 3 * len(scene.objects)  # size, colour and shape of each object
+        image = batch.inputs["input_ids"][row] == image_token
+        assert targets[row, 0, places][:, ~image].sum() == 0  # only image tokens, all mass on them
+        assert targets[row, 0, places].sum(1).tolist() == pytest.approx([1.0] * len(places))
+        looked_at = [targets[row, 0, place, image] for place in places[::3]]
+        weights = patch_targets(scene)["object_weights"]
+        expected = [weights[scene.objects.index(obj)] for obj in scene.left_to_right()]
+        assert all(torch.allclose(a, b) for a, b in zip(looked_at, expected))
+
+
+def test_presence_points_at_the_named_object_or_the_start_when_there_is_none():
+    batch, targets, mask, image_token = pointers_for("presence", seed=3)
+    seen = set()
+    for row, question in enumerate(batch.questions):
+        place = int(mask[row, 0].nonzero()[0])
+        start = int(batch.inputs["attention_mask"][row].nonzero()[0])
+        image = batch.inputs["input_ids"][row] == image_token
+        colour, shape = question.split()[3:5]
+        present = any(o.colour == colour and o.shape == shape for o in batch.scenes[row].objects)
+        assert targets[row, 0, place, image].sum().item() == pytest.approx(1.0 if present else 0.0)
+        assert targets[row, 0, place, start].item() == (0.0 if present else 1.0)
+        seen.add(present)
+    assert seen == {True, False}
 
 
 @pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)

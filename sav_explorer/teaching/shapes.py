@@ -30,6 +30,7 @@ COLOURS = {
 SHAPES = ("circle", "square", "triangle", "cross")
 SIZES = {"small": 5, "large": 10}  # half-width in pixels
 COUNT_WORDS = ("one", "two", "three", "four")
+MIN_X_GAP = 8  # pixels between objects' centres, left to right: one patch of the teaching model
 MAX_OBJECTS = len(COUNT_WORDS)
 
 # The question asked for each kind of question; one fixed wording each keeps the vocabulary small.
@@ -203,9 +204,10 @@ def _no_overlap(objects: list[ShapeObject]) -> bool:
 
 
 def _distinct_x(objects: list[ShapeObject]) -> bool:
-    """Centres at least 3 px apart horizontally, so that "left of" is never a coin toss."""
+    """Centres at least MIN_X_GAP apart horizontally, so that "left of" and the description's
+    left-to-right order are plain to see, never a matter of a pixel or two."""
     xs = sorted(o.x for o in objects)
-    return all(b - a >= 3 for a, b in zip(xs, xs[1:]))
+    return all(b - a >= MIN_X_GAP for a, b in zip(xs, xs[1:]))
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill: tuple[int, ...]) -> None:

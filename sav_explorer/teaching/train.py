@@ -1,21 +1,24 @@
 """Trains the bundled teaching model from scratch, in stages, on the shapes world.
 
-    python -m sav_explorer.teaching.train --out assets/shapes-llava            # all four stages
-    python -m sav_explorer.teaching.train --out DIR --binding-steps 0            # stop after stage 3
-    python -m sav_explorer.teaching.train --out DIR --resume STAGE3_DIR          # stage 4 only
+    python -m sav_explorer.teaching.train --out assets/shapes-llava            # all three stages
+    python -m sav_explorer.teaching.train --out DIR --binding-steps 0            # stop after stage 2
+    python -m sav_explorer.teaching.train --out DIR --resume STAGE2_DIR          # stage 3 only
 
-1. The vision tower alone learns what each object is: linear probes read the colour, shape and
-   size of the object under every patch and of each object's pooled patches, and the count from
-   the CLS token (the language-model loss alone never teaches shape, see DESIGN section 3).
-2. The projector and decoder learn to answer, with the tower frozen.
-3. Everything is fine-tuned at a lower learning rate.
-4. Binding: questions that bind attributes ("is there a red circle ?"), compare places ("is the
-   red shape left of the blue shape ?") or list the objects left to right, while new probes
-   teach every patch which side of the image its object is on and its place counting from the
-   left; the decoder then looks a place up instead of sorting.
+1. Seeing: the vision tower alone learns what each object is. Linear probes read, under every
+   patch and from each object's pooled patches, its colour, shape and size, and the count from
+   the CLS token. (The language-model loss alone never teaches shape, see DESIGN section 3.)
+2. Answering: the projector and decoder learn to answer, the tower frozen. Two "pointer" heads
+   of an early decoder layer are told where to look (the object asked about, the object being
+   described); the answers alone gave one bit per question and left presence, relation and the
+   description's order at chance for thousands of steps.
+3. Binding: everything trains on a mix heavy in questions that bind attributes, compare places
+   or list the objects; the tower trains slowly, its probes still on, and new probes teach every
+   patch its object's side of the image and place counting from the left, so that the decoder
+   can look a place up instead of sorting.
 
 The run is seeded and writes a folder that `from_pretrained` loads offline, plus
-`training_log.json` with the probes' and each kind of question's accuracy during training.
+`training_log.json` with the probes', the pointers' and each kind of question's accuracy
+during training.
 """
 
 from __future__ import annotations
@@ -39,15 +42,18 @@ from .shapes import COLOURS, IMAGE_SIZE, MAX_OBJECTS, QUESTION_KINDS, SHAPES, SI
 
 log = logging.getLogger(__name__)
 
-# How often each kind of question is drawn in stages 2 and 3, where the decoder learns to read
-# single attributes, and in stage 4, where it learns to bind and compare objects (with the
-# stage-3 mix, presence and relation stayed at chance after 5,500 steps).
+# How often each kind of question is drawn in stage 2, where the decoder learns to answer, and
+# in stage 3, where it learns to bind and compare objects.
 READING_WEIGHTS = {"colour": 1.0, "shape": 1.0, "size": 1.0, "position": 1.0, "count": 1.5, "presence": 1.5, "relation": 1.5, "describe": 2.0}
 BINDING_WEIGHTS = {"colour": 0.5, "shape": 0.5, "size": 0.5, "position": 0.5, "count": 0.5, "presence": 2.0, "relation": 2.0, "describe": 3.0}
-# Per-patch attributes the tower is taught: what an object is (stage 1), and from stage 4 on,
-# where it is (side of the image, place counting from the left).
+# Per-patch attributes the tower is taught: what an object is, and where it is (side of the
+# image, place counting from the left).
 SEEING = ("colour", "shape", "size")
 PLACING = ("side", "rank")
+# Decoder heads taught where to look (see `pointer_targets`): heads 0 and 1 of the third layer,
+# so that the two layers below can bring the question's words to the place that asks.
+POINTER_LAYER = 2
+POINTER_HEADS = 2
 ATTRIBUTE_CLASSES = {"colour": len(COLOURS), "shape": len(SHAPES), "size": len(SIZES), "side": 2, "rank": MAX_OBJECTS}
 
 
@@ -57,14 +63,14 @@ class TrainConfig:
     vision_steps: int = 1500  # stage 1: vision tower on per-patch attributes
     vision_batch: int = 64
     vision_lr: float = 2e-3
-    qa_steps: int = 4000  # stage 2: projector + decoder, tower frozen
-    finetune_steps: int = 1500  # stage 3: everything, lower learning rate
-    binding_steps: int = 2200  # stage 4: binding and comparing objects, with the place probes
+    qa_steps: int = 3000  # stage 2: projector + decoder, tower frozen
+    binding_steps: int = 3000  # stage 3: everything, binding-heavy questions, the probes kept on
     batch: int = 32
     lr: float = 2e-3
-    finetune_lr: float = 3e-4
-    binding_lr: float = 1e-3  # projector, decoder and probes in stage 4; the tower at finetune_lr
-    probe_weight: float = 0.3  # the probes' loss, added to the answers' in stage 4
+    finetune_lr: float = 3e-4  # the tower in stage 3
+    binding_lr: float = 1e-3  # projector, decoder and probes in stage 3
+    probe_weight: float = 0.3  # the probes' loss, added to the answers' in stage 3
+    pointer_weight: float = 0.5  # the pointer heads' loss, added to the answers' in stages 2 and 3
     warmup: int = 100
     weight_decay: float = 0.01
     threads: int = 2
@@ -143,26 +149,105 @@ class VisionProbe(nn.Module):
         return sum(losses.values()), accuracy
 
 
-def qa_batch(
-    processor: LlavaProcessor, world: ShapesWorld, rng: random.Random, batch: int, weights: dict[str, float]
-) -> tuple[dict[str, torch.Tensor], list[str], list[Scene]]:
-    """A batch of (image, question, answer) with labels on the answer tokens and the end token
-    only, with the kind of question and the scene of each row."""
+@dataclass
+class QABatch:
+    """A batch of (image, question, answer): model inputs with labels on the answer tokens and
+    the end token only, and for each row the kind of question, the question and the scene."""
+
+    inputs: dict[str, torch.Tensor]
+    kinds: list[str]
+    questions: list[str]
+    scenes: list[Scene]
+
+
+def qa_batch(processor: LlavaProcessor, world: ShapesWorld, rng: random.Random, batch: int, weights: dict[str, float]) -> QABatch:
     kinds = rng.choices(QUESTION_KINDS, weights=[weights[k] for k in QUESTION_KINDS], k=batch)
-    images, texts, answer_lengths, scenes = [], [], [], []
+    images, texts, questions, answer_lengths, scenes = [], [], [], [], []
     for kind in kinds:
         image, question, answer, scene = world.sample_with_scene(rng, kind)
-        prompt = prompt_for(processor, question)
         images.append(image)
+        questions.append(question)
         scenes.append(scene)
-        texts.append(f"{prompt} {answer} </s>")
+        texts.append(f"{prompt_for(processor, question)} {answer} </s>")
         answer_lengths.append(len(processor.tokenizer(f"{answer} </s>", add_special_tokens=False).input_ids))
     inputs = processor(images=images, text=texts, padding=True, return_tensors="pt")
     labels = torch.full_like(inputs["input_ids"], -100)
     for row, length in enumerate(answer_lengths):  # left padding: the answer ends every row
         labels[row, -length:] = inputs["input_ids"][row, -length:]
     inputs["labels"] = labels
-    return dict(inputs), kinds, scenes
+    return QABatch(dict(inputs), kinds, questions, scenes)
+
+
+def pointer_targets(batch: QABatch, object_weights: torch.Tensor, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the pointer heads should look, per row and position: (batch, POINTER_HEADS, seq, seq)
+    distributions over the sequence and a (batch, POINTER_HEADS, seq) mask of the supervised places.
+
+    Head 0 looks at the object the answer is about: the lone object, every object for a count,
+    the object named by a presence question (the first token of the prompt when there is none),
+    the first object of a relation and, while a description is written, the object being
+    described. Head 1 looks at a relation's second object.
+    """
+    ids = batch.inputs["input_ids"]
+    size, seq = ids.shape
+    targets = torch.zeros(size, POINTER_HEADS, seq, seq)
+    mask = torch.zeros(size, POINTER_HEADS, seq, dtype=torch.bool)
+    for row, (kind, question, scene) in enumerate(zip(batch.kinds, batch.questions, batch.scenes)):
+        image = (ids[row] == image_token_id).nonzero().squeeze(1)  # the patches, in raster order
+        first_answer = int((batch.inputs["labels"][row] != -100).nonzero()[0])
+        sink = int(batch.inputs["attention_mask"][row].nonzero()[0])
+        objects = scene.objects
+        words = question.split()
+
+        def look(head: int, position: int, chosen: list[int]) -> None:
+            mask[row, head, position] = True
+            if chosen:
+                weights = object_weights[row, chosen].sum(0)
+                targets[row, head, position, image] = weights / weights.sum()
+            else:
+                targets[row, head, position, sink] = 1.0
+
+        if kind in ("colour", "shape", "size", "position"):
+            look(0, first_answer - 1, [0])
+        elif kind == "count":
+            look(0, first_answer - 1, list(range(len(objects))))
+        elif kind == "presence":
+            colour, shape = words[3], words[4]
+            look(0, first_answer - 1, [i for i, o in enumerate(objects) if o.colour == colour and o.shape == shape])
+        elif kind == "relation":
+            colours = [o.colour for o in objects]
+            look(0, first_answer - 1, [colours.index(words[2])])
+            look(1, first_answer - 1, [colours.index(words[7])])
+        elif kind == "describe":
+            for place, obj in enumerate(scene.left_to_right()):
+                for word in range(3):  # "size colour shape", then a comma
+                    look(0, first_answer + 4 * place + word - 1, [objects.index(obj)])
+    return targets, mask
+
+
+class PointerSupervision:
+    """Teaches two heads of one early decoder layer where to look (see `pointer_targets`).
+
+    The answers alone gave one bit per question for binding, and presence and relation stayed at
+    chance for thousands of steps; told where to look, a head turns the question into a look-up.
+    Needs eager attention, which returns the attention weights.
+    """
+
+    def __init__(self, model: LlavaForConditionalGeneration, layer: int = POINTER_LAYER):
+        model.set_attn_implementation("eager")
+        self.image_token_id = model.config.image_token_index
+        self.weights: dict[str, torch.Tensor] = {}
+        attention = model.model.language_model.layers[layer].self_attn
+        self.hook = attention.register_forward_hook(lambda module, args, output: self.weights.update(attention=output[1]))
+
+    def loss(self, batch: QABatch, object_weights: torch.Tensor) -> tuple[torch.Tensor, float]:
+        targets, mask = pointer_targets(batch, object_weights, self.image_token_id)
+        attention = self.weights["attention"][:, :POINTER_HEADS]  # (batch, heads, seq, seq)
+        cross_entropy = -(targets * attention.clamp(min=1e-6).log()).sum(-1)
+        on_target = (attention * (targets > 0)).sum(-1)  # the share of attention where it should look
+        return cross_entropy[mask].mean(), round(on_target[mask].mean().item(), 3)
+
+    def remove(self) -> None:
+        self.hook.remove()
 
 
 def stack_targets(scenes: list[Scene]) -> dict[str, torch.Tensor]:
@@ -226,8 +311,8 @@ def run_stage(name, groups, steps, cfg, make_loss, report) -> dict:
 
 
 def train(out: Path, cfg: TrainConfig, resume: Path | None = None) -> None:
-    """Runs the four stages and saves the model; `resume` loads a model saved after stage 3 by
-    this script and runs stage 4 only (stage 4 seeds itself, so both paths agree)."""
+    """Runs the three stages and saves the model; `resume` loads a model this script saved after
+    stage 2 and runs stage 3 only (stage 3 seeds itself, so both paths agree)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
@@ -236,14 +321,26 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None) -> None:
     stages = []
     if resume is None:
         model = LlavaForConditionalGeneration(build_config(processor.tokenizer))
-        stages += train_reading(model, processor, world, rng, cfg)
+        seeing = VisionProbe(model.config.vision_config.hidden_size, SEEING)
+        stages.append(train_seeing(model, seeing, processor, world, rng, cfg))
+        stages.append(train_answering("answering", model, None, processor, world, rng, cfg, cfg.qa_steps, READING_WEIGHTS, cfg.lr))
     else:
         model = LlavaForConditionalGeneration.from_pretrained(resume)
-        earlier = resume / "training_log.json"  # the resumed run's own record of stages 1-3
-        stages += json.loads(earlier.read_text())["stages"] if earlier.is_file() else [{"stage": "stages 1-3", "loaded from": str(resume)}]
-    stages.append(train_binding(model, processor, world, cfg))
+        seeing = None
+        earlier = resume / "training_log.json"  # the resumed run's own record of stages 1-2
+        stages += json.loads(earlier.read_text())["stages"] if earlier.is_file() else [{"stage": "stages 1-2", "loaded from": str(resume)}]
+    if cfg.binding_steps:
+        torch.manual_seed(cfg.seed + 3)
+        rng = random.Random(f"{cfg.seed}-binding")
+        # Where objects are is taught only now: with these probes from stage 1 on, the decoder
+        # of an earlier run never learnt to read colour. The seeing heads carry over when there.
+        probe = VisionProbe(model.config.vision_config.hidden_size, SEEING + PLACING)
+        if seeing is not None:
+            probe.load_state_dict(seeing.state_dict(), strict=False)
+        stages.append(train_answering("binding", model, probe, processor, world, rng, cfg, cfg.binding_steps, BINDING_WEIGHTS, cfg.binding_lr))
 
     model.eval()
+    model.set_attn_implementation("sdpa")
     out.mkdir(parents=True, exist_ok=True)
     model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
@@ -254,10 +351,9 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None) -> None:
     log.info("saved to %s", out)
 
 
-def train_reading(model, processor, world, rng, cfg: TrainConfig) -> list[dict]:
-    """Stages 1-3: the tower learns to see what each object is; the decoder learns to read it."""
+def train_seeing(model, probe: VisionProbe, processor, world, rng, cfg: TrainConfig) -> dict:
+    """Stage 1: the vision tower alone learns what each object is and where, from its probes."""
     tower = model.model.vision_tower
-    probe = VisionProbe(tower.config.hidden_size, SEEING)
     probe_metrics = [{}]
 
     def vision_loss():
@@ -268,57 +364,51 @@ def train_reading(model, processor, world, rng, cfg: TrainConfig) -> list[dict]:
         return loss
 
     model.train()
-    stages = [run_stage("vision", [{"params": [*tower.parameters(), *probe.parameters()], "lr": cfg.vision_lr}], cfg.vision_steps, cfg, vision_loss, lambda: probe_metrics[0])]
-    tally = AnswerTally()
-
-    def qa_loss():
-        inputs, kinds, _ = qa_batch(processor, world, rng, cfg.batch, READING_WEIGHTS)
-        output = model(**inputs)
-        tally.add(output.logits.detach(), inputs["labels"], kinds)
-        return output.loss
-
-    tower.requires_grad_(False)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    stages.append(run_stage("qa", [{"params": trainable, "lr": cfg.lr}], cfg.qa_steps, cfg, qa_loss, tally.report))
-    tower.requires_grad_(True)
-    stages.append(run_stage("finetune", [{"params": list(model.parameters()), "lr": cfg.finetune_lr}], cfg.finetune_steps, cfg, qa_loss, tally.report))
-    return stages
+    return run_stage("seeing", [{"params": [*tower.parameters(), *probe.parameters()], "lr": cfg.vision_lr}], cfg.vision_steps, cfg, vision_loss, lambda: probe_metrics[0])
 
 
-def train_binding(model, processor, world, cfg: TrainConfig) -> dict:
-    """Stage 4: questions that bind attributes or compare places. The tower learns each object's
-    side and place from the left (probes on what each patch shows, added to the answers' loss)
-    while the decoder learns to use them: a look-up instead of a sort."""
-    torch.manual_seed(cfg.seed + 4)
-    rng = random.Random(f"{cfg.seed}-binding")
+def train_answering(name, model, probe: VisionProbe | None, processor, world, rng, cfg: TrainConfig, steps, weights, lr) -> dict:
+    """Stages 2 and 3: the projector and decoder learn to answer, with the pointer heads told
+    where to look. Without a probe the tower stays frozen (stage 2); with one it trains at
+    `finetune_lr`, the probes' loss added so that it keeps seeing what stage 1 taught it."""
     tower = model.model.vision_tower
-    probe = VisionProbe(tower.config.hidden_size, SEEING + PLACING)
-    probe_metrics, tower_output, tally = [{}], {}, AnswerTally()
+    tower.requires_grad_(probe is not None)
+    pointers = PointerSupervision(model)
+    tower_output, probe_metrics, pointer_metric, tally = {}, [{}], [0.0], AnswerTally()
     hook = tower.register_forward_hook(lambda module, args, output: tower_output.update(hidden=output.last_hidden_state))
 
-    def binding_loss():
-        inputs, kinds, scenes = qa_batch(processor, world, rng, cfg.batch, BINDING_WEIGHTS)
-        output = model(**inputs)
-        probe_loss, probe_metrics[0] = probe.loss(tower_output["hidden"], stack_targets(scenes))
-        tally.add(output.logits.detach(), inputs["labels"], kinds)
-        return output.loss + cfg.probe_weight * probe_loss
+    def answering_loss():
+        batch = qa_batch(processor, world, rng, cfg.batch, weights)
+        output = model(**batch.inputs)
+        seen = stack_targets(batch.scenes)
+        pointer_loss, pointer_metric[0] = pointers.loss(batch, seen["object_weights"])
+        tally.add(output.logits.detach(), batch.inputs["labels"], batch.kinds)
+        loss = output.loss + cfg.pointer_weight * pointer_loss
+        if probe is not None:
+            probe_loss, probe_metrics[0] = probe.loss(tower_output["hidden"], seen)
+            loss = loss + cfg.probe_weight * probe_loss
+        return loss
 
     tower_ids = {id(p) for p in tower.parameters()}
-    groups = [  # the fresh probes learn fast, so that their early, random gradients barely touch the tower
-        {"params": [*(p for p in model.parameters() if id(p) not in tower_ids), *probe.parameters()], "lr": cfg.binding_lr},
-        {"params": list(tower.parameters()), "lr": cfg.finetune_lr},
-    ]
+    groups = [{"params": [p for p in model.parameters() if id(p) not in tower_ids], "lr": lr}]
+    if probe is not None:  # a fresh probe learns fast, so that its early, random gradients barely touch the tower
+        groups += [{"params": list(probe.parameters()), "lr": lr}, {"params": list(tower.parameters()), "lr": cfg.finetune_lr}]
+
+    def report():
+        return {**tally.report(), "pointers": pointer_metric[0], **({"probes": probe_metrics[0]} if probe is not None else {})}
+
     model.train()
     try:
-        return run_stage("binding", groups, cfg.binding_steps, cfg, binding_loss, lambda: {**tally.report(), "probes": probe_metrics[0]})
+        return run_stage(name, groups, steps, cfg, answering_loss, report)
     finally:
         hook.remove()
+        pointers.remove()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("assets/shapes-llava"))
-    parser.add_argument("--resume", type=Path, help="a model this script saved after stage 3 (with --binding-steps 0): run stage 4 only")
+    parser.add_argument("--resume", type=Path, help="a model this script saved after stage 2 (with --binding-steps 0): run stage 3 only")
     for field, value in asdict(TrainConfig()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
