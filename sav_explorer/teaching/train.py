@@ -1,8 +1,8 @@
 """Trains the bundled teaching model from scratch, in stages, on the shapes world.
 
     python -m sav_explorer.teaching.train --out assets/shapes-llava            # all three stages
-    python -m sav_explorer.teaching.train --out DIR --binding-steps 0            # stop after stage 2
-    python -m sav_explorer.teaching.train --out DIR --resume STAGE2_DIR          # stage 3 only
+    python -m sav_explorer.teaching.train --out DIR --checkpoints CHECKPOINTS    # also saves after every stage
+    python -m sav_explorer.teaching.train --out DIR --resume CHECKPOINTS/after-answering   # stage 3 only
 
 1. Seeing: the vision tower alone learns what each object is. Linear probes read, under every
    patch and from each object's pooled patches, its colour, shape and size, and the count from
@@ -354,8 +354,8 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
         stages += json.loads(earlier.read_text())["stages"] if earlier.is_file() else [{"stage": "stages 1-2", "loaded from": str(resume)}]
     if cfg.binding_steps:
         rng = seeded("binding")
-        # Where objects are is taught only now: with these probes from stage 1 on, the decoder
-        # of an earlier run never learnt to read colour. The seeing heads carry over when there.
+        # Where objects are is taught only now, once the decoder reads what they are; the
+        # stage-1 probe heads carry over when there.
         probe = VisionProbe(model.config.vision_config.hidden_size, SEEING + PLACING)
         if seeing is not None:
             probe.load_state_dict(seeing.state_dict(), strict=False)
@@ -381,7 +381,7 @@ def save(model, processor, out: Path, cfg: TrainConfig, stages: list[dict]) -> N
 
 
 def train_seeing(model, probe: VisionProbe, processor, world, rng, cfg: TrainConfig) -> dict:
-    """Stage 1: the vision tower alone learns what each object is and where, from its probes."""
+    """Stage 1: the vision tower alone learns what each object is, from its probes."""
     tower = model.model.vision_tower
     probe_metrics = [{}]
 
@@ -417,9 +417,9 @@ def train_aligning(model, probe: VisionProbe, processor, world, rng, cfg: TrainC
 
 
 def train_answering(name, model, probe: VisionProbe | None, processor, world, rng, cfg: TrainConfig, steps, weights, lr) -> dict:
-    """Stages 2 and 3: the projector and decoder learn to answer, with the pointer heads told
-    where to look. Without a probe the tower stays frozen (stage 2); with one it trains at
-    `finetune_lr`, the probes' loss added so that it keeps seeing what stage 1 taught it."""
+    """Stages 2 and 3: the decoder learns to answer, with the pointer heads told where to look.
+    Without a probe, tower and projector stay frozen (stage 2); with one they train at
+    `finetune_lr`, the probes' loss added so that the tower keeps seeing what stage 1 taught it."""
     tower, projector = model.model.vision_tower, model.model.multi_modal_projector
     tower.requires_grad_(probe is not None)
     projector.requires_grad_(probe is not None)
@@ -459,7 +459,7 @@ def train_answering(name, model, probe: VisionProbe | None, processor, world, rn
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("assets/shapes-llava"))
-    parser.add_argument("--resume", type=Path, help="a model this script saved after stage 2 (with --binding-steps 0): run stage 3 only")
+    parser.add_argument("--resume", type=Path, help="a model this script saved after stage 2 (--checkpoints' after-answering): run stage 3 only")
     parser.add_argument("--checkpoints", type=Path, help="save the model after every stage into this folder")
     for field, value in asdict(TrainConfig()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
