@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from sav_explorer.teaching.examples import SUPPORT_PER_CLASS, TASKS, write_task
+from sav_explorer.teaching.examples import SUPPORT_PER_CLASS, TASKS, balanced_attributes, write_task
 from sav_explorer.teaching.shapes import COLOURS, QUESTION_KINDS, SHAPES, SIZES, ShapesWorld, describe, parse_description
 from sav_explorer.teaching.build import build_processor
 from sav_explorer.teaching.train import POINTER_HEADS, pointer_targets, qa_batch, patch_targets, stack_targets
@@ -109,3 +109,18 @@ def test_bundled_example_tasks_are_what_the_generator_writes(tmp_path, task):
         assert all(row["question"] == task.question for row in rows)
     support = [json.loads(line)["label"] for line in (tmp_path / "support.jsonl").read_text().splitlines()]
     assert {label: support.count(label) for label in task.labels} == {label: SUPPORT_PER_CLASS for label in task.labels}
+
+
+@pytest.mark.parametrize("task", [t for t in TASKS if t.attribute], ids=lambda t: t.name)
+def test_single_object_support_sets_differ_between_classes_in_the_label_only(task):
+    world, rng = ShapesWorld(), random.Random(0)
+    seen = []
+    for index in range(SUPPORT_PER_CLASS):
+        others = balanced_attributes(task, index)
+        assert set(others) == {"colour", "shape", "size"} - {task.attribute}
+        for label in task.labels:
+            obj = task.scene_for(world, rng, label, **others).objects[0]
+            assert getattr(obj, task.attribute) == label
+            assert {name: getattr(obj, name) for name in others} == others
+        seen.append(tuple(others.values()))
+    assert len(set(seen)) > 1  # the examples of one class still vary

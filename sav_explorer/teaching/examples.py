@@ -4,6 +4,12 @@
 
 Each task folder holds `support.jsonl` (5 examples per class) and `queries.jsonl` (held-out
 examples, 10 per class), every row with the task's question. Seeded: reruns give the same files.
+
+In the single-object tasks the support set is balanced: the attributes that are not the label
+take the same values in every class (support example i of each class has the i-th colour, shape
+and size), so that the class means differ in the label only. Drawn at random instead, the shape
+classes' means differed in colour too, and the bundled model's shape accuracy at k = 20 fell
+from 100 % to 70 % on the same queries. The queries are drawn at random.
 """
 
 from __future__ import annotations
@@ -26,8 +32,18 @@ class Task:
     name: str
     question: str
     labels: tuple[str, ...]
-    scene_for: Callable[[ShapesWorld, random.Random, str], Scene]  # a scene whose answer is the label
+    scene_for: Callable[..., Scene]  # (world, rng, label, **pinned attributes): a scene whose answer is the label
     description: str
+    attribute: str | None = None  # the single object's attribute the label names; its other attributes are balanced
+
+
+def balanced_attributes(task: Task, index: int) -> dict[str, str]:
+    """The attributes of support example `index` that are not the label: the same in every
+    class, so that no class mean leans towards a colour, shape or size the label is not about."""
+    if task.attribute is None:
+        return {}
+    values = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES)}
+    return {name: options[index % len(options)] for name, options in values.items() if name != task.attribute}
 
 
 def _relation_scene(world: ShapesWorld, rng: random.Random, label: str) -> Scene:
@@ -49,9 +65,9 @@ def _presence_scene(world: ShapesWorld, rng: random.Random, label: str) -> Scene
 
 
 TASKS = (
-    Task("colour", QUESTIONS["colour"], tuple(COLOURS), lambda w, r, label: w.sample_scene(r, n_objects=1, colour=label), "colour of a single shape (6 classes)"),
-    Task("shape", QUESTIONS["shape"], SHAPES, lambda w, r, label: w.sample_scene(r, n_objects=1, shape=label), "shape of a single object (4 classes)"),
-    Task("size", QUESTIONS["size"], tuple(SIZES), lambda w, r, label: w.sample_scene(r, n_objects=1, size=label), "size of a single shape (2 classes)"),
+    Task("colour", QUESTIONS["colour"], tuple(COLOURS), lambda w, r, label, **pinned: w.sample_scene(r, n_objects=1, colour=label, **pinned), "colour of a single shape (6 classes)", "colour"),
+    Task("shape", QUESTIONS["shape"], SHAPES, lambda w, r, label, **pinned: w.sample_scene(r, n_objects=1, shape=label, **pinned), "shape of a single object (4 classes)", "shape"),
+    Task("size", QUESTIONS["size"], tuple(SIZES), lambda w, r, label, **pinned: w.sample_scene(r, n_objects=1, size=label, **pinned), "size of a single shape (2 classes)", "size"),
     Task("count", QUESTIONS["count"], COUNT_WORDS, lambda w, r, label: w.sample_scene(r, n_objects=COUNT_WORDS.index(label) + 1), "number of shapes, one to four"),
     Task("presence", QUESTIONS["presence"].format(colour="red", shape="circle"), ("no", "yes"), _presence_scene, "is there a red circle among 1-3 shapes?"),
     Task("relation", QUESTIONS["relation"].format(colour_a="red", colour_b="blue"), ("no", "yes"), _relation_scene, "is the red shape left of the blue one?"),
@@ -67,14 +83,16 @@ def write_task(task: Task, folder: Path, seed: int = 0) -> None:
         rows = []
         for label in task.labels:
             for i in range(per_class):
-                scene = task.scene_for(world, rng, label)
+                pinned = balanced_attributes(task, i) if split == "support" else {}
+                scene = task.scene_for(world, rng, label, **pinned)
                 name = f"{split}_{label}_{i}.png"
                 world.render(scene, rng).save(folder / name, optimize=True)
                 rows.append({"image": name, "question": task.question, "label": label})
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     (folder / "README.md").write_text(
         f"# Task: {task.name}\n\n{task.description}.\n\nQuestion: `{task.question}`\n\n"
-        f"`support.jsonl`: {SUPPORT_PER_CLASS} examples per class; `queries.jsonl`: {QUERIES_PER_CLASS} held-out examples per class.\n",
+        f"`support.jsonl`: {SUPPORT_PER_CLASS} examples per class; `queries.jsonl`: {QUERIES_PER_CLASS} held-out examples per class.\n"
+        + (f"The support set is balanced: example i of every class has the same {', '.join(balanced_attributes(task, 0))}, so that the class means differ in {task.attribute} only; the queries are random.\n" if task.attribute else ""),
         encoding="utf-8",
     )
 
