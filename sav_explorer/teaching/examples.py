@@ -92,7 +92,7 @@ def write_task(task: Task, folder: Path, seed: int = 0) -> None:
     (folder / "README.md").write_text(
         f"# Task: {task.name}\n\n{task.description}.\n\nQuestion: `{task.question}`\n\n"
         f"`support.jsonl`: {SUPPORT_PER_CLASS} examples per class; `queries.jsonl`: {QUERIES_PER_CLASS} held-out examples per class.\n"
-        + (f"The support set is balanced: example i of every class has the same {', '.join(balanced_attributes(task, 0))}, so that the class means differ in {task.attribute} only; the queries are random.\n" if task.attribute else ""),
+        + (f"The support set is balanced: example i of every class has the same {' and '.join(balanced_attributes(task, 0))}, so that the class means differ in {task.attribute} only; the queries are random.\n" if task.attribute else ""),
         encoding="utf-8",
     )
 
