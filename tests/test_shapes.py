@@ -99,6 +99,24 @@ def test_presence_points_at_the_named_object_or_the_start_when_there_is_none():
     assert seen == {True, False}
 
 
+def test_count_points_at_every_object_alike_with_a_share_that_grows_with_the_count():
+    batch, targets, mask, image_token = pointers_for("count", seed=1)
+    counts = set()
+    for row, scene in enumerate(batch.scenes):
+        place = int(mask[row, 0].nonzero()[0])
+        start = int(batch.inputs["attention_mask"][row].nonzero()[0])
+        image = batch.inputs["input_ids"][row] == image_token
+        share = len(scene.objects) / 5
+        on_image = targets[row, 0, place, image]
+        weights = patch_targets(scene)["object_weights"][: len(scene.objects)]
+        per_object = (weights * on_image).sum(1) / (weights * weights).sum(1)  # each object's part of the target
+        assert per_object.tolist() == pytest.approx([share / len(scene.objects)] * len(scene.objects), rel=0.05)
+        assert on_image.sum().item() == pytest.approx(share)
+        assert targets[row, 0, place, start].item() == pytest.approx(1 - share)
+        counts.add(len(scene.objects))
+    assert len(counts) > 1
+
+
 @pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)
 def test_bundled_example_tasks_are_what_the_generator_writes(tmp_path, task):
     write_task(task, tmp_path)

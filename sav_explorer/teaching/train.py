@@ -2,7 +2,7 @@
 
     python -m sav_explorer.teaching.train --out assets/shapes-llava            # all three stages
     python -m sav_explorer.teaching.train --out DIR --checkpoints CHECKPOINTS    # also saves after every stage
-    python -m sav_explorer.teaching.train --out DIR --resume CHECKPOINTS/after-answering   # stage 3 only
+    python -m sav_explorer.teaching.train --out DIR --resume CHECKPOINTS/after-answering   # what follows a checkpoint
 
 1. Seeing: the vision tower alone learns what each object is. Linear probes read, under every
    patch and from each object's pooled patches, its colour, shape and size, and the count from
@@ -189,7 +189,8 @@ def pointer_targets(batch: QABatch, object_weights: torch.Tensor, image_token_id
     """Where the pointer heads should look, per row and position: (batch, POINTER_HEADS, seq, seq)
     distributions over the sequence and a (batch, POINTER_HEADS, seq) mask of the supervised places.
 
-    Head 0 looks at the object the answer is about: the lone object, every object for a count,
+    Head 0 looks at the object the answer is about: the lone object, every object for a count
+    (with a share of its attention that grows with the count, the rest on the prompt's first token),
     the object named by a presence question (the first token of the prompt when there is none),
     the first object of a relation and, while a description is written, the object being
     described. Head 1 looks at a relation's second object.
@@ -205,18 +206,21 @@ def pointer_targets(batch: QABatch, object_weights: torch.Tensor, image_token_id
         objects = scene.objects
         words = question.split()
 
-        def look(head: int, position: int, chosen: list[int]) -> None:
+        def look(head: int, position: int, chosen: list[int], share: float = 1.0) -> None:
+            """`share` of the attention on the chosen objects, each object alike; the rest on the sink."""
             mask[row, head, position] = True
             if chosen:
                 weights = object_weights[row, chosen].sum(0)
-                targets[row, head, position, image] = weights / weights.sum()
-            else:
-                targets[row, head, position, sink] = 1.0
+                targets[row, head, position, image] = share * weights / weights.sum()
+            targets[row, head, position, sink] += 1.0 - share if chosen else 1.0
 
         if kind in ("colour", "shape", "size", "position"):
             look(0, first_answer - 1, [0])
         elif kind == "count":
-            look(0, first_answer - 1, list(range(len(objects))))
+            # How many is how much attention lands on objects, whatever their size. Spread over
+            # all objects, a head reads the same for one object as for four, and the heads SAV
+            # picked for count read the covered area instead: small objects counted fewer.
+            look(0, first_answer - 1, list(range(len(objects))), share=len(objects) / (MAX_OBJECTS + 1))
         elif kind == "presence":
             colour, shape = words[3], words[4]
             look(0, first_answer - 1, [i for i, o in enumerate(objects) if o.colour == colour and o.shape == shape])
@@ -317,9 +321,12 @@ def run_stage(name, groups, steps, cfg, make_loss, report) -> dict:
     return {"stage": name, "steps": steps, "seconds": round(time.time() - start, 1), "history": history}
 
 
+STAGES = ("seeing", "aligning", "reading", "answering", "binding")
+
+
 def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: Path | None = None) -> None:
-    """Runs the three stages and saves the model; `resume` loads a model this script saved after
-    stage 2 (a checkpoint) and runs stage 3 only. Every stage seeds itself, so both paths agree
+    """Runs the three stages and saves the model; `resume` loads a checkpoint this script saved
+    (`--checkpoints`) and runs the parts after it. Every part seeds itself, so both paths agree
     but for the stage-1 probe heads, which a resumed stage 3 learns afresh."""
     torch.set_num_threads(cfg.threads)
     world = ShapesWorld()
@@ -330,37 +337,37 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
         torch.manual_seed(cfg.seed + len(stages))
         return random.Random(f"{cfg.seed}-{stage}")
 
-    def checkpoint(name: str) -> None:
-        if checkpoints is not None:
-            save(model, processor, checkpoints / f"after-{name}", cfg, stages)
-
+    seeing = None
     if resume is None:
         seeded("init")
         model = LlavaForConditionalGeneration(build_config(processor.tokenizer))
-        seeing = VisionProbe(model.config.vision_config.hidden_size, SEEING)
-        stages.append(train_seeing(model, seeing, processor, world, seeded("seeing"), cfg))
-        checkpoint("seeing")
-        aligning = VisionProbe(model.config.text_config.hidden_size, SEEING)
-        stages.append(train_aligning(model, aligning, processor, world, seeded("aligning"), cfg))
-        checkpoint("aligning")
-        stages.append(train_answering("reading", model, None, processor, world, seeded("reading"), cfg, cfg.reading_steps, SINGLE_WEIGHTS, cfg.lr))
-        checkpoint("reading")
-        stages.append(train_answering("answering", model, None, processor, world, seeded("answering"), cfg, cfg.qa_steps, READING_WEIGHTS, cfg.lr))
-        checkpoint("answering")
     else:
         model = LlavaForConditionalGeneration.from_pretrained(resume)
-        seeing = None
-        earlier = resume / "training_log.json"  # the resumed run's own record of stages 1-2
-        stages += json.loads(earlier.read_text())["stages"] if earlier.is_file() else [{"stage": "stages 1-2", "loaded from": str(resume)}]
-    if cfg.binding_steps:
-        rng = seeded("binding")
-        # Where objects are is taught only now, once the decoder reads what they are; the
-        # stage-1 probe heads carry over when there.
-        probe = VisionProbe(model.config.vision_config.hidden_size, SEEING + PLACING)
-        if seeing is not None:
-            probe.load_state_dict(seeing.state_dict(), strict=False)
-        stages.append(train_answering("binding", model, probe, processor, world, rng, cfg, cfg.binding_steps, BINDING_WEIGHTS, cfg.binding_lr))
-
+        stages += json.loads((resume / "training_log.json").read_text())["stages"]
+        done = tuple(stage["stage"] for stage in stages)
+        if done != STAGES[: len(done)]:
+            raise SystemExit(f"{resume} is not a checkpoint of this recipe: its stages are {done}, expected the first ones of {STAGES}")
+    for name in STAGES[len(stages) :]:
+        if name == "seeing":
+            seeing = VisionProbe(model.config.vision_config.hidden_size, SEEING)
+            stages.append(train_seeing(model, seeing, processor, world, seeded(name), cfg))
+        elif name == "aligning":
+            aligning = VisionProbe(model.config.text_config.hidden_size, SEEING)
+            stages.append(train_aligning(model, aligning, processor, world, seeded(name), cfg))
+        elif name == "reading":
+            stages.append(train_answering(name, model, None, processor, world, seeded(name), cfg, cfg.reading_steps, SINGLE_WEIGHTS, cfg.lr))
+        elif name == "answering":
+            stages.append(train_answering(name, model, None, processor, world, seeded(name), cfg, cfg.qa_steps, READING_WEIGHTS, cfg.lr))
+        elif cfg.binding_steps:
+            rng = seeded(name)
+            # Where objects are is taught only now, once the decoder reads what they are; the
+            # stage-1 probe heads carry over when there.
+            probe = VisionProbe(model.config.vision_config.hidden_size, SEEING + PLACING)
+            if seeing is not None:
+                probe.load_state_dict(seeing.state_dict(), strict=False)
+            stages.append(train_answering(name, model, probe, processor, world, rng, cfg, cfg.binding_steps, BINDING_WEIGHTS, cfg.binding_lr))
+        if checkpoints is not None and name != STAGES[-1]:
+            save(model, processor, checkpoints / f"after-{name}", cfg, stages)
     save(model, processor, out, cfg, stages)
 
 
@@ -459,7 +466,7 @@ def train_answering(name, model, probe: VisionProbe | None, processor, world, rn
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("assets/shapes-llava"))
-    parser.add_argument("--resume", type=Path, help="a model this script saved after stage 2 (--checkpoints' after-answering): run stage 3 only")
+    parser.add_argument("--resume", type=Path, help="a checkpoint this script saved (--checkpoints' after-NAME): run what follows it")
     parser.add_argument("--checkpoints", type=Path, help="save the model after every stage into this folder")
     for field, value in asdict(TrainConfig()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
