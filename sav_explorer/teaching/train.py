@@ -342,6 +342,8 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
         seeded("init")
         model = LlavaForConditionalGeneration(build_config(processor.tokenizer))
     else:
+        if not (resume / "training_log.json").is_file():
+            raise SystemExit(f"{resume} is not a checkpoint of this script: it has no training_log.json (save checkpoints with --checkpoints)")
         model = LlavaForConditionalGeneration.from_pretrained(resume)
         stages += json.loads((resume / "training_log.json").read_text())["stages"]
         done = tuple(stage["stage"] for stage in stages)
