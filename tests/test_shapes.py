@@ -69,6 +69,14 @@ def pointers_for(kind, seed=0):
     return batch, targets, mask, image_token
 
 
+def single_answer_places(batch, mask, image_token, row):
+    """Where head 0 is supervised in a one-word answer's row, the prompt's first token (the
+    sink), and a mask of the image tokens."""
+    place = int(mask[row, 0].nonzero()[0])
+    start = int(batch.inputs["attention_mask"][row].nonzero()[0])
+    return place, start, batch.inputs["input_ids"][row] == image_token
+
+
 def test_pointer_heads_are_taught_to_look_at_each_described_object_in_turn():
     batch, targets, mask, image_token = pointers_for("describe")
     assert targets.shape[1] == POINTER_HEADS and not mask[:, 1].any()  # head 1 is for relations
@@ -88,9 +96,7 @@ def test_presence_points_at_the_named_object_or_the_start_when_there_is_none():
     batch, targets, mask, image_token = pointers_for("presence", seed=3)
     seen = set()
     for row, question in enumerate(batch.questions):
-        place = int(mask[row, 0].nonzero()[0])
-        start = int(batch.inputs["attention_mask"][row].nonzero()[0])
-        image = batch.inputs["input_ids"][row] == image_token
+        place, start, image = single_answer_places(batch, mask, image_token, row)
         colour, shape = question.split()[3:5]
         present = any(o.colour == colour and o.shape == shape for o in batch.scenes[row].objects)
         assert targets[row, 0, place, image].sum().item() == pytest.approx(1.0 if present else 0.0)
@@ -103,9 +109,7 @@ def test_count_points_at_every_object_alike_with_a_share_that_grows_with_the_cou
     batch, targets, mask, image_token = pointers_for("count", seed=1)
     counts = set()
     for row, scene in enumerate(batch.scenes):
-        place = int(mask[row, 0].nonzero()[0])
-        start = int(batch.inputs["attention_mask"][row].nonzero()[0])
-        image = batch.inputs["input_ids"][row] == image_token
+        place, start, image = single_answer_places(batch, mask, image_token, row)
         share = len(scene.objects) / 5
         on_image = targets[row, 0, place, image]
         weights = patch_targets(scene)["object_weights"][: len(scene.objects)]
