@@ -19,7 +19,11 @@ from sav_explorer.ui import build_demo, launch_options
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve the SAV Explorer app.")
-    parser.add_argument("--model", default=default_model_id(), help="default model: hub id or local folder (default: $SAV_MODEL or the bundled teaching model)")
+    parser.add_argument(
+        "--model",
+        default=default_model_id(),
+        help="default model: hub id or local folder (default: $SAV_MODEL or the bundled teaching model)",
+    )
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="0.0.0.0 to serve other machines")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the network)")

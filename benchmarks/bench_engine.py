@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from sav_explorer import SAVClassifier, fit_examples, load_examples, load_model
 from sav_explorer.capture import HeadActivations, HeadCapture
-from sav_explorer.models import AttentionSite, build_prompt, prepare_inputs
+from sav_explorer.heads import HeadLayout, LayerBlock
+from sav_explorer.models import EXAMPLES_DIR, build_prompt, prepare_inputs
 
 
 def best_of(fn, repeats: int) -> float:
@@ -53,7 +54,10 @@ def bench_fit(model_id: str | None, data: str, batch_size: int, repeats: int) ->
     fit_time, bare_time = best_of(fit, repeats), best_of(bare_loop, repeats)
     n = len(examples)
     print(f"[fit] {loaded.model_id}: {n} examples, batch {batch_size}, best of {repeats}")
-    print(f"[fit] bare loop {1000 * bare_time / n:.2f} ms/example, fit {1000 * fit_time / n:.2f} ms/example, ratio {fit_time / bare_time:.3f} (target <= 1.1)")
+    print(
+        f"[fit] bare loop {1000 * bare_time / n:.2f} ms/example, fit {1000 * fit_time / n:.2f} ms/example, "
+        f"ratio {fit_time / bare_time:.3f} (target <= 1.1)"
+    )
 
 
 def bench_rescore(repeats: int) -> None:
@@ -62,10 +66,10 @@ def bench_rescore(repeats: int) -> None:
     labels = [f"class{i % n_classes}" for i in range(n_examples)]
     centres = torch.randn(n_classes, n_layers * n_heads, head_dim)
     acts = centres[torch.tensor([i % n_classes for i in range(n_examples)])] + 3 * torch.randn(n_examples, n_layers * n_heads, head_dim)
-    sites = [AttentionSite(layer, f"layers.{layer}", n_heads, head_dim, torch.nn.Linear(1, 1)) for layer in range(n_layers)]
+    layout = HeadLayout(tuple(LayerBlock(layer, n_heads, head_dim) for layer in range(n_layers)))
     blocks = list(acts.split(n_heads, dim=1))
     start = time.perf_counter()
-    clf = SAVClassifier(k=20).fit(HeadActivations(sites, blocks), labels)
+    clf = SAVClassifier(k=20).fit(HeadActivations(layout, blocks), labels)
     fit_ms = 1000 * (time.perf_counter() - start)
     rng = torch.Generator().manual_seed(1)
 
@@ -107,19 +111,22 @@ def bench_early_stop(model_id: str | None, data: str, batch_size: int, repeats: 
     @torch.no_grad()
     def capture_until(site_index: int | None):
         sites = loaded.sites if site_index is None else [loaded.sites[site_index]]
-        with HeadCapture(sites, inputs["attention_mask"], stop_early=site_index is not None) as capture:
-            capture.run(lambda: loaded.model(**inputs, use_cache=False))
+        with HeadCapture(sites, inputs["attention_mask"], stop_early=site_index is not None):
+            loaded.model(**inputs, use_cache=False)
 
     full = best_of(lambda: capture_until(None), repeats)
     before_decoder = best_of(lambda: capture_until(0), repeats)  # vision tower, projector, embeddings, layer 0 attention
     n = len(loaded.sites)
     print(f"[early stop] {loaded.model_id}: batch {len(examples)}, {loaded.n_layers} decoder layers, best of {repeats}")
-    print(f"[early stop] full forward {1000 * full:.1f} ms; stop at the first layer {1000 * before_decoder:.1f} ms (vision + prefill start)")
+    print(
+        f"[early stop] full forward {1000 * full:.1f} ms; stop at the first layer {1000 * before_decoder:.1f} ms (vision + prefill start)"
+    )
     for index in sorted({n // 4, n // 2, (3 * n) // 4, n - 1}):
-        t = best_of(lambda: capture_until(index), repeats)
+        t = best_of(lambda index=index: capture_until(index), repeats)
         share = (t - before_decoder) / max(full - before_decoder, 1e-9)
         print(
-            f"[early stop] deepest selected layer {loaded.sites[index].layer}: {1000 * t:.1f} ms, decoder time {share:.2f} of a full forward's "
+            f"[early stop] deepest selected layer {loaded.sites[index].layer}: {1000 * t:.1f} ms, "
+            f"decoder time {share:.2f} of a full forward's "
             f"(layer share {(index) / (n - 1):.2f})"
         )
 
@@ -141,7 +148,7 @@ def synthetic_llava():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="default: $SAV_MODEL or the bundled teaching model")
-    parser.add_argument("--data", default="assets/examples/colour/support.jsonl")
+    parser.add_argument("--data", default=str(EXAMPLES_DIR / "colour" / "support.jsonl"))
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=("fit", "rescore", "early-stop"))

@@ -1,34 +1,50 @@
 """SAV Explorer: Sparse Attention Vectors over the heads of generative vision-language models.
 
-    from sav_explorer import load_model, load_examples, fit_examples, predict_examples
-    loaded = load_model()                                   # the bundled teaching model
-    clf, acts = fit_examples(loaded, load_examples("assets/examples/colour/support.jsonl"), k=20)
+from sav_explorer import load_model, load_examples, fit_examples, predict_examples
+loaded = load_model()                                   # the bundled teaching model
+clf, acts = fit_examples(loaded, load_examples("assets/examples/colour/support.jsonl"), k=20)
 """
 
 from .capture import CaptureCancelled, HeadActivations, HeadCapture, capture_heads
-from .classifier import HeadVote, Prediction, SAVClassifier, check_matches_model
+from .classifier import HeadVote, Prediction, SAVClassifier
 from .data import Example, load_examples, open_image
 from .errors import ClassifierFileError, DataError, ModelLoadError, SAVError
-from .models import AttentionSite, LoadedModel, build_prompt, default_model_id, find_attention_sites, generate_answers, load_model
-from .pipeline import evaluate, fit_examples, predict_examples, save_activations
+from .heads import HeadLayout, LayerBlock
+from .manifest import Manifest, Settings
+from .models import (
+    AttentionSite,
+    LoadedModel,
+    build_prompt,
+    count_image_tokens,
+    default_model_id,
+    find_attention_sites,
+    generate_answers,
+    load_model,
+)
+from .pipeline import EvalReport, evaluate, fit_examples, predict_examples, save_activations, save_head_scores
 
 __all__ = [
     "AttentionSite",
     "CaptureCancelled",
     "ClassifierFileError",
     "DataError",
+    "EvalReport",
     "Example",
     "HeadActivations",
     "HeadCapture",
+    "HeadLayout",
     "HeadVote",
+    "LayerBlock",
     "LoadedModel",
+    "Manifest",
     "ModelLoadError",
     "Prediction",
     "SAVClassifier",
     "SAVError",
+    "Settings",
     "build_prompt",
     "capture_heads",
-    "check_matches_model",
+    "count_image_tokens",
     "default_model_id",
     "evaluate",
     "find_attention_sites",
@@ -39,4 +55,5 @@ __all__ = [
     "open_image",
     "predict_examples",
     "save_activations",
+    "save_head_scores",
 ]

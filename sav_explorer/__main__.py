@@ -15,16 +15,19 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import get_args
 
 from tqdm import tqdm
 
-from .classifier import SAVClassifier, check_matches_model
+from .classifier import SAVClassifier
 from .data import Example, labels_of, load_examples
 from .errors import SAVError
+from .method import Scoring, TieBreak
 from .models import default_model_id, load_model, quiet_transformers
 from .pipeline import evaluate, fit_examples, predict_examples, save_activations
 
 log = logging.getLogger("sav_explorer")
+DEFAULT_K = 20  # the paper's
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`... | head -1`): stop quietly, as command-line tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's own flush at exit does not complain
+        return 141
     except Exception as error:  # an unexpected failure still gets one line, unless debugging
         if os.environ.get("SAV_DEBUG"):
             raise
@@ -48,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sav_explorer", description="Sparse Attention Vector classifiers over LMM attention heads.")
+    parser = argparse.ArgumentParser(
+        prog="python -m sav_explorer", description="Sparse Attention Vector classifiers over LMM attention heads."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     fit = commands.add_parser("fit", help="capture heads on a labeled support set and save a classifier")
@@ -56,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--data", required=True, help="folder of class sub-folders, or a .jsonl / .csv file")
     fit.add_argument("--out", required=True, type=Path, help="classifier folder to write")
     fit.add_argument("--question", help="question for rows that have none")
-    fit.add_argument("--k", type=int, default=20, help="number of heads that vote (default 20)")
-    fit.add_argument("--scoring", choices=("in-sample", "loo"), default="in-sample")
-    fit.add_argument("--tie-break", choices=("similarity", "rank"), default="similarity")
+    fit.add_argument("--k", type=int, help="number of heads that vote (default: 20, or every head of a smaller model)")
+    fit.add_argument("--scoring", choices=get_args(Scoring), default="in-sample")
+    fit.add_argument("--tie-break", choices=get_args(TieBreak), default="similarity")
     fit.add_argument("--save-activations", action="store_true", help="also write activations.safetensors")
     fit.add_argument("--json", action="store_true", help="print a JSON summary")
     fit.set_defaults(run=run_fit)
@@ -82,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_options(parser: argparse.ArgumentParser, default: str | None) -> None:
-    help_model = "hub id or local folder (default: $SAV_MODEL or the bundled teaching model)" if default else "default: the classifier's model"
+    help_model = (
+        "hub id or local folder (default: $SAV_MODEL or the bundled teaching model)" if default else "default: the classifier's model"
+    )
     parser.add_argument("--model", default=default, help=help_model)
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), help="default float32 on CPU, bfloat16 on GPU")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
@@ -110,9 +121,16 @@ def _progress(total_label: str):
 def run_fit(args) -> int:
     examples = load_examples(args.data, question=args.question)
     loaded = _load(args, args.model)
+    k = args.k if args.k is not None else min(DEFAULT_K, loaded.layout.n_heads)
     clf, activations = fit_examples(
-        loaded, examples, k=args.k, scoring=args.scoring, tie_break=args.tie_break, question=args.question,
-        batch_size=args.batch_size, on_batch=_progress("capturing heads"),
+        loaded,
+        examples,
+        k=k,
+        scoring=args.scoring,
+        tie_break=args.tie_break,
+        question=args.question,
+        batch_size=args.batch_size,
+        on_batch=_progress("capturing heads"),
     )
     question = args.question or examples[0].question
     clf.save(args.out, model_id=loaded.model_id, revision=loaded.revision, question=question)
@@ -137,36 +155,36 @@ def run_fit(args) -> int:
 
 
 def _classifier_and_model(args):
-    clf, manifest = SAVClassifier.load(args.classifier)
-    loaded = _load(args, args.model or manifest["model"]["id"])
-    check_matches_model(manifest, loaded.revision, loaded.heads, loaded.head_sizes)
-    return clf, manifest, loaded
+    clf = SAVClassifier.load(args.classifier)
+    manifest = clf.manifest_
+    loaded = _load(args, args.model or manifest.model_id)
+    manifest.check_matches(loaded.model_id, loaded.revision, loaded.layout)
+    return clf, loaded
 
 
 def run_eval(args) -> int:
-    clf, manifest, loaded = _classifier_and_model(args)
-    examples = load_examples(args.data, question=args.question or manifest.get("question"))
+    clf, loaded = _classifier_and_model(args)
+    examples = load_examples(args.data, question=args.question or clf.manifest_.question)
     truth = labels_of(examples)
     predictions = predict_examples(loaded, clf, examples, batch_size=args.batch_size, on_batch=_progress("classifying"))
-    report = evaluate([p.label for p in predictions], truth, clf.classes_)
+    report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report.to_json()))
         return 0
-    print(f"accuracy {report['accuracy']:.3f} on {report['n']} examples")
-    for label, accuracy in report["per_class_accuracy"].items():
+    print(f"accuracy {report.accuracy:.3f} on {report.n} examples")
+    for label, accuracy in report.per_class_accuracy.items():
         print(f"  {label}: {accuracy:.3f}")
-    confusion = report["confusion"]
-    width = max(len(x) for x in confusion["labels"] + confusion["predicted"]) + 1
+    width = max(len(x) for x in report.confusion_labels + report.confusion_predicted) + 1
     print("confusion (rows: true, columns: predicted)")
-    print(" " * width + "".join(p.rjust(width) for p in confusion["predicted"]))
-    for label, row in zip(confusion["labels"], confusion["matrix"]):
+    print(" " * width + "".join(p.rjust(width) for p in report.confusion_predicted))
+    for label, row in zip(report.confusion_labels, report.confusion_matrix):
         print(label.rjust(width) + "".join(str(v).rjust(width) for v in row))
     return 0
 
 
 def run_predict(args) -> int:
-    clf, manifest, loaded = _classifier_and_model(args)
-    question = args.question or manifest.get("question")
+    clf, loaded = _classifier_and_model(args)
+    question = args.question or clf.manifest_.question
     examples = [Example((path,), question) for path in args.images]
     predictions = predict_examples(loaded, clf, examples, batch_size=args.batch_size, default_question=question)
     rows = [{"image": str(path), "label": p.label, "votes": p.votes} for path, p in zip(args.images, predictions)]

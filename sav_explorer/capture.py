@@ -1,8 +1,8 @@
 """Head capture: each head's output at the last real input token, read from `o_proj` inputs.
 
     with HeadCapture(loaded.sites, attention_mask) as capture:
-        capture.run(lambda: model(**inputs))
-    capture.activations[site_index]   # (batch, n_heads, head_dim), float32 on CPU
+        model(**inputs)                    # stops after the deepest site; the block swallows the stop
+    capture.blocks()                       # one (batch, n_heads, head_dim) float32 CPU tensor per site
 
 Forward pre-hooks read the input of every attention output projection (the heads, side by
 side), keep only the last real token of each row, and stop the forward pass right after the
@@ -19,11 +19,12 @@ import torch
 
 from .data import Example
 from .errors import DataError
+from .heads import Head, HeadLayout
 from .models import AttentionSite, LoadedModel, build_prompt, prepare_inputs
 
 
 class _StopForward(Exception):
-    """Raised from the deepest hook to end the forward pass early; caught by `HeadCapture.run`."""
+    """Raised from the deepest hook to end the forward pass early; swallowed when the capture block exits."""
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -43,17 +44,18 @@ class HeadCapture:
         self.activations: list[torch.Tensor | None] = [None] * len(self.sites)
         self._handles = []
 
-    def __enter__(self) -> "HeadCapture":
+    def __enter__(self) -> HeadCapture:
         deepest = max(site.layer for site in self.sites)
         for index, site in enumerate(self.sites):
             stop = self.stop_early and site.layer == deepest
             self._handles.append(site.module.register_forward_pre_hook(self._hook(index, site, stop)))
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> bool:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        return exc_type is _StopForward  # the early stop is ours: swallow it, as baukit's Trace does
 
     def _hook(self, index: int, site: AttentionSite, stop: bool) -> Callable:
         def hook(module, args):
@@ -75,12 +77,8 @@ class HeadCapture:
 
         return hook
 
-    def run(self, forward: Callable[[], object]) -> list[torch.Tensor]:
-        """Runs `forward` inside the capture; returns one (batch, n_heads, head_dim) tensor per site."""
-        try:
-            forward()
-        except _StopForward:
-            pass
+    def blocks(self) -> list[torch.Tensor]:
+        """One (batch, n_heads, head_dim) tensor per site, once the forward pass has run."""
         missing = [site.name for site, act in zip(self.sites, self.activations) if act is None]
         if missing:
             raise RuntimeError(f"the forward pass never reached {missing[:3]}; does the input hold an image for every example?")
@@ -89,10 +87,16 @@ class HeadCapture:
 
 @dataclass
 class HeadActivations:
-    """Captured activations of a set of examples: one (n_examples, n_heads, head_dim) block per site."""
+    """Captured activations of a set of examples: one (n_examples, n_heads, head_dim) block per layer of `layout`."""
 
-    sites: list[AttentionSite]
+    layout: HeadLayout
     blocks: list[torch.Tensor]
+
+    def __post_init__(self) -> None:
+        shapes = [tuple(block.shape[1:]) for block in self.blocks]
+        expected = [(b.n_heads, b.head_dim) for b in self.layout.blocks]
+        if shapes != expected:
+            raise ValueError(f"activation blocks of shapes {shapes} do not match the layout's (heads, head_dim) {expected}")
 
     @property
     def n_examples(self) -> int:
@@ -136,18 +140,19 @@ def capture_heads(
         prompts = [build_prompt(loaded.processor, q, len(row)) for row, q in zip(images, questions)]
         inputs = prepare_inputs(loaded, images, prompts)
         with HeadCapture(sites, inputs["attention_mask"]) as capture:
-            for index, block in enumerate(capture.run(lambda: loaded.model(**inputs, use_cache=False))):
-                blocks[index].append(block)
+            loaded.model(**inputs, use_cache=False)
+        for index, block in enumerate(capture.blocks()):
+            blocks[index].append(block)
         if on_batch is not None:
             on_batch(min(start + batch_size, len(examples)), len(examples))
-    return HeadActivations(sites, [torch.cat(parts) for parts in blocks])
+    return HeadActivations(loaded.layout.restricted_to(site.layer for site in sites), [torch.cat(parts) for parts in blocks])
 
 
 class CaptureCancelled(Exception):
     """The user stopped the capture between batches."""
 
 
-def sites_for_heads(loaded: LoadedModel, heads: Iterable[tuple[int, int]]) -> list[AttentionSite]:
+def sites_for_heads(loaded: LoadedModel, heads: Iterable[Head]) -> list[AttentionSite]:
     """The sites (layers) that hold the given (layer, head) pairs, in layer order."""
     layers = {layer for layer, _ in heads}
     return [site for site in loaded.sites if site.layer in layers]

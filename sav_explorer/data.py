@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from .checks import clean_label
 from .errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
@@ -83,15 +84,9 @@ def open_image(source, max_pixels: int | None = None) -> Image.Image:
     return image
 
 
-def clean_label(label, where: str) -> str:
-    """Labels are trimmed of stray spaces; an empty label is an error that says where it is."""
-    text = "" if label is None else str(label).strip()
-    if not text:
-        raise DataError(f"empty label in {where}")
-    return text
-
-
-def load_examples(source: str | Path, question: str | None = None, require_labels: bool = True, confine_to: Path | None = None) -> list[Example]:
+def load_examples(
+    source: str | Path, question: str | None = None, require_labels: bool = True, confine_to: Path | None = None
+) -> list[Example]:
     """Examples from a folder of class sub-folders, or a .jsonl / .csv file.
 
     `question` fills rows that have none. `confine_to` refuses image paths that resolve outside

@@ -9,8 +9,8 @@ class ModelLoadError(SAVError):
     """The model or its processor could not be loaded, or has no attention heads we can read."""
 
 
-class DataError(SAVError):
-    """An image, a data file or a label is unusable."""
+class DataError(SAVError, ValueError):
+    """An image, a data file, a label or a setting is unusable."""
 
 
 class ClassifierFileError(SAVError):

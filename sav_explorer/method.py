@@ -16,8 +16,11 @@ from typing import Literal
 
 import torch
 
+from .checks import check_choice, check_k
+
 TieBreak = Literal["similarity", "rank"]
 Scoring = Literal["in-sample", "loo"]
+HeadOrder = Literal["layer-head"]  # order of heads within a tie of scores
 
 
 def class_means(acts: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -59,8 +62,7 @@ def head_scores(sims: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def select_heads(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k best heads: score descending, ties by head index (layer, head) ascending."""
-    if not 1 <= k <= len(scores):
-        raise ValueError(f"k must be between 1 and the number of heads ({len(scores)}); got {k}")
+    check_k(k, len(scores))
     order = torch.sort(-scores, stable=True).indices  # stable sort keeps index order within ties
     return order[:k]
 
@@ -86,4 +88,4 @@ def vote(sims: torch.Tensor, selected: torch.Tensor, tie_break: TieBreak = "simi
         vote_is_tied = tied.gather(1, head_votes)  # (n, k)
         first = vote_is_tied.float().argmax(-1)  # (n,)
         return head_votes.gather(1, first.view(-1, 1)).squeeze(1), votes
-    raise ValueError(f"unknown tie_break {tie_break!r}; expected 'similarity' or 'rank'")
+    raise ValueError(check_choice(tie_break, TieBreak, "tie break"))  # check_choice raises first

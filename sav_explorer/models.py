@@ -22,8 +22,11 @@ import torch
 from torch import nn
 
 from .errors import ModelLoadError
+from .heads import HeadLayout, LayerBlock
 
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "shapes-llava"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"  # the teaching model and the example tasks
+BUNDLED_MODEL = ASSETS / "shapes-llava"
+EXAMPLES_DIR = ASSETS / "examples"
 BUNDLED_ID = "sav-explorer/shapes-llava"  # how manifests name the bundled model, wherever it is installed
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -57,19 +60,14 @@ class LoadedModel:
     revision: str
     sites: list[AttentionSite]
     n_layers: int  # all decoder layers, including those without heads we can read
+    layout: HeadLayout = field(init=False)  # every (layer, head) of `sites`, in capture order
+
+    def __post_init__(self) -> None:
+        self.layout = HeadLayout(tuple(LayerBlock(site.layer, site.n_heads, site.head_dim) for site in self.sites))
 
     @property
     def input_device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-    @property
-    def heads(self) -> list[tuple[int, int]]:
-        """(layer, head) of every head, in capture order."""
-        return [(site.layer, h) for site in self.sites for h in range(site.n_heads)]
-
-    @property
-    def head_sizes(self) -> list[int]:
-        return [site.head_dim for site in self.sites for _ in range(site.n_heads)]
 
 
 def pick_device(device: str | None) -> str:
@@ -253,6 +251,38 @@ def prepare_inputs(loaded: LoadedModel, images: list[list], prompts: list[str]) 
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
+def image_token_id(loaded: LoadedModel) -> int | None:
+    """The id of the token that stands for one image feature in `input_ids`, or None.
+
+    The model's config is asked first: it names the token whose positions receive image features
+    (Gemma 3's processor calls its begin-of-image token `image_token_id`).
+    """
+    config = loaded.model.config
+    for name in ("image_token_id", "image_token_index"):
+        token_id = getattr(config, name, None)
+        if isinstance(token_id, int):
+            return token_id
+    processor = loaded.processor
+    tokenizer = getattr(processor, "tokenizer", processor)
+    for owner in (tokenizer, processor):
+        token_id = getattr(owner, "image_token_id", None)
+        if isinstance(token_id, int):
+            return token_id
+    return None
+
+
+def count_image_tokens(loaded: LoadedModel, input_ids: torch.Tensor) -> list[int]:
+    """Image tokens per example of a processed batch: (batch, seq) ids -> one count per row.
+
+    Counts the positions that receive image features in the decoder's own sequence. Mllama reads
+    its images through cross-attention and keeps one `<|image|>` placeholder per image here.
+    """
+    token_id = image_token_id(loaded)
+    if token_id is None:
+        raise ModelLoadError(f"{type(loaded.model).__name__} names no image token; cannot count image tokens")
+    return (input_ids == token_id).sum(dim=-1).tolist()
+
+
 @torch.no_grad()
 def generate_answers(loaded: LoadedModel, images: list[list], questions: list[str], max_new_tokens: int = 24) -> list[str]:
     """The model's own greedy answers, as text."""
@@ -274,14 +304,3 @@ def quiet_transformers() -> None:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0][:300] if text else ""
-
-
-def describe_sites(loaded: LoadedModel) -> dict:
-    """A JSON-friendly summary of where the heads are."""
-    return {
-        "model": loaded.model_id,
-        "class": type(loaded.model).__name__,
-        "layers": loaded.n_layers,
-        "sites": [{"layer": s.layer, "name": s.name, "heads": s.n_heads, "head_dim": s.head_dim} for s in loaded.sites],
-    }
-

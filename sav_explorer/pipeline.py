@@ -1,22 +1,24 @@
 """From a model and examples to a classifier and back: the steps the CLI and the UI share.
 
-    loaded = load_model()
-    clf, activations = fit_examples(loaded, load_examples("support.jsonl"), k=20)
-    predictions = predict_examples(loaded, clf, [Example((path,), question)])
+loaded = load_model()
+clf, activations = fit_examples(loaded, load_examples("support.jsonl"), k=20)
+predictions = predict_examples(loaded, clf, [Example((path,), question)])
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from .capture import HeadActivations, capture_heads, sites_for_heads
+from .checks import check_classes, check_k
 from .classifier import Prediction, SAVClassifier
 from .data import Example, labels_of
-from .errors import DataError
 from .models import LoadedModel
 
 ACTIVATIONS = "activations.safetensors"
@@ -38,14 +40,16 @@ def fit_examples(
     """Captures every head once per example and fits the classifier. Labels are checked first,
     so that a bad support set fails before any model work."""
     labels = labels_of(examples)
-    classes = sorted(set(labels))
-    if len(classes) < 2:
-        raise DataError(f"need at least 2 classes; got {len(classes)}: {', '.join(repr(c) for c in classes)}")
-    n_heads = len(loaded.heads)
-    if not isinstance(k, int) or not 1 <= k <= n_heads:
-        raise DataError(f"k must be between 1 and the number of heads ({n_heads}); got {k}")
+    check_classes(labels)
+    check_k(k, loaded.layout.n_heads)
     activations = capture_heads(
-        loaded, examples, batch_size=batch_size, default_question=question, max_pixels=max_pixels, on_batch=on_batch, should_stop=should_stop
+        loaded,
+        examples,
+        batch_size=batch_size,
+        default_question=question,
+        max_pixels=max_pixels,
+        on_batch=on_batch,
+        should_stop=should_stop,
     )
     clf = SAVClassifier(k=k, scoring=scoring, tie_break=tie_break).fit(activations, labels)
     return clf, activations
@@ -60,27 +64,75 @@ def predict_examples(loaded: LoadedModel, clf: SAVClassifier, examples: Sequence
     return clf.explain(capture_for(loaded, clf, examples, **capture_options))
 
 
-def evaluate(predicted: Sequence[str], truth: Sequence[str], classes: Sequence[str]) -> dict:
+@dataclass(frozen=True)
+class ExamplePrediction:
+    example: str  # the example's name (its first image's file name)
+    label: str  # the true label
+    predicted: str
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Accuracy on a labeled test set. The confusion matrix has a row per true label (classifier
+    classes first, then unknown labels) and a column per classifier class."""
+
+    accuracy: float
+    n: int
+    per_class_accuracy: dict[str, float]
+    confusion_labels: list[str]  # rows
+    confusion_predicted: list[str]  # columns: the classifier's classes
+    confusion_matrix: list[list[int]]
+    predictions: list[ExamplePrediction]
+
+    def to_json(self) -> dict:
+        """The keys `eval --json` has always printed, plus `predictions`."""
+        return {
+            "accuracy": self.accuracy,
+            "n": self.n,
+            "per_class_accuracy": self.per_class_accuracy,
+            "confusion": {"labels": self.confusion_labels, "predicted": self.confusion_predicted, "matrix": self.confusion_matrix},
+            "predictions": [{"example": p.example, "label": p.label, "predicted": p.predicted} for p in self.predictions],
+        }
+
+
+def evaluate(predicted: Sequence[str], truth: Sequence[str], classes: Sequence[str], names: Sequence[str] | None = None) -> EvalReport:
     """Accuracy, per-class accuracy and the confusion matrix (rows: true class, columns: predicted).
 
     True labels the classifier does not know count as errors and get a row of their own.
+    `names` identifies each example in the report's predictions (default: its index).
     """
-    row_labels = list(classes) + sorted(set(truth) - set(classes))
+    classes = list(classes)
+    row_labels = classes + sorted(set(truth) - set(classes))
     matrix = [[0] * len(classes) for _ in row_labels]
     for p, t in zip(predicted, truth):
-        matrix[row_labels.index(t)][list(classes).index(p)] += 1
+        matrix[row_labels.index(t)][classes.index(p)] += 1
     per_class = {}
     for i, label in enumerate(row_labels):
         total = sum(matrix[i])
         if total:
-            per_class[label] = (matrix[i][list(classes).index(label)] if label in classes else 0) / total
+            per_class[label] = (matrix[i][classes.index(label)] if label in classes else 0) / total
     correct = sum(p == t for p, t in zip(predicted, truth))
-    return {
-        "accuracy": correct / len(truth) if truth else 0.0,
-        "n": len(truth),
-        "per_class_accuracy": per_class,
-        "confusion": {"labels": row_labels, "predicted": list(classes), "matrix": matrix},
-    }
+    names = list(names) if names is not None else [str(i) for i in range(len(truth))]
+    return EvalReport(
+        accuracy=correct / len(truth) if truth else 0.0,
+        n=len(truth),
+        per_class_accuracy=per_class,
+        confusion_labels=row_labels,
+        confusion_predicted=classes,
+        confusion_matrix=matrix,
+        predictions=[ExamplePrediction(n, t, p) for n, t, p in zip(names, truth, predicted)],
+    )
+
+
+def save_head_scores(path: str | Path, clf: SAVClassifier) -> Path:
+    """Writes one CSV row per head: layer, head, in-sample and leave-one-out accuracy, selected (0/1)."""
+    selected = set(clf.selected_heads)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["layer", "head", "in_sample_accuracy", "leave_one_out_accuracy", "selected"])
+        for (layer, head), a, b in zip(clf.heads_, clf.in_sample_scores_.tolist(), clf.loo_scores_.tolist()):
+            writer.writerow([layer, head, f"{a:.6f}", f"{b:.6f}", int((layer, head) in selected)])
+    return Path(path)
 
 
 def save_activations(folder: str | Path, activations: HeadActivations, labels: Sequence[str], classes: Sequence[str]) -> Path:
@@ -93,7 +145,7 @@ def save_activations(folder: str | Path, activations: HeadActivations, labels: S
     if uniform is not None:
         tensors["activations"] = uniform.contiguous()
     else:
-        for site, block in zip(activations.sites, activations.blocks):
-            tensors[f"activations.layer{site.layer}"] = block.contiguous()
+        for layer, block in zip(activations.layout.layers, activations.blocks):
+            tensors[f"activations.layer{layer}"] = block.contiguous()
     save_file(tensors, path)
     return path

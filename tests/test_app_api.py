@@ -13,16 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from app_harness import running_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 from safetensors.torch import load_file
 
+from app_harness import running_app
 from sav_explorer import SAVClassifier, evaluate, fit_examples, load_examples, load_model, predict_examples
 from sav_explorer.data import Example
-from sav_explorer.models import default_model_id
-from sav_explorer.ui.handlers import EXAMPLES_DIR, Explorer
+from sav_explorer.models import EXAMPLES_DIR, default_model_id
+from sav_explorer.ui.blocks import Explorer
 from sav_explorer.ui.session import Session
 
 SIZE = EXAMPLES_DIR / "size"
@@ -153,9 +153,9 @@ def test_classify_and_held_out_accuracy_match_the_engine(flow, model):
     accuracy, confusion, per_class = visitor.predict([], True, "", api_name="/evaluate")
     truth = [e.label for e in queries]
     report = evaluate([p.label for p in predict_examples(model, reference, queries)], truth, reference.classes_)
-    assert f"**{report['accuracy']:.3f}** on 20 examples" in accuracy
+    assert f"**{report.accuracy:.3f}** on 20 examples" in accuracy
     matrix = plot_json(confusion)["data"][0]["z"]
-    assert matrix == report["confusion"]["matrix"] and sum(map(sum, matrix)) == 20
+    assert matrix == report.confusion_matrix and sum(map(sum, matrix)) == 20
     assert {row[0] for row in per_class["data"]} == {"large", "small"}
 
 
@@ -170,8 +170,8 @@ def test_export_and_restore_round_trip(flow, url, tmp_path):
     assert tuple(tensors["activations"].shape[:2]) == (10, 64) and tensors["labels"].tolist().count(0) == 5
     with zipfile.ZipFile(clf_zip) as zf:
         zf.extractall(tmp_path / "clf")
-    saved, manifest = SAVClassifier.load(tmp_path / "clf")
-    assert saved.selected_heads == reference.selected_heads and manifest["question"] == "is the shape small or large ?"
+    saved = SAVClassifier.load(tmp_path / "clf")
+    assert saved.selected_heads == reference.selected_heads and saved.manifest_.question == "is the shape small or large ?"
 
     newcomer = client(url)  # a new visitor restores the file and gets the same classifier
     heatmap, summary, _, heads, _, _, question = newcomer.predict(handle_file(clf_zip), api_name="/restore")
@@ -245,7 +245,9 @@ def test_user_text_is_escaped_everywhere(url, tmp_path):
         visitor.predict("what colour ?", 200704, 4, 4, "in-sample", api_name="/extract")
     assert "&lt;b&gt;x&lt;/b&gt;" in str(single.value) and evil not in str(single.value)
 
-    table, gallery, _, status, _, _ = visitor.predict([handle_file(str(images["c"])), handle_file(str(images["d"]))], "y", api_name="/add_images")
+    table, gallery, _, status, _, _ = visitor.predict(
+        [handle_file(str(images["c"])), handle_file(str(images["d"]))], "y", api_name="/add_images"
+    )
     assert [row[2] for row in table["data"]] == [evil, evil, "y", "y"]  # a table cell is text, shown as typed
     assert evil not in status and "&lt;b&gt;x&lt;/b&gt;" in status
     visitor.predict("what colour ?", 200704, 4, 4, "in-sample", api_name="/extract")
@@ -311,7 +313,8 @@ def test_cancel_stops_between_batches_and_keeps_the_previous_result():
     assert calls[-1] == (2, 10)
     session.close()
     assert not session.workdir.exists()
-    assert isinstance(Session.new(), Session)
+    first, second = Session.new(), Session.new()
+    assert first.id != second.id and not first.workdir.exists()  # a folder is made on first use only
 
 
 def test_model_loading_reports_the_model_or_what_went_wrong(url, monkeypatch):
@@ -332,7 +335,7 @@ def test_model_loading_reports_the_model_or_what_went_wrong(url, monkeypatch):
     assert len(table["data"]) == 10
 
 
-def test_support_from_a_jsonl_with_its_images_and_from_a_class_folder_zip(url, tmp_path):
+def test_support_from_a_jsonl_with_its_images_and_from_a_class_folder_zip(url, model, tmp_path):
     visitor = client(url)
     files = [SIZE / "support.jsonl", *sorted(SIZE.glob("support_*.png"))]
     table, _, question, status = visitor.predict([handle_file(str(p)) for p in files], api_name="/upload_support")
@@ -346,7 +349,8 @@ def test_support_from_a_jsonl_with_its_images_and_from_a_class_folder_zip(url, t
     table, _, _, status = visitor.predict([handle_file(str(archive))], api_name="/upload_support")
     assert sorted(row[2] for row in table["data"]) == ["large"] * 5 + ["small"] * 5
     _, summary, *_ = visitor.predict("is the shape small or large ?", 200704, 4, 4, "in-sample", api_name="/extract")
-    assert 0.0 <= loo_of(summary) <= 1.0
+    engine, _ = fit_examples(model, load_examples(SIZE / "support.jsonl"), k=4, max_pixels=200704)  # the same images and labels
+    assert loo_of(summary) == pytest.approx(engine.leave_one_out_accuracy(), abs=5e-4)
 
 
 def test_sessions_expire_and_uploads_are_capped(app):
@@ -375,10 +379,10 @@ def test_cancel_over_http_reaches_a_running_extraction(url, monkeypatch):
     """The cancel event is not queued behind the model work it cancels, and it stops it between batches."""
     import threading
 
-    from sav_explorer.ui import handlers
+    from sav_explorer.ui import explore
 
     first_batch_done, release = threading.Event(), threading.Event()
-    real_fit = handlers.fit_examples
+    real_fit = explore.fit_examples
 
     def fit_that_pauses(*args, on_batch, should_stop, **kwargs):
         def report(done, total):
@@ -391,7 +395,7 @@ def test_cancel_over_http_reaches_a_running_extraction(url, monkeypatch):
 
         return real_fit(*args, on_batch=report, should_stop=should_stop, **kwargs)
 
-    monkeypatch.setattr(handlers, "fit_examples", fit_that_pauses)
+    monkeypatch.setattr(explore, "fit_examples", fit_that_pauses)
     visitor = client(url)
     visitor.predict("size", api_name="/load_example")
     job = visitor.submit("", 200704, 2, 4, "in-sample", api_name="/extract")
@@ -402,10 +406,10 @@ def test_cancel_over_http_reaches_a_running_extraction(url, monkeypatch):
 
 
 def test_caps_on_examples_and_images_are_enforced(url, flow, monkeypatch):
-    from sav_explorer.ui import handlers
+    from sav_explorer.ui import classify, support
 
-    monkeypatch.setattr(handlers, "MAX_SUPPORT", 6)
-    monkeypatch.setattr(handlers, "MAX_CLASSIFY", 1)
+    monkeypatch.setattr(support, "MAX_SUPPORT", 6)
+    monkeypatch.setattr(classify, "MAX_CLASSIFY", 1)
     with pytest.raises(AppError, match="10 examples; the limit here is 6"):
         client(url).predict("size", api_name="/load_example")
     visitor = flow[0]

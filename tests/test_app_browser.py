@@ -14,11 +14,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_harness import running_app
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from sav_explorer.ui.handlers import EXAMPLES_DIR
+from app_harness import running_app
+from sav_explorer.models import EXAMPLES_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("SAV_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -76,7 +76,9 @@ def test_whole_flow_in_the_browser(browser, url, tmp_path):
     grid = page.locator("#sav-heatmap .nsewdrag").first
     box = grid.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 15 / 16, box["y"] + box["height"] * 15 / 16)
-    expect(page.locator("#sav-heatmap .hovertext")).to_contain_text(re.compile(r"layer 7, head 7.*in-sample accuracy [01]\.\d\d.*leave-one-out accuracy [01]\.\d\d", re.S))
+    expect(page.locator("#sav-heatmap .hovertext")).to_contain_text(
+        re.compile(r"layer 7, head 7.*in-sample accuracy [01]\.\d\d.*leave-one-out accuracy [01]\.\d\d", re.S)
+    )
     page.mouse.click(box["x"] + box["width"] * 15 / 16, box["y"] + box["height"] * 15 / 16)
     expect(page.locator("#sav-heatmap .gtitle")).not_to_contain_text("5 selected")
     after = title_count(page)

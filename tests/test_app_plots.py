@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import torch
 from PIL import Image
-from torch import nn
 
-from sav_explorer import HeadActivations, SAVClassifier
-from sav_explorer.models import AttentionSite
+from sav_explorer import HeadActivations, HeadLayout, LayerBlock, SAVClassifier, evaluate
 from sav_explorer.ui import plots
 
 
 def fitted(labels=("a", "a", "b", "b")) -> SAVClassifier:
     """Heads in layers 0 and 2 only (layer 1 has none, like Qwen3.5's linear-attention layers)."""
     torch.manual_seed(0)
-    sites = [AttentionSite(0, "l0", 3, 4, nn.Linear(12, 12)), AttentionSite(2, "l2", 2, 4, nn.Linear(8, 8))]
+    layout = HeadLayout((LayerBlock(0, 3, 4), LayerBlock(2, 2, 4)))
     blocks = [torch.randn(len(labels), 3, 4), torch.randn(len(labels), 2, 4)]
-    return SAVClassifier(k=2).fit(HeadActivations(sites, blocks), list(labels))
+    return SAVClassifier(k=2).fit(HeadActivations(layout, blocks), list(labels))
 
 
 def test_heatmap_has_blank_rows_for_layers_without_heads_and_marks_the_selection():
@@ -37,7 +35,7 @@ def test_labels_are_escaped_in_votes_and_confusion(tmp_path):
 
     bars = plots.votes_chart(Prediction("<b>x</b>", {"<b>x</b>": 2, "y": 0}, []))
     assert list(bars.data[0].x) == ["&lt;b&gt;x&lt;/b&gt;", "y"] and "<b>" not in bars.layout.title.text
-    report = {"accuracy": 0.5, "n": 2, "confusion": {"labels": ["<b>x</b>", "y"], "predicted": ["<b>x</b>", "y"], "matrix": [[1, 0], [1, 0]]}}
+    report = evaluate(["<b>x</b>", "<b>x</b>"], ["<b>x</b>", "y"], ["<b>x</b>", "y"])
     matrix = plots.confusion_chart(report)
     assert "<b>x</b>" not in str(matrix.to_plotly_json())
     png = plots.heatmap_png(clf, 4, tmp_path / "h.png")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import gradio
 import yaml
-from app_harness import free_port
 
+from app_harness import free_port
 from sav_explorer.ui.registry import GATED_MODELS, POPULAR_MODELS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,13 +51,19 @@ def test_default_model_from_environment_and_flag():
         print(app.parse_args([]).model)
     """
     done = run_python(code, SAV_MODEL="HuggingFaceTB/SmolVLM-256M-Instruct")
-    assert done.stdout.split() == ["HuggingFaceTB/SmolVLM-256M-Instruct", "Qwen/Qwen2-VL-2B-Instruct", "sav-explorer/shapes-llava"], done.stderr
+    assert done.stdout.split() == ["HuggingFaceTB/SmolVLM-256M-Instruct", "Qwen/Qwen2-VL-2B-Instruct", "sav-explorer/shapes-llava"], (
+        done.stderr
+    )
 
 
 def test_python_app_py_serves_and_prints_its_url():
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "app.py", "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"},
     )
     try:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from tiny_models import FAMILIES, build_tiny
 
-from sav_explorer import Example, HeadCapture, build_prompt, capture_heads, load_model
-from sav_explorer.models import prepare_inputs
+from sav_explorer import Example, HeadCapture, build_prompt, capture_heads, count_image_tokens, load_model
+from sav_explorer.models import decoder_layers, prepare_inputs
+from tiny_models import FAMILIES, build_tiny
 
 EXPECTED_PROMPTS = {
     "llava": "<s>USER: <image>\nWhat is it?\nASSISTANT:",
@@ -28,10 +28,27 @@ EXPECTED_PROMPTS = {
     "gemma4": "<bos><|turn>user\n<|image|>What is it?<turn|>\n<|turn>model\n",
     "paligemma": "<image>What is it?",  # no chat template: image tokens, then the question
     "internvl": "<|im_start|>user\n<IMG_CONTEXT>\nWhat is it?<|im_end|>\n<|im_start|>assistant\n",
-    "mllama": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|image|>What is it?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+    "mllama": (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|image|>What is it?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    ),
     "mistral3": "<s>[INST][IMG]What is it?[/INST]",
 }
-REQUIRED = {"llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3", "smolvlm", "gemma3", "gemma4", "paligemma", "internvl", "mllama"}
+REQUIRED = {
+    "llava",
+    "llava_next",
+    "llava_onevision",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "idefics3",
+    "smolvlm",
+    "gemma3",
+    "gemma4",
+    "paligemma",
+    "internvl",
+    "mllama",
+}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +100,11 @@ def test_head_layout_is_read_from_the_attention_modules(models, family):
         assert site.n_heads * site.head_dim == attention.in_features
         owner = layers[site.layer]
         assert (getattr(owner, "self_attn", None) or owner.cross_attn).head_dim == site.head_dim
-    assert len(loaded.heads) == sum(s.n_heads for s in loaded.sites) == len(loaded.head_sizes)
+    layout = loaded.layout
+    assert layout.heads == [(s.layer, h) for s in loaded.sites for h in range(s.n_heads)]
+    assert layout.sizes == [s.head_dim for s in loaded.sites for _ in range(s.n_heads)]
+    last = loaded.sites[-1]
+    assert layout.position(last.layer, last.n_heads - 1) == layout.n_heads - 1
 
 
 def test_family_quirks_are_handled(models):
@@ -101,7 +122,8 @@ def test_heads_concatenated_equal_o_proj_input_and_project_to_its_output(models,
     example = examples()[0]
     inputs_seen, outputs_seen = reference_o_proj(loaded, example)
     captured = capture_heads(loaded, [example])
-    for site, block in zip(captured.sites, captured.blocks):
+    assert captured.layout == loaded.layout
+    for site, block in zip(loaded.sites, captured.blocks):
         heads = block[0]  # (n_heads, head_dim)
         torch.testing.assert_close(heads.reshape(-1), inputs_seen[site.name].float())
         weight, bias = site.module.weight.float(), site.module.bias
@@ -125,7 +147,8 @@ def test_early_stop_equals_full_forward_and_never_runs_the_lm_head(models, famil
     example = examples()[1]
     inputs = prepare_inputs(loaded, [example.load_images()], [build_prompt(loaded.processor, example.question, 1)])
     with torch.no_grad(), HeadCapture(loaded.sites, inputs["attention_mask"], stop_early=False) as capture:
-        full = capture.run(lambda: loaded.model(**inputs, use_cache=False))
+        loaded.model(**inputs, use_cache=False)
+    full = capture.blocks()
     lm_head_calls = []
     handle = loaded.model.get_output_embeddings().register_forward_hook(lambda *a: lm_head_calls.append(1))
     try:
@@ -142,9 +165,21 @@ def test_no_hook_is_left_behind_after_an_exception(models, family):
     loaded = models[family]
     mask = torch.ones(1, 4, dtype=torch.long)
     with pytest.raises(ZeroDivisionError):
-        with HeadCapture(loaded.sites, mask) as capture:
-            capture.run(lambda: 1 / 0)
+        with HeadCapture(loaded.sites, mask):
+            raise ZeroDivisionError("the forward pass failed")
     assert all(not site.module._forward_pre_hooks for site in loaded.sites)
+
+
+@pytest.mark.parametrize("family", ["llava", "gemma3", "mllama"])
+def test_the_early_stop_is_swallowed_by_the_capture_block(models, family):
+    """A model called directly inside the block is safe: the block ends the pass and keeps the heads."""
+    loaded = models[family]
+    example = examples()[0]
+    inputs = prepare_inputs(loaded, [example.load_images()], [build_prompt(loaded.processor, example.question, 1)])
+    with torch.no_grad(), HeadCapture(loaded.sites[:1], inputs["attention_mask"]) as capture:
+        loaded.model(**inputs, use_cache=False)
+        pytest.fail("the forward pass should have stopped after the first site")
+    assert capture.blocks()[0].shape == (1, loaded.sites[0].n_heads, loaded.sites[0].head_dim)
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl", "smolvlm", "gemma3", "mllama"])
@@ -153,7 +188,7 @@ def test_only_the_needed_layers_are_captured(models, family):
     first = loaded.sites[:1]
     partial = capture_heads(loaded, examples(), sites=first, batch_size=2)
     full = capture_heads(loaded, examples(), batch_size=2)
-    assert [s.layer for s in partial.sites] == [first[0].layer]
+    assert partial.layout.layers == [first[0].layer]
     torch.testing.assert_close(partial.blocks[0], full.blocks[0])
 
 
@@ -193,3 +228,40 @@ def test_device_map_and_dtype_options_load_and_capture(models, options):
     reference = capture_heads(models["llava"], examples(), batch_size=2)
     tolerance = 5e-2 if "dtype" in options else 1e-6
     torch.testing.assert_close(captured.blocks[0], reference.blocks[0], atol=tolerance, rtol=tolerance)
+
+
+def image_feature_positions(loaded, inputs) -> list[int]:
+    """Positions whose decoder input is not the token's own embedding: where image features were placed.
+
+    Derived without the token counter: the first decoder layer's input is compared, by cosine, with the
+    embedding of each input id (some families scale embeddings, so values are not compared directly).
+    """
+    seen = {}
+
+    def keep_input(module, args, kwargs):
+        seen.setdefault("h", kwargs.get("hidden_states", args[0] if args else None))
+
+    layer0 = decoder_layers(loaded.model)[0]
+    handle = layer0.register_forward_pre_hook(keep_input, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            loaded.model(**inputs, use_cache=False)
+    finally:
+        handle.remove()
+    embedded = loaded.model.get_input_embeddings()(inputs["input_ids"]).float()
+    cosine = torch.nn.functional.cosine_similarity(seen["h"].float(), embedded, dim=-1)  # (batch, seq)
+    real = inputs["attention_mask"].bool()  # padding is no image
+    return ((cosine < 0.999) & real).sum(-1).tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_image_tokens_are_counted_where_image_features_enter_the_decoder(models, family):
+    loaded = models[family]
+    rows = examples()
+    images = [row.load_images() for row in rows]
+    inputs = prepare_inputs(loaded, images, [build_prompt(loaded.processor, row.question, 1) for row in rows])
+    counted = count_image_tokens(loaded, inputs["input_ids"])
+    if family == "mllama":  # images enter through cross-attention; the sequence keeps one placeholder per image
+        assert counted == [1, 1] and image_feature_positions(loaded, inputs) == [0, 0]
+    else:
+        assert counted == image_feature_positions(loaded, inputs) and counted[0] > 0

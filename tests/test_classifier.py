@@ -4,17 +4,16 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
-from sav_explorer import ClassifierFileError, DataError, SAVClassifier, check_matches_model
+from sav_explorer import ClassifierFileError, DataError, HeadLayout, LayerBlock, SAVClassifier
 from sav_explorer.capture import HeadActivations
-from sav_explorer.models import AttentionSite
+from sav_explorer.manifest import _digest
 
 
 def activations(blocks, layers=None):
     layers = layers or list(range(len(blocks)))
-    sites = [AttentionSite(layer, f"layers.{layer}.o_proj", b.shape[1], b.shape[2], nn.Linear(1, 1)) for layer, b in zip(layers, blocks)]
-    return HeadActivations(sites, blocks)
+    layout = HeadLayout(tuple(LayerBlock(layer, b.shape[1], b.shape[2]) for layer, b in zip(layers, blocks)))
+    return HeadActivations(layout, blocks)
 
 
 def separable(n_per_class=4, classes=("cat", "dog", "eel"), seed=0):
@@ -112,22 +111,24 @@ def saved(tmp_path, **settings):
 @pytest.mark.parametrize("settings", [{}, {"scoring": "loo", "tie_break": "rank"}])
 def test_save_load_predict_is_identical(tmp_path, settings):
     clf, acts, folder = saved(tmp_path, **settings)
-    loaded, manifest = SAVClassifier.load(folder)
+    loaded = SAVClassifier.load(folder)
+    manifest = loaded.manifest_
     assert loaded.explain(acts) == clf.explain(acts)
     assert loaded.selected_heads == clf.selected_heads
     assert loaded.leave_one_out_accuracy() == clf.leave_one_out_accuracy()
-    assert manifest["model"] == {"id": "org/model", "revision": "abc123"}
-    assert manifest["labels"] == ["cat", "dog", "eel"]
-    assert manifest["heads"][:4] == [(0, 0), (0, 1), (0, 2), (1, 0)]
-    assert manifest["head_sizes"] == [4, 4, 4, 6, 6]
-    assert manifest["settings"] == {"k": 3, **{"scoring": "in-sample", "tie_break": "similarity"}, **settings}
+    assert (manifest.model_id, manifest.revision, manifest.question) == ("org/model", "abc123", "what is it?")
+    assert manifest.labels == ["cat", "dog", "eel"] and manifest.format_version == 2
+    assert manifest.layout == acts.layout
+    assert manifest.layout.heads[:4] == [(0, 0), (0, 1), (0, 2), (1, 0)] and manifest.layout.sizes == [4, 4, 4, 6, 6]
+    expected = {"k": 3, "scoring": "in-sample", "tie_break": "similarity", **settings}
+    assert {name: getattr(manifest.settings, name) for name in expected} == expected
 
 
 def test_a_reselected_classifier_saves_its_selection(tmp_path):
     clf, acts, folder = saved(tmp_path)
     clf.select(heads=[(0, 1), (1, 0)])
     clf.save(folder, model_id="org/model", revision="abc123", question=None)
-    assert SAVClassifier.load(folder)[0].selected_heads == [(0, 1), (1, 0)]
+    assert SAVClassifier.load(folder).selected_heads == [(0, 1), (1, 0)]
 
 
 def test_tampered_tensors_are_refused(tmp_path):
@@ -139,23 +140,81 @@ def test_tampered_tensors_are_refused(tmp_path):
         SAVClassifier.load(folder)
 
 
+def rewrite_manifest(folder, edit, resign=True):
+    """Edits manifest.json; `resign` recomputes its checksum, as a forger would, to reach the field checks."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    if resign:
+        manifest["manifest_sha256"] = _digest({k: v for k, v in manifest.items() if k != "manifest_sha256"})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.update(labels=["cat", "eel", "dog"][::-1]),  # swapped labels would flip predictions silently
+        lambda m: m.update(question="something else"),
+        lambda m: m["model"].update(id="org/other-model"),
+        lambda m: m.update(selected=m["selected"][:1] * 2),
+    ],
+)
+def test_any_edit_of_the_manifest_is_refused(tmp_path, edit):
+    _, _, folder = saved(tmp_path)
+    rewrite_manifest(folder, edit, resign=False)
+    with pytest.raises(ClassifierFileError, match="'manifest_sha256' does not match the manifest"):
+        SAVClassifier.load(folder)
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda m: m.pop("labels"), "lacks 'labels'"),
-        (lambda m: m.update(format_version=99), "format version 99"),
-        (lambda m: m["settings"].update(scoring="magic"), "invalid settings"),
-        (lambda m: m.update(heads=m["heads"][:-1]), "inconsistent"),
-        (lambda m: m.update(selected=[["x", 1]]), "pairs"),
+        (lambda m: m.pop("labels"), "'labels' must be a list of non-empty strings"),
+        (lambda m: m.update(format_version=99), "'format_version' is 99; this version of SAV Explorer reads 1, 2"),
+        (lambda m: m["settings"].update(scoring="magic"), "'settings.scoring' must be one of"),
+        (lambda m: m["settings"].update(k=99), "'settings.k' must be a whole number from 1 to 5; got 99"),
+        (lambda m: m.update(heads=m["heads"][:-1]), "'heads' do not form a head layout"),
+        (lambda m: m.update(heads=m["heads"][:1] * 5), "'heads' lists a head twice"),
+        (lambda m: m.update(selected=[["x", 1]]), "'selected' must be a list of \\[layer, head\\] pairs"),
+        (lambda m: m.update(selected=[[0, 1], [0, 1]]), "'selected' lists a head twice"),
+        (lambda m: m.update(selected=[[7, 0]]), "'selected' names heads outside the layout"),
+        (lambda m: m.update(selected=[]), "'selected' must name at least one head"),
+        (lambda m: m.update(labels=["dog", "cat", "eel"]), "'labels' must be at least 2 unique labels in sorted order"),
+        (lambda m: m.update(labels=["cat", "cat", "eel"]), "'labels' must be at least 2 unique labels in sorted order"),
+        (lambda m: m.update(labels=["", "dog", "eel"]), "'labels' must be a list of non-empty strings"),
+        (lambda m: m.update(labels=[{"a": 1}, "dog", "eel"]), "'labels' must be a list of non-empty strings"),
+        (lambda m: m["model"].update(id=""), "'model' must be an object with a non-empty 'id'"),
+        (lambda m: m.update(head_scores=[0.5]), "'head_scores' must be 5 numbers"),
+        (lambda m: m.update(head_scores=[0.0] * 5), "head scores differ from the stored tensors"),
     ],
 )
-def test_tampered_manifest_is_refused(tmp_path, edit, message):
+def test_each_manifest_field_is_validated_with_a_message_naming_it(tmp_path, edit, message):
     _, _, folder = saved(tmp_path)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    edit(manifest)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    rewrite_manifest(folder, edit)
     with pytest.raises(ClassifierFileError, match=message):
         SAVClassifier.load(folder)
+
+
+def test_a_manifest_nested_too_deeply_gets_a_clear_message(tmp_path):
+    _, _, folder = saved(tmp_path)
+    (folder / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ClassifierFileError, match="nested too deeply"):
+        SAVClassifier.load(folder)
+
+
+def test_format_1_folders_are_still_read(tmp_path):
+    """Format 1 had no manifest checksum and no head order; it loads with the defaults."""
+    clf, acts, folder = saved(tmp_path)
+
+    def as_version_1(m):
+        m.update(format_version=1)
+        m.pop("manifest_sha256")
+        m["settings"].pop("head_order")
+        m["settings"].pop("max_image_tokens")
+
+    rewrite_manifest(folder, as_version_1, resign=False)
+    loaded = SAVClassifier.load(folder)
+    assert loaded.manifest_.format_version == 1 and loaded.manifest_.settings.head_order == "layer-head"
+    assert loaded.explain(acts) == clf.explain(acts)
 
 
 def test_missing_files_and_garbage_are_refused(tmp_path):
@@ -171,11 +230,15 @@ def test_missing_files_and_garbage_are_refused(tmp_path):
 
 
 def test_classifier_for_another_model_is_refused(tmp_path):
-    _, _, folder = saved(tmp_path)
-    _, manifest = SAVClassifier.load(folder)
-    heads, sizes = manifest["heads"], manifest["head_sizes"]
-    check_matches_model(manifest, "abc123", heads, sizes)  # the same model passes
+    _, acts, folder = saved(tmp_path)
+    manifest = SAVClassifier.load(folder).manifest_
+    layout = acts.layout
+    manifest.check_matches("org/model", "abc123", layout)  # the same model passes
+    manifest.check_matches("/models/copy-of-model", "abc123", layout)  # the same weights under another name pass
+    fewer = HeadLayout(layout.blocks[:1])
     with pytest.raises(ClassifierFileError, match="heads differ"):
-        check_matches_model(manifest, "abc123", heads[:-1], sizes[:-1])
+        manifest.check_matches("org/model", "abc123", fewer)
     with pytest.raises(ClassifierFileError, match="at revision abc123; the loaded model is at revision zzz"):
-        check_matches_model(manifest, "zzz", heads, sizes)
+        manifest.check_matches("org/model", "zzz", layout)
+    with pytest.raises(ClassifierFileError, match="made for 'org/model'; the loaded model is 'org/other'"):
+        manifest.check_matches("org/other", "unknown", layout)  # same head layout, another model

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
 from safetensors.torch import load_file
-from tiny_models import build_tiny
 
 from sav_explorer.__main__ import main
+from sav_explorer.manifest import _digest
 from tests.conftest import REPO
+from tiny_models import build_tiny
 
 COLOUR = REPO / "assets" / "examples" / "colour"
 
@@ -25,7 +27,10 @@ def tiny_llava(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fitted(tiny_llava, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "colour"
-    assert main(["fit", "--model", tiny_llava, "--data", str(COLOUR / "support.jsonl"), "--out", str(out), "--k", "4", "--save-activations"]) == 0
+    assert (
+        main(["fit", "--model", tiny_llava, "--data", str(COLOUR / "support.jsonl"), "--out", str(out), "--k", "4", "--save-activations"])
+        == 0
+    )
     return out
 
 
@@ -53,8 +58,14 @@ def test_eval_json_reports_accuracy_and_confusion(fitted, capsys):
     status, out, _ = run(capsys, "eval", "--classifier", fitted, "--data", COLOUR / "queries.jsonl", "--json")
     report = json.loads(out)
     assert status == 0 and report["n"] == 60
-    assert 0.0 <= report["accuracy"] <= 1.0
-    assert sum(map(sum, report["confusion"]["matrix"])) == 60
+    assert set(report) == {"accuracy", "n", "per_class_accuracy", "confusion", "predictions"}  # scripts rely on the first four
+    predictions = report["predictions"]
+    rows = [json.loads(line) for line in (COLOUR / "queries.jsonl").read_text().splitlines()]
+    assert [(p["example"], p["label"]) for p in predictions] == [(r["image"], r["label"]) for r in rows]  # file order, by name
+    right = sum(p["label"] == p["predicted"] for p in predictions)
+    assert report["accuracy"] == right / 60 and sum(map(sum, report["confusion"]["matrix"])) == 60
+    diagonal = sum(report["confusion"]["matrix"][i][i] for i in range(len(report["confusion"]["predicted"])))
+    assert diagonal == right
     assert set(report["per_class_accuracy"]) == set(json.loads((fitted / "manifest.json").read_text())["labels"])
 
 
@@ -76,10 +87,16 @@ def one_class_data(tmp_path):
     "make_args, message",
     [
         (lambda t, m: ["fit", "--model", m, "--data", one_class_data(t), "--out", t / "o"], "need at least 2 classes; got 1: 'red'"),
-        (lambda t, m: ["fit", "--model", m, "--data", COLOUR / "support.jsonl", "--out", t / "o", "--k", "0"], "k must be between 1 and the number of heads \\(8\\); got 0"),
+        (
+            lambda t, m: ["fit", "--model", m, "--data", COLOUR / "support.jsonl", "--out", t / "o", "--k", "0"],
+            "k must be between 1 and the number of heads \\(8\\); got 0",
+        ),
         (lambda t, m: ["fit", "--model", m, "--data", COLOUR / "support.jsonl", "--out", t / "o", "--k", "9"], "got 9"),
         (lambda t, m: ["fit", "--model", m, "--data", t / "missing.jsonl", "--out", t / "o"], "data not found"),
-        (lambda t, m: ["fit", "--model", t / "no-model-here", "--data", COLOUR / "support.jsonl", "--out", t / "o"], "could not load model"),
+        (
+            lambda t, m: ["fit", "--model", t / "no-model-here", "--data", COLOUR / "support.jsonl", "--out", t / "o"],
+            "could not load model",
+        ),
         (lambda t, m: ["eval", "--classifier", t / "nothing", "--data", COLOUR / "queries.jsonl"], "classifier folder not found"),
     ],
 )
@@ -87,7 +104,7 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, tiny_llava, capsys, mak
     status, _, err = run(capsys, *make_args(tmp_path, tiny_llava))
     assert status == 2
     assert err.startswith("error: ") and "Traceback" not in err
-    assert pytest.importorskip("re").search(message, err), err
+    assert re.search(message, err), err
 
 
 def test_unknown_hub_id_fails_fast_offline(tmp_path, capsys, monkeypatch):
@@ -99,7 +116,9 @@ def test_unknown_hub_id_fails_fast_offline(tmp_path, capsys, monkeypatch):
 def test_unreadable_image_is_named(tmp_path, tiny_llava, capsys):
     shutil.copytree(COLOUR, tmp_path / "colour")
     (tmp_path / "colour" / "support_red_1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    status, _, err = run(capsys, "fit", "--model", tiny_llava, "--data", tmp_path / "colour" / "support.jsonl", "--out", tmp_path / "o", "--k", "4")
+    status, _, err = run(
+        capsys, "fit", "--model", tiny_llava, "--data", tmp_path / "colour" / "support.jsonl", "--out", tmp_path / "o", "--k", "4"
+    )
     assert status == 2 and "support_red_1.png" in err
 
 
@@ -107,7 +126,14 @@ def test_tampered_classifier_and_classifier_for_another_model(fitted, tmp_path, 
     copy = tmp_path / "copy"
     shutil.copytree(fitted, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["labels"] = manifest["labels"][::-1]  # swapped labels would flip every prediction
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    status, _, err = run(capsys, "predict", "--classifier", copy, COLOUR / "queries_red_0.png")
+    assert status == 2 and "'manifest_sha256' does not match the manifest" in err
+
+    manifest["labels"] = manifest["labels"][::-1]
     manifest["model"]["revision"] = "sha256-headers:0000000000000000"
+    manifest["manifest_sha256"] = _digest({k: v for k, v in manifest.items() if k != "manifest_sha256"})  # a forger re-signs
     (copy / "manifest.json").write_text(json.dumps(manifest))
     status, _, err = run(capsys, "predict", "--classifier", copy, COLOUR / "queries_red_0.png")
     assert status == 2 and "at revision sha256-headers:0000000000000000" in err
@@ -122,7 +148,25 @@ def test_tampered_classifier_and_classifier_for_another_model(fitted, tmp_path, 
 def test_the_real_command_prints_no_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "sav_explorer", "eval", "--classifier", str(tmp_path), "--data", str(COLOUR / "queries.jsonl")],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path} has no manifest.json: not a saved classifier"
+
+
+def test_default_k_is_every_head_of_a_model_with_fewer_than_20(tiny_llava, tmp_path, capsys):
+    status, out, err = run(capsys, "fit", "--model", tiny_llava, "--data", COLOUR / "support.jsonl", "--out", tmp_path / "o", "--json")
+    assert status == 0, err
+    assert json.loads(out)["k"] == 8  # 2 layers x 4 heads
+    status, _, err = run(capsys, "fit", "--model", tiny_llava, "--data", COLOUR / "support.jsonl", "--out", tmp_path / "o", "--k", "20")
+    assert status == 2 and "k must be between 1 and the number of heads (8); got 20" in err  # an explicit k stays checked
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(fitted):
+    images = " ".join(str(COLOUR / f"queries_red_{i}.png") for i in range(3))
+    command = f"{sys.executable} -m sav_explorer predict --classifier {fitted} {images} | true"  # `true` never reads
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert "BrokenPipe" not in result.stderr and "error" not in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -6,10 +6,10 @@ import random
 import pytest
 import torch
 
+from sav_explorer.teaching.build import build_processor
 from sav_explorer.teaching.examples import SUPPORT_PER_CLASS, TASKS, balanced_attributes, write_task
 from sav_explorer.teaching.shapes import COLOURS, QUESTION_KINDS, SHAPES, SIZES, ShapesWorld, describe, parse_description
-from sav_explorer.teaching.build import build_processor
-from sav_explorer.teaching.train import POINTER_HEADS, pointer_targets, qa_batch, patch_targets, stack_targets
+from sav_explorer.teaching.train import POINTER_HEADS, patch_targets, pointer_targets, qa_batch, stack_targets
 from tests.conftest import REPO
 
 
@@ -130,7 +130,7 @@ def test_bundled_example_tasks_are_what_the_generator_writes(tmp_path, task):
         assert (bundled / f"{split}.jsonl").read_text() == (tmp_path / f"{split}.jsonl").read_text()
         assert all(row["question"] == task.question for row in rows)
     support = [json.loads(line)["label"] for line in (tmp_path / "support.jsonl").read_text().splitlines()]
-    assert {label: support.count(label) for label in task.labels} == {label: SUPPORT_PER_CLASS for label in task.labels}
+    assert {label: support.count(label) for label in task.labels} == dict.fromkeys(task.labels, SUPPORT_PER_CLASS)
 
 
 @pytest.mark.parametrize("task", [t for t in TASKS if t.attribute], ids=lambda t: t.name)

@@ -70,8 +70,17 @@ def test_each_example_tasks_recorded_accuracy_is_reproduced(tasks):
     recorded = json.loads(RESULTS.read_text())
     assert set(recorded) == set(TASK_NAMES)
     for name, result in tasks.items():
-        # the same heads and, up to one query that float rounding could flip, the same accuracy
-        assert [tuple(h) for h in recorded[name]["selected"]] == result.classifier.selected_heads, name
+        # The same heads and, up to one query, the same accuracy. Float rounding differs between CPUs,
+        # and a support example whose two nearest class means are almost equally near can move one
+        # head's score by one example; scores tie at the k-th place, so such a head may enter or leave
+        # the selection. Only heads within one example of the k-th score may differ.
+        clf = result.classifier
+        recorded_heads = [tuple(h) for h in recorded[name]["selected"]]
+        one_example = 1 / clf.support_labels_.numel() + 1e-6
+        kth = float(clf.head_scores_[clf.selected_[-1]])
+        moved = set(recorded_heads) ^ set(clf.selected_heads)
+        assert len(moved) <= 4, (name, moved)
+        assert all(abs(float(clf.head_scores_[clf.layout_.position(*h)]) - kth) <= one_example for h in moved), (name, moved)
         assert abs(recorded[name]["accuracy"] - result.accuracy) <= 1 / result.n + 1e-9, name
 
 
@@ -85,11 +94,14 @@ def test_prediction_reads_only_up_to_the_deepest_selected_layer(teaching_model, 
     clf = tasks["size"].classifier
     clf_layers = clf.needed_layers()
     seen = []
-    handles = [layer.register_forward_pre_hook(lambda m, a, i=i: seen.append(i)) for i, layer in enumerate(teaching_model.model.get_decoder().layers)]
+    handles = [
+        layer.register_forward_pre_hook(lambda m, a, i=i: seen.append(i))
+        for i, layer in enumerate(teaching_model.model.get_decoder().layers)
+    ]
     try:
         from sav_explorer import predict_examples
         from sav_explorer.data import load_examples
-        from sav_explorer.teaching.evaluate import EXAMPLES
+        from sav_explorer.models import EXAMPLES_DIR as EXAMPLES
 
         with torch.no_grad():
             predict_examples(teaching_model, clf, load_examples(EXAMPLES / "size" / "queries.jsonl")[:2])

@@ -104,9 +104,7 @@ def _q(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
-def _chat_template(
-    *, bos: str, headers: dict[str, str], eot: str | dict[str, str], image: str, gen: str
-) -> str:
+def _chat_template(*, bos: str, headers: dict[str, str], eot: str | dict[str, str], image: str, gen: str) -> str:
     """A chat template: `bos`, then per message `headers[role]` + content + `eot` (or `eot[role]`).
 
     Content may be a string or a list of {"type": "image"} / {"type": "text", "text": ...}
@@ -229,9 +227,7 @@ def _llava(folder: pathlib.Path) -> pathlib.Path:
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     img, patch = 16, 4  # 4x4 = 16 patches (+CLS, dropped by the "default" strategy)
-    tok = _byte_bpe_tokenizer(
-        ["<image>"], bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", named={"image_token": "<image>"}
-    )
+    tok = _byte_bpe_tokenizer(["<image>"], bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", named={"image_token": "<image>"})
     template = _chat_template(
         bos="<s>",
         headers={"system": "", "user": "USER: ", "assistant": "ASSISTANT: "},
@@ -326,9 +322,7 @@ def _llava_onevision(folder: pathlib.Path) -> pathlib.Path:
         named={"image_token": "<image>", "video_token": "<video>"},
     )
     processor = LlavaOnevisionProcessor(
-        image_processor=LlavaOnevisionImageProcessor(
-            size={"height": img, "width": img}, image_grid_pinpoints=pinpoints
-        ),
+        image_processor=LlavaOnevisionImageProcessor(size={"height": img, "width": img}, image_grid_pinpoints=pinpoints),
         tokenizer=tok,
         video_processor=LlavaOnevisionVideoProcessor(size={"height": img, "width": img}),
         num_image_tokens=(img // patch) ** 2,
@@ -412,9 +406,7 @@ def _qwen2_vl(folder: pathlib.Path) -> pathlib.Path:
     processor = Qwen2VLProcessor(
         image_processor=_qwen_image_processor(patch),
         tokenizer=tok,
-        video_processor=Qwen2VLVideoProcessor(
-            size={"shortest_edge": 64, "longest_edge": 32 * 32 * 2}, patch_size=patch, merge_size=2
-        ),
+        video_processor=Qwen2VLVideoProcessor(size={"shortest_edge": 64, "longest_edge": 32 * 32 * 2}, patch_size=patch, merge_size=2),
         chat_template=_chatml(_QWEN_IMAGE),
     )
     # head_dim = 32 / 4 = 8 -> mrope_section sums to head_dim / 2 = 4
@@ -425,9 +417,7 @@ def _qwen2_vl(folder: pathlib.Path) -> pathlib.Path:
             rope_parameters=dict(rope_type="default", mrope_section=[2, 1, 1], rope_theta=10000.0),
             **_special_ids(tok),
         ),
-        vision_config=dict(
-            depth=2, embed_dim=32, hidden_size=32, mlp_ratio=2, num_heads=4, patch_size=patch, spatial_merge_size=2
-        ),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=32, mlp_ratio=2, num_heads=4, patch_size=patch, spatial_merge_size=2),
         **_qwen_vl_ids(tok),
     )
     return _save(Qwen2VLForConditionalGeneration, config, processor, folder)
@@ -446,9 +436,7 @@ def _qwen2_5_vl(folder: pathlib.Path) -> pathlib.Path:
     processor = Qwen2_5_VLProcessor(
         image_processor=_qwen_image_processor(patch),
         tokenizer=tok,
-        video_processor=Qwen2VLVideoProcessor(
-            size={"shortest_edge": 64, "longest_edge": 32 * 32 * 2}, patch_size=patch, merge_size=2
-        ),
+        video_processor=Qwen2VLVideoProcessor(size={"shortest_edge": 64, "longest_edge": 32 * 32 * 2}, patch_size=patch, merge_size=2),
         chat_template=_chatml(_QWEN_IMAGE),
     )
     config = Qwen2_5_VLConfig(
@@ -482,9 +470,7 @@ def _qwen3_vl(folder: pathlib.Path) -> pathlib.Path:
     processor = Qwen3VLProcessor(
         image_processor=_qwen_image_processor(patch),
         tokenizer=tok,
-        video_processor=Qwen3VLVideoProcessor(
-            size={"shortest_edge": 64, "longest_edge": 32 * 32 * 2}, patch_size=patch, merge_size=2
-        ),
+        video_processor=Qwen3VLVideoProcessor(size={"shortest_edge": 64, "longest_edge": 32 * 32 * 2}, patch_size=patch, merge_size=2),
         chat_template=_chatml(_QWEN_IMAGE),
     )
     config = Qwen3VLConfig(
@@ -520,9 +506,7 @@ def _qwen3_5(folder: pathlib.Path) -> pathlib.Path:
     processor = Qwen3VLProcessor(
         image_processor=_qwen_image_processor(patch),
         tokenizer=tok,
-        video_processor=Qwen3VLVideoProcessor(
-            size={"shortest_edge": 64, "longest_edge": 32 * 32 * 2}, patch_size=patch, merge_size=2
-        ),
+        video_processor=Qwen3VLVideoProcessor(size={"shortest_edge": 64, "longest_edge": 32 * 32 * 2}, patch_size=patch, merge_size=2),
         chat_template=_chatml(_QWEN_IMAGE),
     )
     config = Qwen3_5Config(
@@ -845,9 +829,7 @@ def _paligemma(folder: pathlib.Path) -> pathlib.Path:
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessor
 
     img, patch = 16, 4  # 16 image tokens
-    tok = _byte_bpe_tokenizer(
-        ["<image>"], bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>", named={"image_token": "<image>"}
-    )
+    tok = _byte_bpe_tokenizer(["<image>"], bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>", named={"image_token": "<image>"})
     image_processor = SiglipImageProcessor(size={"height": img, "width": img})
     image_processor.image_seq_length = (img // patch) ** 2
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tok)  # adds <locXXXX>/<segXXX>
@@ -905,9 +887,7 @@ def _internvl(folder: pathlib.Path) -> pathlib.Path:
         },
     )
     processor = InternVLProcessor(
-        image_processor=GotOcr2ImageProcessor(
-            size={"height": img, "width": img}, crop_to_patches=True, min_patches=1, max_patches=4
-        ),
+        image_processor=GotOcr2ImageProcessor(size={"height": img, "width": img}, crop_to_patches=True, min_patches=1, max_patches=4),
         tokenizer=tok,
         video_processor=InternVLVideoProcessor(size={"height": img, "width": img}),
         image_seq_length=seq,
@@ -951,9 +931,7 @@ def _mllama(folder: pathlib.Path) -> pathlib.Path:
     )
     template = _chat_template(
         bos="<|begin_of_text|>",
-        headers={
-            role: f"<|start_header_id|>{role}<|end_header_id|>\n\n" for role in ("system", "user", "assistant")
-        },
+        headers={role: f"<|start_header_id|>{role}<|end_header_id|>\n\n" for role in ("system", "user", "assistant")},
         eot="<|eot_id|>",
         image="<|image|>",
         gen="<|start_header_id|>assistant<|end_header_id|>\n\n",
@@ -1119,8 +1097,7 @@ def _smoke() -> None:
                 torch.testing.assert_close(batch_logits[0, -1], logits[0, -1], atol=1e-4, rtol=1e-4)
                 n_layers = model.config.get_text_config().num_hidden_layers
                 print(
-                    f"{family:16s} {type(model).__name__:40s} layers={n_layers} "
-                    f"{time.perf_counter() - t0:5.2f}s",
+                    f"{family:16s} {type(model).__name__:40s} layers={n_layers} {time.perf_counter() - t0:5.2f}s",
                     flush=True,
                 )
             except Exception as e:  # report all families, fail at the end

@@ -13,20 +13,17 @@ import json
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
-
+from ..capture import capture_heads
 from ..classifier import SAVClassifier
 from ..data import load_examples
-from ..models import LoadedModel, generate_answers, load_model, quiet_transformers
-from ..capture import capture_heads
+from ..method import select_heads
+from ..models import EXAMPLES_DIR, LoadedModel, generate_answers, load_model, quiet_transformers
 from ..pipeline import evaluate, fit_examples
 from .examples import TASK_NAMES
 from .shapes import QUESTION_KINDS, ShapesWorld, parse_description
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
-RESULTS = EXAMPLES / "results.json"  # each task's SAV accuracy, which a test reproduces
+RESULTS = EXAMPLES_DIR / "results.json"  # each task's SAV accuracy, which a test reproduces
 ATTRIBUTES = ("count", "size", "colour", "shape")
 
 
@@ -73,20 +70,19 @@ class TaskResult:
 def sav_task(loaded: LoadedModel, name: str, k: int = 20, batch_size: int = 16) -> TaskResult:
     """Fits on the task's support set (5 per class) and scores the held-out queries, with the
     default in-sample head scoring and, on the same activations, with leave-one-out scoring."""
-    folder = EXAMPLES / name
+    folder = EXAMPLES_DIR / name
     support = load_examples(folder / "support.jsonl")
     clf, activations = fit_examples(loaded, support, k=k, batch_size=batch_size)
     queries = load_examples(folder / "queries.jsonl")
     query_activations = capture_heads(loaded, queries, batch_size=batch_size)
     truth = [q.label for q in queries]
     loo = SAVClassifier(k=k, scoring="loo").fit(activations, [e.label for e in support])
-    accuracy, loo_accuracy = (evaluate(c.predict(query_activations), truth, c.classes_)["accuracy"] for c in (clf, loo))
+    accuracy, loo_accuracy = (evaluate(c.predict(query_activations), truth, c.classes_).accuracy for c in (clf, loo))
     return TaskResult(name, accuracy, len(queries), clf, loo_accuracy)
 
 
 def top_heads(clf: SAVClassifier, n: int = 10) -> set[tuple[int, int]]:
-    order = torch.sort(-clf.in_sample_scores_, stable=True).indices[:n]
-    return {clf.heads_[i] for i in order.tolist()}
+    return {clf.heads_[i] for i in select_heads(clf.in_sample_scores_, n).tolist()}
 
 
 def specialisation(colour: SAVClassifier, shape: SAVClassifier) -> dict:
@@ -146,10 +142,14 @@ def main(argv: list[str] | None = None) -> None:
     for result in results.values():
         print(
             f"  {result.name:<9} {100 * result.accuracy:5.1f} %  (n = {result.n}; leave-one-out on the support set, heads fixed: "
-            f"{100 * result.classifier.leave_one_out_accuracy():.1f} %; with leave-one-out head scoring: {100 * result.loo_scoring_accuracy:.1f} %)"
+            f"{100 * result.classifier.leave_one_out_accuracy():.1f} %; "
+            f"with leave-one-out head scoring: {100 * result.loo_scoring_accuracy:.1f} %)"
         )
     if args.write_results:
-        record = {name: {"accuracy": r.accuracy, "n": r.n, "selected": [list(h) for h in r.classifier.selected_heads]} for name, r in results.items()}
+        record = {
+            name: {"accuracy": r.accuracy, "n": r.n, "selected": [list(h) for h in r.classifier.selected_heads]}
+            for name, r in results.items()
+        }
         RESULTS.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     for result in results.values():
         print(f"\nPer-head in-sample accuracy, task {result.name}:\n{head_map(loaded, result.classifier)}")

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..models import EXAMPLES_DIR
 from .shapes import COLOURS, COUNT_WORDS, QUESTIONS, SHAPES, SIZES, Scene, ShapesWorld
 
 SUPPORT_PER_CLASS = 5
@@ -65,12 +66,51 @@ def _presence_scene(world: ShapesWorld, rng: random.Random, label: str) -> Scene
 
 
 TASKS = (
-    Task("colour", QUESTIONS["colour"], tuple(COLOURS), lambda w, r, label, **pinned: w.sample_scene(r, n_objects=1, colour=label, **pinned), "colour of a single shape (6 classes)", "colour"),
-    Task("shape", QUESTIONS["shape"], SHAPES, lambda w, r, label, **pinned: w.sample_scene(r, n_objects=1, shape=label, **pinned), "shape of a single object (4 classes)", "shape"),
-    Task("size", QUESTIONS["size"], tuple(SIZES), lambda w, r, label, **pinned: w.sample_scene(r, n_objects=1, size=label, **pinned), "size of a single shape (2 classes)", "size"),
-    Task("count", QUESTIONS["count"], COUNT_WORDS, lambda w, r, label: w.sample_scene(r, n_objects=COUNT_WORDS.index(label) + 1), "number of shapes, one to four"),
-    Task("presence", QUESTIONS["presence"].format(colour="red", shape="circle"), ("no", "yes"), _presence_scene, "is there a red circle among 1-3 shapes?"),
-    Task("relation", QUESTIONS["relation"].format(colour_a="red", colour_b="blue"), ("no", "yes"), _relation_scene, "is the red shape left of the blue one?"),
+    Task(
+        "colour",
+        QUESTIONS["colour"],
+        tuple(COLOURS),
+        lambda w, r, label, **pinned: w.sample_scene(r, n_objects=1, colour=label, **pinned),
+        "colour of a single shape (6 classes)",
+        "colour",
+    ),
+    Task(
+        "shape",
+        QUESTIONS["shape"],
+        SHAPES,
+        lambda w, r, label, **pinned: w.sample_scene(r, n_objects=1, shape=label, **pinned),
+        "shape of a single object (4 classes)",
+        "shape",
+    ),
+    Task(
+        "size",
+        QUESTIONS["size"],
+        tuple(SIZES),
+        lambda w, r, label, **pinned: w.sample_scene(r, n_objects=1, size=label, **pinned),
+        "size of a single shape (2 classes)",
+        "size",
+    ),
+    Task(
+        "count",
+        QUESTIONS["count"],
+        COUNT_WORDS,
+        lambda w, r, label: w.sample_scene(r, n_objects=COUNT_WORDS.index(label) + 1),
+        "number of shapes, one to four",
+    ),
+    Task(
+        "presence",
+        QUESTIONS["presence"].format(colour="red", shape="circle"),
+        ("no", "yes"),
+        _presence_scene,
+        "is there a red circle among 1-3 shapes?",
+    ),
+    Task(
+        "relation",
+        QUESTIONS["relation"].format(colour_a="red", colour_b="blue"),
+        ("no", "yes"),
+        _relation_scene,
+        "is the red shape left of the blue one?",
+    ),
 )
 TASK_NAMES = tuple(task.name for task in TASKS)
 
@@ -92,14 +132,19 @@ def write_task(task: Task, folder: Path, seed: int = 0) -> None:
     (folder / "README.md").write_text(
         f"# Task: {task.name}\n\n{task.description}.\n\nQuestion: `{task.question}`\n\n"
         f"`support.jsonl`: {SUPPORT_PER_CLASS} examples per class; `queries.jsonl`: {QUERIES_PER_CLASS} held-out examples per class.\n"
-        + (f"The support set is balanced: example i of every class has the same {' and '.join(balanced_attributes(task, 0))}, so that the class means differ in {task.attribute} only; the queries are random.\n" if task.attribute else ""),
+        + (
+            f"The support set is balanced: example i of every class has the same {' and '.join(balanced_attributes(task, 0))}, "
+            f"so that the class means differ in {task.attribute} only; the queries are random.\n"
+            if task.attribute
+            else ""
+        ),
         encoding="utf-8",
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("assets/examples"))
+    parser.add_argument("--out", type=Path, default=EXAMPLES_DIR)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     for task in TASKS:

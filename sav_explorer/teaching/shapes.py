@@ -103,7 +103,11 @@ class ShapesWorld:
                 y = rng.randint(margin, self.image_size - 1 - margin)
                 if "side" in pinned:  # keep clear of the middle so left/right is unambiguous
                     centre = self.image_size // 2
-                    x = rng.randint(margin, centre - 6) if pinned["side"] == "left" else rng.randint(centre + 6, self.image_size - 1 - margin)
+                    x = (
+                        rng.randint(margin, centre - 6)
+                        if pinned["side"] == "left"
+                        else rng.randint(centre + 6, self.image_size - 1 - margin)
+                    )
                 objects.append(ShapeObject(colour, shape, size, x, y))
                 used_colours.add(colour)
             if _no_overlap(objects) and _distinct_x(objects):
@@ -118,7 +122,7 @@ class ShapesWorld:
             fill = COLOURS[obj.colour]
             if rng is not None and self.colour_jitter:
                 fill = tuple(max(0, min(255, c + rng.randint(-self.colour_jitter, self.colour_jitter))) for c in fill)
-            _draw_shape(draw, obj, fill)
+            draw_shape(draw, obj, fill)
         return image
 
     def question(self, scene: Scene, kind: str, rng: random.Random) -> tuple[str, str]:
@@ -210,7 +214,7 @@ def _distinct_x(objects: list[ShapeObject]) -> bool:
     return all(b - a >= MIN_X_GAP for a, b in zip(xs, xs[1:]))
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill: tuple[int, ...]) -> None:
+def draw_shape(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill: tuple[int, ...]) -> None:
     half = SIZES[obj.size]
     x, y = obj.x, obj.y
     if obj.shape == "circle":

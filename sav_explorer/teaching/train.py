@@ -39,8 +39,9 @@ from PIL import Image, ImageDraw
 from torch import nn
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
+from ..models import BUNDLED_MODEL, build_prompt
 from .build import PATCH_SIZE, build_config, build_processor
-from .shapes import COLOURS, IMAGE_SIZE, MAX_OBJECTS, QUESTION_KINDS, SHAPES, SIZES, Scene, ShapesWorld, _draw_shape
+from .shapes import COLOURS, IMAGE_SIZE, MAX_OBJECTS, QUESTION_KINDS, SHAPES, SIZES, Scene, ShapesWorld, draw_shape
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,36 @@ log = logging.getLogger(__name__)
 # kind mixed in from the start, the decoder of an earlier run was still at chance on colour and
 # shape after 1,000 steps; on colour alone it learnt in 100), then every kind, then a mix heavy
 # in the kinds that bind and compare objects.
-SINGLE_WEIGHTS = {"colour": 1.0, "shape": 1.0, "size": 0.5, "position": 0.5, "count": 1.0, "presence": 0.0, "relation": 0.0, "describe": 0.0}
-READING_WEIGHTS = {"colour": 1.0, "shape": 1.0, "size": 1.0, "position": 1.0, "count": 1.5, "presence": 1.5, "relation": 1.5, "describe": 2.0}
-BINDING_WEIGHTS = {"colour": 0.5, "shape": 0.5, "size": 0.5, "position": 0.5, "count": 0.5, "presence": 2.0, "relation": 2.0, "describe": 3.0}
+SINGLE_WEIGHTS = {
+    "colour": 1.0,
+    "shape": 1.0,
+    "size": 0.5,
+    "position": 0.5,
+    "count": 1.0,
+    "presence": 0.0,
+    "relation": 0.0,
+    "describe": 0.0,
+}
+READING_WEIGHTS = {
+    "colour": 1.0,
+    "shape": 1.0,
+    "size": 1.0,
+    "position": 1.0,
+    "count": 1.5,
+    "presence": 1.5,
+    "relation": 1.5,
+    "describe": 2.0,
+}
+BINDING_WEIGHTS = {
+    "colour": 0.5,
+    "shape": 0.5,
+    "size": 0.5,
+    "position": 0.5,
+    "count": 0.5,
+    "presence": 2.0,
+    "relation": 2.0,
+    "describe": 3.0,
+}
 # Per-patch attributes the tower is taught: what an object is, and where it is (side of the
 # image, place counting from the left).
 SEEING = ("colour", "shape", "size")
@@ -95,7 +123,7 @@ def patch_targets(scene: Scene) -> dict[str, torch.Tensor]:
     index_map = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
     draw = ImageDraw.Draw(index_map)
     for i, obj in enumerate(scene.objects):
-        _draw_shape(draw, obj, i + 1)
+        draw_shape(draw, obj, i + 1)
     pixels = torch.tensor(bytearray(index_map.tobytes()), dtype=torch.int64).view(IMAGE_SIZE, IMAGE_SIZE)
     grid = IMAGE_SIZE // PATCH_SIZE
     patches = pixels.view(grid, PATCH_SIZE, grid, PATCH_SIZE).permute(0, 2, 1, 3).reshape(grid * grid, -1)  # (n_patches, pixels)
@@ -175,7 +203,7 @@ def qa_batch(processor: LlavaProcessor, world: ShapesWorld, rng: random.Random, 
         images.append(image)
         questions.append(question)
         scenes.append(scene)
-        texts.append(f"{prompt_for(processor, question)} {answer} </s>")
+        texts.append(f"{build_prompt(processor, question)} {answer} </s>")
         answer_lengths.append(len(processor.tokenizer(f"{answer} </s>", add_special_tokens=False).input_ids))
     inputs = processor(images=images, text=texts, padding=True, return_tensors="pt")
     labels = torch.full_like(inputs["input_ids"], -100)
@@ -206,7 +234,7 @@ def pointer_targets(batch: QABatch, object_weights: torch.Tensor, image_token_id
         objects = scene.objects
         words = question.split()
 
-        def look(head: int, position: int, chosen: list[int], share: float = 1.0) -> None:
+        def look(head: int, position: int, chosen: list[int], share: float = 1.0, row=row, image=image, sink=sink) -> None:
             """`share` of the attention on the chosen objects, each object alike; the rest on the sink."""
             mask[row, head, position] = True
             if chosen:
@@ -286,11 +314,6 @@ class AnswerTally:
         return rates
 
 
-def prompt_for(processor: LlavaProcessor, question: str) -> str:
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True)
-
-
 def cosine_schedule(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -343,7 +366,9 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
         model = LlavaForConditionalGeneration(build_config(processor.tokenizer))
     else:
         if not (resume / "training_log.json").is_file():
-            raise SystemExit(f"{resume} is not a checkpoint of this script: it has no training_log.json (save checkpoints with --checkpoints)")
+            raise SystemExit(
+                f"{resume} is not a checkpoint of this script: it has no training_log.json (save checkpoints with --checkpoints)"
+            )
         model = LlavaForConditionalGeneration.from_pretrained(resume)
         stages += json.loads((resume / "training_log.json").read_text())["stages"]
         done = tuple(stage["stage"] for stage in stages)
@@ -357,7 +382,9 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
             aligning = VisionProbe(model.config.text_config.hidden_size, SEEING)
             stages.append(train_aligning(model, aligning, processor, world, seeded(name), cfg))
         elif name == "reading":
-            stages.append(train_answering(name, model, None, processor, world, seeded(name), cfg, cfg.reading_steps, SINGLE_WEIGHTS, cfg.lr))
+            stages.append(
+                train_answering(name, model, None, processor, world, seeded(name), cfg, cfg.reading_steps, SINGLE_WEIGHTS, cfg.lr)
+            )
         elif name == "answering":
             stages.append(train_answering(name, model, None, processor, world, seeded(name), cfg, cfg.qa_steps, READING_WEIGHTS, cfg.lr))
         elif cfg.binding_steps:
@@ -367,7 +394,9 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
             probe = VisionProbe(model.config.vision_config.hidden_size, SEEING + PLACING)
             if seeing is not None:
                 probe.load_state_dict(seeing.state_dict(), strict=False)
-            stages.append(train_answering(name, model, probe, processor, world, rng, cfg, cfg.binding_steps, BINDING_WEIGHTS, cfg.binding_lr))
+            stages.append(
+                train_answering(name, model, probe, processor, world, rng, cfg, cfg.binding_steps, BINDING_WEIGHTS, cfg.binding_lr)
+            )
         if checkpoints is not None and name != STAGES[-1]:
             save(model, processor, checkpoints / f"after-{name}", cfg, stages)
     save(model, processor, out, cfg, stages)
@@ -402,7 +431,14 @@ def train_seeing(model, probe: VisionProbe, processor, world, rng, cfg: TrainCon
         return loss
 
     model.train()
-    return run_stage("seeing", [{"params": [*tower.parameters(), *probe.parameters()], "lr": cfg.vision_lr}], cfg.vision_steps, cfg, vision_loss, lambda: probe_metrics[0])
+    return run_stage(
+        "seeing",
+        [{"params": [*tower.parameters(), *probe.parameters()], "lr": cfg.vision_lr}],
+        cfg.vision_steps,
+        cfg,
+        vision_loss,
+        lambda: probe_metrics[0],
+    )
 
 
 def train_aligning(model, probe: VisionProbe, processor, world, rng, cfg: TrainConfig) -> dict:
@@ -422,7 +458,14 @@ def train_aligning(model, probe: VisionProbe, processor, world, rng, cfg: TrainC
         return loss
 
     model.train()
-    return run_stage("aligning", [{"params": [*projector.parameters(), *probe.parameters()], "lr": cfg.vision_lr}], cfg.aligning_steps, cfg, aligning_loss, lambda: probe_metrics[0])
+    return run_stage(
+        "aligning",
+        [{"params": [*projector.parameters(), *probe.parameters()], "lr": cfg.vision_lr}],
+        cfg.aligning_steps,
+        cfg,
+        aligning_loss,
+        lambda: probe_metrics[0],
+    )
 
 
 def train_answering(name, model, probe: VisionProbe | None, processor, world, rng, cfg: TrainConfig, steps, weights, lr) -> dict:
@@ -467,7 +510,7 @@ def train_answering(name, model, probe: VisionProbe | None, processor, world, rn
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("assets/shapes-llava"))
+    parser.add_argument("--out", type=Path, default=BUNDLED_MODEL)
     parser.add_argument("--resume", type=Path, help="a checkpoint this script saved (--checkpoints' after-NAME): run what follows it")
     parser.add_argument("--checkpoints", type=Path, help="save the model after every stage into this folder")
     for field, value in asdict(TrainConfig()).items():

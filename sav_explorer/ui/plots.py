@@ -18,8 +18,10 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
 from ..classifier import Prediction, SAVClassifier
+from ..pipeline import EvalReport
 
 SELECTED_COLOUR = "#e4572e"
+HEAD_HOVER = "layer %{y}, head %{x}<br>in-sample accuracy %{customdata[0]:.2f}<br>leave-one-out accuracy %{customdata[1]:.2f}"
 FONT = dict(family="Inter, system-ui, sans-serif", size=12)
 
 
@@ -45,9 +47,15 @@ def head_heatmap(clf: SAVClassifier | None, n_layers: int) -> go.Figure:
     fig = go.Figure()
     if clf is None:
         fig.update_layout(
-            template="plotly_white", height=360, font=FONT, margin=dict(l=40, r=20, t=40, b=40),
-            annotations=[dict(text="Extract heads to see how well each one separates the classes", showarrow=False, font=dict(size=14, color="#666"))],
-            xaxis=dict(visible=False), yaxis=dict(visible=False),
+            template="plotly_white",
+            height=360,
+            font=FONT,
+            margin=dict(l=40, r=20, t=40, b=40),
+            annotations=[
+                dict(text="Extract heads to see how well each one separates the classes", showarrow=False, font=dict(size=14, color="#666"))
+            ],
+            xaxis=dict(visible=False),
+            yaxis=dict(visible=False),
         )
         return fig
     in_sample, loo, width = score_grid(clf, n_layers)
@@ -60,7 +68,7 @@ def head_heatmap(clf: SAVClassifier | None, n_layers: int) -> go.Figure:
             x=list(range(width)),
             y=list(range(rows)),
             customdata=[[[a, b] for a, b in zip(ra, rb)] for ra, rb in zip(in_sample, loo)],
-            hovertemplate="layer %{y}, head %{x}<br>in-sample accuracy %{customdata[0]:.2f}<br>leave-one-out accuracy %{customdata[1]:.2f}<extra></extra>",
+            hovertemplate=HEAD_HOVER + "<extra></extra>",
             hoverongaps=False,
             colorscale="Viridis",
             zmin=0,
@@ -78,8 +86,8 @@ def head_heatmap(clf: SAVClassifier | None, n_layers: int) -> go.Figure:
             y=[layer for layer, _ in selected],
             mode="markers",
             marker=dict(symbol="square-open", size=max(8, min(26, 420 // max(width, rows))), color=SELECTED_COLOUR, line=dict(width=3)),
-            customdata=[[in_sample[l][h], loo[l][h]] for l, h in selected],
-            hovertemplate="layer %{y}, head %{x} (selected)<br>in-sample accuracy %{customdata[0]:.2f}<br>leave-one-out accuracy %{customdata[1]:.2f}<extra></extra>",
+            customdata=[[in_sample[layer][head], loo[layer][head]] for layer, head in selected],
+            hovertemplate=HEAD_HOVER.replace("%{x}", "%{x} (selected)") + "<extra></extra>",
             name="selected",
             showlegend=False,
         )
@@ -91,7 +99,9 @@ def head_heatmap(clf: SAVClassifier | None, n_layers: int) -> go.Figure:
         height=int(min(720, max(340, 90 + 30 * rows))),
         margin=dict(l=50, r=20, t=40, b=45),
         title=dict(text=f"Per-head accuracy ({esc(clf.scoring)}): {len(selected)} selected, best {best:.2f}", font=dict(size=14), x=0.01),
-        xaxis=dict(title="head", dtick=1 if width <= 32 else None, range=[-0.5, width - 0.5], showgrid=False, zeroline=False, constrain="domain"),
+        xaxis=dict(
+            title="head", dtick=1 if width <= 32 else None, range=[-0.5, width - 0.5], showgrid=False, zeroline=False, constrain="domain"
+        ),
         yaxis=dict(title="layer", dtick=1 if rows <= 32 else None, range=[rows - 0.5, -0.5], showgrid=False, zeroline=False),
         clickmode="event",
         dragmode=False,
@@ -114,30 +124,38 @@ def votes_chart(prediction: Prediction | None) -> go.Figure:
             hovertemplate="%{x}: %{y} vote(s)<extra></extra>",
         )
     )
-    fig.update_layout(title=dict(text=f"Votes per class (winner: {esc(prediction.label)})", font=dict(size=13), x=0.01), yaxis=dict(title="votes", dtick=1 if max(prediction.votes.values(), default=0) <= 10 else None))
+    fig.update_layout(
+        title=dict(text=f"Votes per class (winner: {esc(prediction.label)})", font=dict(size=13), x=0.01),
+        yaxis=dict(title="votes", dtick=1 if max(prediction.votes.values(), default=0) <= 10 else None),
+    )
     return fig
 
 
-def confusion_chart(report: dict | None) -> go.Figure:
+def confusion_chart(report: EvalReport | None) -> go.Figure:
     fig = go.Figure()
     fig.update_layout(template="plotly_white", font=FONT, height=360, margin=dict(l=70, r=10, t=40, b=60))
     if report is None:
         fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False))
         return fig
-    confusion = report["confusion"]
-    truth = [esc(x) for x in confusion["labels"]]
-    predicted = [esc(x) for x in confusion["predicted"]]
-    matrix = confusion["matrix"]
+    truth = [esc(x) for x in report.confusion_labels]
+    predicted = [esc(x) for x in report.confusion_predicted]
+    matrix = report.confusion_matrix
     fig.add_trace(
         go.Heatmap(
-            z=matrix, x=predicted, y=truth, colorscale="Blues", showscale=False,
-            text=[[str(v) for v in row] for row in matrix], texttemplate="%{text}",
+            z=matrix,
+            x=predicted,
+            y=truth,
+            colorscale="Blues",
+            showscale=False,
+            text=[[str(v) for v in row] for row in matrix],
+            texttemplate="%{text}",
             hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>",
         )
     )
     fig.update_layout(
-        title=dict(text=f"Confusion matrix: accuracy {report['accuracy']:.3f} on {report['n']} examples", font=dict(size=13), x=0.01),
-        xaxis=dict(title="predicted", type="category"), yaxis=dict(title="true", type="category", autorange="reversed"),
+        title=dict(text=f"Confusion matrix: accuracy {report.accuracy:.3f} on {report.n} examples", font=dict(size=13), x=0.01),
+        xaxis=dict(title="predicted", type="category"),
+        yaxis=dict(title="true", type="category", autorange="reversed"),
     )
     return fig
 
@@ -191,9 +209,8 @@ def heatmap_png(clf: SAVClassifier, n_layers: int, path: Path, cell: int = 28) -
 
 def selection_table(clf: SAVClassifier, heads: Sequence[tuple[int, int]] | None = None) -> list[list]:
     """Rows (rank, layer, head, in-sample, leave-one-out) for the selected heads."""
-    index = {h: i for i, h in enumerate(clf.heads_)}
     rows = []
     for rank, (layer, head) in enumerate(heads if heads is not None else clf.selected_heads, start=1):
-        i = index[(layer, head)]
+        i = clf.layout_.position(layer, head)
         rows.append([rank, layer, head, round(float(clf.in_sample_scores_[i]), 3), round(float(clf.loo_scores_[i]), 3)])
     return rows

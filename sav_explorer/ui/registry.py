@@ -38,10 +38,6 @@ class ModelKey:
     revision: str | None = None
     dtype: str | None = None  # None: the engine's default for the device
 
-    def describe(self) -> str:
-        extra = ", ".join(x for x in (self.revision and f"revision {self.revision}", self.dtype) if x)
-        return f"{self.model_id} ({extra})" if extra else self.model_id
-
 
 def any_model_allowed() -> bool:
     return os.environ.get(ALLOW_ANY_ENV, "").strip().lower() in ("1", "true", "yes")

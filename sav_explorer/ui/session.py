@@ -1,6 +1,8 @@
-"""Per-visitor state: the support set, the fitted classifier and its activations, files to export.
+"""Per-visitor state: the support set, the fitted tasks (`Fit` records), files to export.
 
     session = Session.new()          # held in a gr.State with a time-to-live; closed when it expires
+    session.keep_fit(fit)            # the one place a fitted classifier enters a session
+    session.fit                      # the current task's Fit, or None
     session.workdir                  # a private temporary folder, removed by `close`
 
 A session holds only the key of its model, never the model itself (see `registry`). Cancelling
@@ -12,6 +14,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,7 @@ MAX_CLASSIFY = 32  # images classified at once
 MAX_PIXELS_CAP = 1024 * 1024  # the largest "max pixels" a visitor may choose
 MAX_UPLOAD = "100mb"  # per file, enforced by Gradio before a handler runs
 MAX_BATCH = 32
+MAX_FITS = 4  # fitted tasks a session keeps (for comparing tasks)
 
 _cancel_flags: dict[str, threading.Event] = {}
 _flags_lock = threading.Lock()
@@ -39,27 +43,52 @@ def cancel_flag(session_id: str) -> threading.Event:
 
 
 @dataclass
+class Fit:
+    """A fitted task: the classifier and everything needed to say what it belongs to."""
+
+    clf: SAVClassifier
+    activations: HeadActivations | None  # None when restored from a file
+    labels: list[str]  # the support labels, in example order (empty when restored)
+    question: str | None
+    model_key: ModelKey
+    revision: str
+    n_layers: int
+    task: str  # the bundled task's name, or what the support set came from
+    example_task: str | None = None  # the bundled task the classifier was fitted on, if any
+    created: float = field(default_factory=time.time)
+
+
+@dataclass
 class Session:
     id: str
     workdir: Path
     model_key: ModelKey | None = None
     support: list[Example] = field(default_factory=list)
-    support_source: str = ""  # what the support set came from, for the status line
-    test: list[Example] = field(default_factory=list)
     question: str = ""
-    clf: SAVClassifier | None = None
-    activations: HeadActivations | None = None
-    fit_labels: list[str] = field(default_factory=list)
-    fit_question: str | None = None
-    fit_model: ModelKey | None = None  # the model the classifier belongs to
-    fit_revision: str = "unknown"
-    n_layers: int = 0
-    predictions: list[tuple[str, Prediction, str]] = field(default_factory=list)  # (name, prediction, model's answer)
     example_task: str | None = None  # the bundled task the support set came from, if any
-    fit_task: str | None = None  # the bundled task the classifier was fitted on, if any
+    fits: dict[str, Fit] = field(default_factory=dict)  # fitted tasks by name; the newest is current
+    current: str | None = None
+    predictions: list[tuple[str, Prediction, str]] = field(default_factory=list)  # (name, prediction, model's answer)
+
+    @property
+    def fit(self) -> Fit | None:
+        return self.fits.get(self.current) if self.current else None
+
+    @property
+    def clf(self) -> SAVClassifier | None:
+        return self.fit.clf if self.fit else None
+
+    def keep_fit(self, fit: Fit) -> None:
+        """Stores a fitted task under its name (replacing one of that name) and makes it current."""
+        self.fits.pop(fit.task, None)
+        self.fits[fit.task] = fit
+        while len(self.fits) > MAX_FITS:
+            self.fits.pop(next(iter(self.fits)))
+        self.current = fit.task
+        self.predictions = []
 
     @classmethod
-    def new(cls) -> "Session":
+    def new(cls) -> Session:
         session_id = uuid.uuid4().hex  # the folder is made on first use, so a failed first event leaves nothing behind
         return cls(id=session_id, workdir=Path(tempfile.gettempdir()) / f"sav-session-{session_id}")
 
@@ -74,10 +103,9 @@ class Session:
         path.mkdir(parents=True, mode=0o700)
         return path
 
-    def forget_fit(self) -> None:
-        self.clf = None
-        self.activations = None
-        self.fit_labels = []
+    def forget_fits(self) -> None:
+        self.fits.clear()
+        self.current = None
         self.predictions = []
 
     def close(self) -> None:

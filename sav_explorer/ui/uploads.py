@@ -95,7 +95,9 @@ def examples_from_folder(folder: Path, question: str | None = None, require_labe
     return load_examples(root)
 
 
-def examples_from_uploads(paths: Sequence[str | Path], workdir: Path, question: str | None = None, require_labels: bool = True) -> list[Example]:
+def examples_from_uploads(
+    paths: Sequence[str | Path], workdir: Path, question: str | None = None, require_labels: bool = True
+) -> list[Example]:
     """Examples from one zip, or from a JSONL/CSV file uploaded together with its images.
 
     Files are copied (zips extracted) into a fresh folder under `workdir`, the only place

@@ -1,0 +1,119 @@
+"""Classify and evaluate: new images with each head's vote and the model's own answer; held-out accuracy.
+
+handlers = ClassifyHandlers(default_model)
+session, rows, choice, label, votes, head_votes, answer, gallery = handlers.classify(files, "", session)
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..data import Example, labels_of, load_examples, open_image
+from ..errors import ClassifierFileError, DataError
+from ..models import EXAMPLES_DIR, LoadedModel, generate_answers
+from ..pipeline import evaluate, predict_examples
+from . import plots
+from .common import Handlers, file_paths, ui_errors
+from .explore import fitted
+from .session import MAX_CLASSIFY, MAX_PIXELS_CAP, MAX_TEST, Session
+from .uploads import examples_from_uploads
+
+
+def question_for_queries(session: Session, question: str | None) -> str | None:
+    fit_question = session.fit.question if session.fit else None
+    return (question or "").strip() or fit_question or session.question or None
+
+
+def check_same_model(session: Session, loaded: LoadedModel) -> None:
+    fit = session.fit
+    if fit is None:
+        return
+    if fit.model_key != session.model_key:
+        raise DataError(f"this classifier was made with {fit.model_key.model_id!r}; switch back to it or extract again")
+    if fit.clf.layout_ != loaded.layout:
+        raise ClassifierFileError("this classifier's heads do not match the loaded model; extract again")
+
+
+def prediction_detail(session: Session, index: int):
+    """(label shares, votes chart, per-head table, model's answer) for one classified image."""
+    if not session.predictions:
+        return None, plots.votes_chart(None), [], ""
+    _, pred, answer = session.predictions[index]
+    total = max(1, sum(pred.votes.values()))
+    label = {c: v / total for c, v in pred.votes.items()}
+    heads = [[h.layer, h.head, h.vote, *(round(h.similarities[c], 4) for c in pred.votes)] for h in pred.heads]
+    return label, plots.votes_chart(pred), {"headers": ["layer", "head", "vote", *[f"sim {c}" for c in pred.votes]], "data": heads}, answer
+
+
+class ClassifyHandlers(Handlers):
+    @ui_errors
+    def classify(self, files, question: str, session: Session | None, progress=gr.Progress()):
+        """Label, votes and per-head detail for each uploaded image, plus the model's own answer."""
+        session = self.session(session)
+        clf = fitted(session)
+        paths = file_paths(files)
+        if not paths:
+            raise DataError("no images to classify: upload one or more images")
+        if len(paths) > MAX_CLASSIFY:
+            raise DataError(f"{len(paths)} images at once; the limit is {MAX_CLASSIFY}")
+        question = question_for_queries(session, question)
+        if not question:
+            raise DataError("no question: type the question to ask about the images")
+        images = [open_image(p, MAX_PIXELS_CAP) for p in paths]
+        loaded = self.model(session, progress)
+        check_same_model(session, loaded)
+        progress(0.1, desc="classifying")
+        examples = [Example((img,), question) for img in images]
+        predictions = predict_examples(loaded, clf, examples, batch_size=8)
+        progress(0.6, desc="the model's own answer")
+        answers = generate_answers(loaded, [[img] for img in images], [question] * len(images))
+        session.predictions = [(p.name, pred, answer) for p, pred, answer in zip(paths, predictions, answers)]
+        rows = [
+            [name, pred.label, ", ".join(f"{c}: {v}" for c, v in pred.votes.items()), answer] for name, pred, answer in session.predictions
+        ]
+        names = [f"{i + 1}: {name}" for i, (name, _, _) in enumerate(session.predictions)]
+        shown = [(str(p), f"{pred.label}") for p, (_, pred, _) in zip(paths, session.predictions)]
+        return (session, rows, gr.update(choices=names, value=names[0]), *prediction_detail(session, 0), shown)
+
+    @ui_errors
+    def show_detail(self, choice: str, session: Session | None):
+        session = self.session(session)
+        try:
+            index = int(str(choice).split(":", 1)[0]) - 1
+        except ValueError:
+            index = 0
+        if not 0 <= index < len(session.predictions):
+            raise DataError("classify images first")
+        return prediction_detail(session, index)
+
+    @ui_errors
+    def evaluate_test(self, files, use_example: bool, question: str, session: Session | None, progress=gr.Progress()):
+        """Held-out accuracy and confusion matrix on a labeled test set."""
+        session = self.session(session)
+        clf = fitted(session)
+        default = question_for_queries(session, question)
+        if file_paths(files) or not use_example:  # an uploaded test set wins over the example task's queries
+            examples = examples_from_uploads(file_paths(files), session.subdir("test"), question=default)
+        else:
+            task = session.fit.example_task
+            if not task:
+                raise DataError("this classifier was not fitted on an example task: upload a labeled test set instead")
+            examples = load_examples(EXAMPLES_DIR / task / "queries.jsonl", question=default)
+        if len(examples) > MAX_TEST:
+            raise DataError(f"the test set has {len(examples)} examples; the limit here is {MAX_TEST}")
+        truth = labels_of(examples)
+        loaded = self.model(session, progress)
+        check_same_model(session, loaded)
+        predictions = predict_examples(
+            loaded,
+            clf,
+            examples,
+            batch_size=8,
+            default_question=default,
+            max_pixels=MAX_PIXELS_CAP,
+            on_batch=lambda done, n: progress((done, n), desc="classifying the test set", unit="examples"),
+        )
+        report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])
+        per_class = [[label, round(acc, 3)] for label, acc in report.per_class_accuracy.items()]
+        summary = f"### Held-out accuracy: **{report.accuracy:.3f}** on {report.n} examples"
+        return session, summary, plots.confusion_chart(report), per_class

@@ -1,0 +1,145 @@
+"""Extraction and the heatmap: fit the support set once, then change k or the heads without the model.
+
+handlers = ExploreHandlers(default_model)
+session, heatmap, summary, selection, heads, k, status = handlers.extract(question, ..., session)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import gradio as gr
+
+from ..capture import CaptureCancelled
+from ..classifier import SAVClassifier
+from ..data import labels_of
+from ..errors import DataError
+from ..pipeline import fit_examples
+from . import plots
+from .common import Handlers, md, ui_errors
+from .session import MAX_BATCH, MAX_PIXELS_CAP, Fit, Session, cancel_flag
+
+
+def explore_views(session: Session, status: str = ""):
+    """(session, heatmap, summary, selection table, heads dropdown, k slider, status) for the current fit."""
+    fit = session.fit
+    if fit is None:
+        return session, plots.head_heatmap(None, 0), "", [], gr.update(choices=[], value=[]), gr.update(), status
+    clf = fit.clf
+    loo = clf.leave_one_out_accuracy()
+    summary = (
+        f"### Leave-one-out accuracy: **{loo:.3f}**\n"
+        f"{len(clf.selected_heads)} heads vote · {len(clf.classes_)} classes · {int(clf.support_labels_.numel())} support examples. "
+        "Each support example is classified by class means that leave it out; "
+        "heads are not re-selected, so the estimate is slightly optimistic."
+    )
+    names = [f"L{layer} H{head}" for layer, head in clf.heads_]
+    chosen = [f"L{layer} H{head}" for layer, head in clf.selected_heads]
+    k = gr.update(maximum=clf.layout_.n_heads, value=len(clf.selected_heads))
+    figure = plots.head_heatmap(clf, fit.n_layers)
+    return session, figure, summary, plots.selection_table(clf), gr.update(choices=names, value=chosen), k, status
+
+
+def fitted(session: Session) -> SAVClassifier:
+    if session.clf is None:
+        raise DataError("extract heads first (or restore a saved classifier)")
+    return session.clf
+
+
+class ExploreHandlers(Handlers):
+    @ui_errors
+    def extract(
+        self, question: str, max_pixels: float, batch_size: float, k: float, scoring: str, session: Session | None, progress=gr.Progress()
+    ):
+        """Runs the model once per support example and fits the classifier: the only slow step."""
+        session = self.session(session)
+        if not session.support:
+            raise DataError("no support examples: load an example task, upload a zip or data file, or add labeled images")
+        labels = labels_of(session.support)
+        max_pixels, batch_size = int(max_pixels), int(batch_size)
+        if not 64 <= max_pixels <= MAX_PIXELS_CAP:
+            raise DataError(f"max pixels must be between 64 and {MAX_PIXELS_CAP:,}; got {max_pixels:,}")
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise DataError(f"batch size must be between 1 and {MAX_BATCH}; got {batch_size}")
+        question = (question or "").strip() or session.question.strip() or None
+        if question is None and any(e.question is None for e in session.support):
+            raise DataError("no question: type the question to ask about every image")
+        session.question = question or ""
+        loaded = self.model(session, progress)
+        k = max(1, min(int(k), loaded.layout.n_heads))
+        flag = cancel_flag(session.id)
+        flag.clear()
+        total = len(session.support)
+        progress((0, total), desc="extracting heads", unit="examples")
+        try:
+            clf, activations = fit_examples(
+                loaded,
+                session.support,
+                k=k,
+                scoring=scoring,
+                question=question,
+                batch_size=batch_size,
+                max_pixels=max_pixels,
+                on_batch=lambda done, n: progress((done, n), desc="extracting heads", unit="examples"),
+                should_stop=flag.is_set,
+            )
+        except CaptureCancelled as stopped:
+            return explore_views(session, f"Extraction {md(stopped)}; the previous result (if any) is kept.")
+        task = session.example_task or "my task"
+        session.keep_fit(
+            Fit(clf, activations, labels, question, session.model_key, loaded.revision, loaded.n_layers, task, session.example_task)
+        )
+        return explore_views(
+            session,
+            f"Extracted {loaded.layout.n_heads} heads in {loaded.n_layers} layers from {total} examples with {md(loaded.model_id)}.",
+        )
+
+    def cancel(self, session: Session | None) -> str:
+        if isinstance(session, Session):
+            cancel_flag(session.id).set()
+        return "Cancelling after the current batch…"
+
+    # ----------------------------------------------------------------------------- re-scoring (no model call)
+    @ui_errors
+    def set_k(self, k: float, session: Session | None):
+        session = self.session(session)
+        fitted(session).select(k=int(k))
+        return explore_views(session)
+
+    @ui_errors
+    def toggle_head(self, cell: str, session: Session | None):
+        """`cell` is "layer,head" (anything after a second comma is ignored: the browser adds a nonce)."""
+        session = self.session(session)
+        clf = fitted(session)
+        try:
+            layer, head = (int(x) for x in str(cell).split(",")[:2])
+        except ValueError:
+            raise DataError(f"expected 'layer,head'; got {cell!r}") from None
+        if (layer, head) not in clf.layout_:
+            raise DataError(f"no head {head} in layer {layer} of this model")
+        selected = clf.selected_heads
+        if (layer, head) in selected:
+            if len(selected) == 1:
+                raise DataError("at least one head must stay selected")
+            selected = [h for h in selected if h != (layer, head)]
+        else:
+            selected = selected + [(layer, head)]
+        clf.select(heads=selected)
+        return explore_views(session)
+
+    @ui_errors
+    def set_heads(self, names: Sequence[str], session: Session | None):
+        """Replaces the selection with heads named "L<layer> H<head>" (a head named twice counts once)."""
+        session = self.session(session)
+        clf = fitted(session)
+        heads = []
+        for name in names or []:
+            match = re.fullmatch(r"\s*L(\d+)\s*H(\d+)\s*", str(name))
+            if not match:
+                raise DataError(f"expected heads named like 'L3 H5'; got {name!r}")
+            heads.append((int(match[1]), int(match[2])))
+        if not heads:
+            raise DataError("select at least one head")
+        clf.select(heads=heads)
+        return explore_views(session)
