@@ -21,10 +21,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from .errors import ModelLoadError
-from .heads import HeadLayout, LayerBlock
+from ..errors import ModelLoadError
+from ..heads import HeadLayout, LayerBlock
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"  # the teaching model and the example tasks
+ASSETS = Path(__file__).resolve().parents[2] / "assets"  # the teaching model and the example tasks
 BUNDLED_MODEL = ASSETS / "shapes-llava"
 EXAMPLES_DIR = ASSETS / "examples"
 BUNDLED_ID = "sav-explorer/shapes-llava"  # how manifests name the bundled model, wherever it is installed

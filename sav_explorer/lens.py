@@ -1,0 +1,215 @@
+"""Where a head looks: its attention from the last input token (the token SAV reads) to every input token.
+
+    lens = look(loaded, Example((path,), "what color is the shape ?"), heads=[(2, 0)])
+    view = lens.heads[(2, 0)]
+    view.image_share, view.text_share        # shares of the head's attention, by kind of token
+    view.maps[0][0].grid                     # first image, first view: rows x cols attention per cell
+
+The prompt is built exactly as capture builds it. Models load with SDPA attention, which returns
+no weights; for the lens pass the text decoder's attention switches to eager (restored in a
+`finally`: the model is shared), forward hooks keep each needed layer's last-token row, and the
+pass stops after the deepest layer needed. Eager attention builds a sequence x sequence matrix per
+head, so the pass costs more memory than capture; run it on one example at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from PIL import Image
+
+from .capture import last_token_index
+from .checks import check_choice
+from .data import Example
+from .errors import DataError
+from .heads import Head
+from .models import LoadedModel, build_prompt, decoder_layers, prepare_inputs
+from .models.layouts import Box, ImageGrid, ImageTokenLayout, image_token_layout
+
+Weighting = Literal["attention", "value"]
+
+
+class _StopLens(Exception):
+    """Raised after the deepest layer needed; the rest of the decoder never runs."""
+
+
+@dataclass(frozen=True)
+class GridMap:
+    """A head's attention on one view of one image: `grid[r][c]` is the share on that cell's token."""
+
+    view: str
+    rows: int
+    cols: int
+    box: Box
+    grid: list[list[float]]
+
+
+@dataclass(frozen=True)
+class HeadLens:
+    layer: int
+    head: int
+    weights: torch.Tensor  # (n_keys,) summing to 1: attention (or value-weighted attention) per input token
+    image_share: float  # on tokens that carry image features
+    layout_share: float  # on separators, row tags, newlines and other image framing tokens
+    text_share: float  # on everything else; the three sum to 1
+    first_token_share: float  # on the first token (often an attention sink); part of one of the above
+    maps: list[list[GridMap]]  # per image, per view; empty where the layout is unknown
+
+
+@dataclass
+class Lens:
+    tokens: list[str]
+    layout: ImageTokenLayout
+    sizes: list[tuple[int, int]]  # (width, height) of each original image
+    heads: dict[Head, HeadLens]
+
+
+def _attention_module(loaded: LoadedModel, layer: int):
+    owner = decoder_layers(loaded.model)[layer]
+    return getattr(owner, "self_attn", None) or owner.cross_attn
+
+
+@torch.no_grad()
+def last_token_attention(
+    loaded: LoadedModel, inputs: dict, heads: Sequence[Head], weighting: Weighting = "attention"
+) -> dict[Head, torch.Tensor]:
+    """Each head's attention weights from the last real input token to every key: {head: (batch, n_keys)}.
+
+    With "value", each weight is multiplied by the norm of that token's value vector for the head
+    (as `v_proj` gives it; Kobayashi et al. 2020) and the row renormalised.
+    """
+    check_choice(weighting, Weighting, "weighting")
+    sizes = {site.layer: (site.n_heads, site.head_dim) for site in loaded.sites}
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        if layer not in sizes or not 0 <= head < sizes[layer][0]:
+            raise DataError(f"no head {head} in layer {layer} of this model")
+        by_layer.setdefault(layer, []).append(head)
+    if not by_layer:
+        raise DataError("name at least one head")
+    deepest = max(by_layer)
+    mask = inputs["attention_mask"]
+    last = last_token_index(mask)
+    rows: dict[int, torch.Tensor] = {}
+    norms: dict[int, torch.Tensor] = {}
+    handles, configs = [], {}
+
+    def keep_weights(layer: int):
+        def hook(module, args, output):
+            weights = output[1]  # (batch, n_heads, q_len, k_len)
+            if weights is None:
+                raise RuntimeError(f"layer {layer} returned no attention weights even with eager attention")
+            query = last if weights.shape[2] == mask.shape[1] else torch.full_like(last, weights.shape[2] - 1)
+            picked = weights[torch.arange(weights.shape[0]), :, query.to(weights.device)]  # (batch, n_heads, k_len)
+            rows[layer] = picked[:, by_layer[layer]].detach().float().cpu()
+            if layer == deepest:
+                raise _StopLens
+
+        return hook
+
+    def keep_value_norms(layer: int):
+        def hook(module, args, output):
+            n_heads, head_dim = sizes[layer]
+            values = output.detach().float().cpu()  # (batch, k_len, n_kv * head_dim)
+            norms[layer] = values.view(*values.shape[:2], -1, head_dim).norm(dim=-1)  # (batch, k_len, n_kv)
+
+        return hook
+
+    try:
+        for layer in by_layer:
+            module = _attention_module(loaded, layer)
+            configs.setdefault(id(module.config), (module.config, module.config._attn_implementation_internal))
+            module.config._attn_implementation_internal = "eager"
+            handles.append(module.register_forward_hook(keep_weights(layer)))
+            if weighting == "value":
+                if not hasattr(module, "v_proj"):
+                    raise DataError(f"layer {layer}'s attention has no v_proj: value weighting is not available for this model")
+                handles.append(module.v_proj.register_forward_hook(keep_value_norms(layer)))
+        try:
+            loaded.model(**inputs, use_cache=False)
+        except _StopLens:
+            pass
+    finally:
+        for handle in handles:
+            handle.remove()
+        for config, implementation in configs.values():
+            config._attn_implementation_internal = implementation
+    result = {}
+    for layer, layer_heads in by_layer.items():
+        for column, head in enumerate(layer_heads):
+            weights = rows[layer][:, column]  # (batch, k_len)
+            if weighting == "value":
+                n_heads = sizes[layer][0]
+                per_kv = n_heads // norms[layer].shape[-1]
+                weights = weights * norms[layer][:, :, head // per_kv]
+                weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
+            result[(layer, head)] = weights
+    return result
+
+
+def look(
+    loaded: LoadedModel, example: Example, heads: Sequence[Head], *, question: str | None = None, weighting: Weighting = "attention"
+) -> Lens:
+    """The lens on one example (images plus question, prompted as capture prompts it) for the given heads."""
+    images = example.load_images()
+    prompt = build_prompt(loaded.processor, example.question_or(question), len(images))
+    inputs = prepare_inputs(loaded, [images], [prompt])
+    sizes = [image.size for image in images]
+    layout = image_token_layout(loaded, inputs, sizes)
+    tokens = loaded.processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+    views = {}
+    for head, weights in last_token_attention(loaded, inputs, heads, weighting).items():
+        views[head] = _head_lens(head, weights[0], layout)
+    return Lens(tokens, layout, sizes, views)
+
+
+def _head_lens(head: Head, weights: torch.Tensor, layout: ImageTokenLayout) -> HeadLens:
+    if weights.shape[0] == len(layout.kinds):
+        kinds = layout.kinds
+        maps = [[_grid_map(grid, weights) for grid in views] for views in layout.grids]
+    else:  # cross-attention (Mllama): the keys are the image's vision tokens, not the input sequence
+        kinds = ["image"] * weights.shape[0]
+        maps = [[] for _ in layout.grids]
+    share = {kind: float(sum(w for w, k in zip(weights.tolist(), kinds) if k == kind)) for kind in ("image", "layout", "text")}
+    return HeadLens(head[0], head[1], weights, share["image"], share["layout"], share["text"], float(weights[0]), maps)
+
+
+def _grid_map(grid: ImageGrid, weights: torch.Tensor) -> GridMap:
+    cells = weights[list(grid.positions)].view(grid.rows, grid.cols)
+    return GridMap(grid.view, grid.rows, grid.cols, grid.box, cells.tolist())
+
+
+def density_on_image(maps: list[GridMap], size: tuple[int, int], resolution: int = 64) -> torch.Tensor:
+    """One map over the original image (views merged): attention per unit area, (res_h, res_w), summing to 1."""
+    width, height = size
+    res_w = resolution if width >= height else max(1, round(resolution * width / height))
+    res_h = resolution if height >= width else max(1, round(resolution * height / width))
+    density = torch.zeros(res_h, res_w)
+    ys = (torch.arange(res_h) + 0.5) * height / res_h
+    xs = (torch.arange(res_w) + 0.5) * width / res_w
+    for m in maps:
+        x0, y0, x1, y1 = m.box
+        cell_w, cell_h = (x1 - x0) / m.cols, (y1 - y0) / m.rows
+        col = ((xs - x0) / cell_w).floor().long()
+        row = ((ys - y0) / cell_h).floor().long()
+        inside = (row[:, None] >= 0) & (row[:, None] < m.rows) & (col[None, :] >= 0) & (col[None, :] < m.cols)
+        grid = torch.tensor(m.grid)
+        values = grid[row.clamp(0, m.rows - 1)][:, col.clamp(0, m.cols - 1)] / (cell_w * cell_h)
+        density += torch.where(inside, values, torch.zeros(()))
+    total = density.sum()
+    return density / total if total > 0 else density
+
+
+def overlay(image: Image.Image, density: torch.Tensor, alpha: float = 0.6) -> Image.Image:
+    """The image with the density drawn over it as a translucent heat layer (bright: more attention)."""
+    peak = float(density.max()) or 1.0
+    scaled = (density / peak).clamp(0, 1)
+    heat = Image.fromarray((scaled * 255).byte().numpy()).resize(image.size, Image.Resampling.NEAREST)
+    colour = Image.merge("RGB", (heat, heat.point(lambda v: int(v * 0.35)), Image.new("L", image.size, 40)))
+    mask = heat.point(lambda v: int(alpha * 255 * math.sqrt(v / 255)))
+    base = image.convert("RGB").point(lambda v: int(v * 0.55))
+    return Image.composite(colour, base, mask)
