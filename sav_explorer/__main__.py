@@ -3,6 +3,7 @@
     python -m sav_explorer fit --data assets/examples/colour/support.jsonl --out runs/colour
     python -m sav_explorer eval --classifier runs/colour --data assets/examples/colour/queries.jsonl --json
     python -m sav_explorer predict --classifier runs/colour picture.png --json
+    python -m sav_explorer attention --classifier runs/colour --out overlays picture.png
 
 Errors caused by input print one line to stderr and exit with status 2; nothing is pickled.
 """
@@ -20,8 +21,9 @@ from typing import get_args
 from tqdm import tqdm
 
 from .classifier import SAVClassifier
-from .data import Example, labels_of, load_examples
-from .errors import SAVError
+from .data import Example, labels_of, load_examples, open_image
+from .errors import DataError, SAVError
+from .lens import Weighting, density_on_image, look, overlay
 from .method import Scoring, TieBreak
 from .models import default_model_id, load_model, quiet_transformers
 from .pipeline import evaluate, fit_examples, predict_examples, save_activations
@@ -87,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--question", help="question to ask (default: the classifier's)")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(run=run_predict)
+
+    attention = commands.add_parser("attention", help="where heads look: their attention from the last input token over each image")
+    _model_options(attention, default=None)
+    attention.add_argument(
+        "--classifier", type=Path, help="a saved classifier: its model, question and (without --heads) its selected heads"
+    )
+    attention.add_argument("--heads", nargs="+", metavar="L:H", help="heads as layer:head, e.g. 2:0 3:5")
+    attention.add_argument("--question", help="question to ask (default: the classifier's)")
+    attention.add_argument("--weighting", choices=get_args(Weighting), default="attention", help="value: weights times value norms")
+    attention.add_argument("--out", type=Path, help="folder for one overlay PNG per image and head")
+    attention.add_argument("--json", action="store_true")
+    attention.add_argument("images", nargs="*", type=Path)
+    attention.set_defaults(run=run_attention)
     return parser
 
 
@@ -194,6 +209,68 @@ def run_predict(args) -> int:
         for row in rows:
             print(f"{row['image']}: {row['label']}  votes {row['votes']}")
     return 0
+
+
+def _parse_heads(texts: list[str]) -> list[tuple[int, int]]:
+    heads = []
+    for text in texts:
+        layer, _, head = text.partition(":")
+        if not (layer.isdigit() and head.isdigit()):
+            raise DataError(f"heads are written layer:head, e.g. 2:0; got {text!r}")
+        heads.append((int(layer), int(head)))
+    return list(dict.fromkeys(heads))
+
+
+def run_attention(args) -> int:
+    # `--heads 2:0 picture.png` hands the picture to --heads: give files found there back to the images
+    args.images += [Path(text) for text in args.heads or [] if ":" not in text and Path(text).is_file()]
+    args.heads = [text for text in args.heads or [] if ":" in text or not Path(text).is_file()] or None
+    if not args.images:
+        raise DataError("name one or more images to look at")
+    if args.classifier:
+        clf, loaded = _classifier_and_model(args)
+        question = args.question or clf.manifest_.question
+        heads = _parse_heads(args.heads) if args.heads else clf.selected_heads
+    else:
+        if not args.heads:
+            raise DataError("name the heads to look at with --heads L:H ... (or give --classifier to use its selected heads)")
+        heads = _parse_heads(args.heads)
+        loaded = _load(args, args.model or default_model_id())
+        question = args.question
+    if not question:
+        raise DataError("no question: give --question (the lens reads the prompt that capture reads)")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    report = []
+    for path in args.images:
+        lens = look(loaded, Example((path,), question), heads, weighting=args.weighting)
+        views = [lens.heads[h] for h in heads]
+        report.append({"image": str(path), "layout": lens.layout.note or "known", "heads": [_lens_json(v) for v in views]})
+        if args.out:
+            image = open_image(path)
+            for view in views:
+                density = density_on_image(view.maps[0], image.size) if view.maps[0] else None
+                if density is not None:
+                    overlay(image, density).save(args.out / f"{path.stem}_L{view.layer}H{view.head}.png")
+    if args.json:
+        print(json.dumps({"images": report}))
+        return 0
+    for entry in report:
+        print(f"{entry['image']} (layout: {entry['layout']})")
+        for head in entry["heads"]:
+            print(
+                f"  L{head['layer']} H{head['head']}: image {head['image_share']:.3f}  layout {head['layout_share']:.3f}  "
+                f"text {head['text_share']:.3f}  first token {head['first_token_share']:.3f}"
+            )
+    if args.out:
+        print(f"overlays written to {args.out}")
+    return 0
+
+
+def _lens_json(view) -> dict:
+    maps = [{"view": m.view, "rows": m.rows, "cols": m.cols, "grid": m.grid, "box": list(m.box)} for m in view.maps[0]]
+    shares = {name: getattr(view, name) for name in ("image_share", "layout_share", "text_share", "first_token_share")}
+    return {"layer": view.layer, "head": view.head, **shares, "maps": maps}
 
 
 if __name__ == "__main__":

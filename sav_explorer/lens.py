@@ -183,33 +183,90 @@ def _grid_map(grid: ImageGrid, weights: torch.Tensor) -> GridMap:
     return GridMap(grid.view, grid.rows, grid.cols, grid.box, cells.tolist())
 
 
-def density_on_image(maps: list[GridMap], size: tuple[int, int], resolution: int = 64) -> torch.Tensor:
-    """One map over the original image (views merged): attention per unit area, (res_h, res_w), summing to 1."""
+def density_on_image(maps: list[GridMap], size: tuple[int, int], shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """One map over the original image, views merged: attention per unit area on a (rows, cols) raster
+    (default: 64 along the longer side, the aspect kept), summing to 1 where any view has attention."""
     width, height = size
-    res_w = resolution if width >= height else max(1, round(resolution * width / height))
-    res_h = resolution if height >= width else max(1, round(resolution * height / width))
-    density = torch.zeros(res_h, res_w)
-    ys = (torch.arange(res_h) + 0.5) * height / res_h
-    xs = (torch.arange(res_w) + 0.5) * width / res_w
+    if shape is None:
+        shape = (64, max(1, round(64 * width / height))) if height >= width else (max(1, round(64 * height / width)), 64)
+    rows, cols = shape
+    density = torch.zeros(rows, cols)
+    ys = (torch.arange(rows) + 0.5) * height / rows
+    xs = (torch.arange(cols) + 0.5) * width / cols
     for m in maps:
         x0, y0, x1, y1 = m.box
         cell_w, cell_h = (x1 - x0) / m.cols, (y1 - y0) / m.rows
         col = ((xs - x0) / cell_w).floor().long()
         row = ((ys - y0) / cell_h).floor().long()
         inside = (row[:, None] >= 0) & (row[:, None] < m.rows) & (col[None, :] >= 0) & (col[None, :] < m.cols)
-        grid = torch.tensor(m.grid)
-        values = grid[row.clamp(0, m.rows - 1)][:, col.clamp(0, m.cols - 1)] / (cell_w * cell_h)
+        values = torch.tensor(m.grid)[row.clamp(0, m.rows - 1)][:, col.clamp(0, m.cols - 1)] / (cell_w * cell_h)
         density += torch.where(inside, values, torch.zeros(()))
     total = density.sum()
     return density / total if total > 0 else density
 
 
-def overlay(image: Image.Image, density: torch.Tensor, alpha: float = 0.6) -> Image.Image:
-    """The image with the density drawn over it as a translucent heat layer (bright: more attention)."""
+def region_share(lens: Lens, head: Head, region: torch.Tensor, image: int = 0) -> float:
+    """The share of a head's image attention on the cells that cover any pixel of `region`
+    ((height, width) booleans over the original image), over every view of that image."""
+    view = lens.heads[head]
+    covered = 0.0
+    for grid, cells in zip(lens.layout.grids[image], view.maps[image]):
+        for row in range(grid.rows):
+            for col in range(grid.cols):
+                x0, y0, x1, y1 = (int(round(v)) for v in grid.cell_box(row, col))
+                if region[y0:y1, x0:x1].any():
+                    covered += cells.grid[row][col]
+    return covered / view.image_share if view.image_share > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ClassAverage:
+    """A head's mean over one class's support images: its map on a common normalised grid, and its shares."""
+
+    label: str
+    n: int
+    density: torch.Tensor  # (resolution, resolution) over the image scaled to a square; sums to 1
+    image_share: float
+    layout_share: float
+    text_share: float
+    first_token_share: float
+
+
+def class_averages(
+    loaded: LoadedModel, examples: Sequence[Example], head: Head, *, question: str | None = None, resolution: int = 16
+) -> list[ClassAverage]:
+    """Per class (sorted), the head's mean map and shares over that class's examples (first image of each)."""
+    by_class: dict[str, list[tuple[torch.Tensor, HeadLens]]] = {}
+    for example in examples:
+        lens = look(loaded, example, [head], question=question)
+        view = lens.heads[head]
+        square = (resolution, resolution)
+        density = density_on_image(view.maps[0], lens.sizes[0], square) if view.maps[0] else torch.zeros(square)
+        by_class.setdefault(str(example.label), []).append((density, view))
+    averages = []
+    for label in sorted(by_class):
+        items = by_class[label]
+        shares = [
+            sum(getattr(v, name) for _, v in items) / len(items)
+            for name in ("image_share", "layout_share", "text_share", "first_token_share")
+        ]
+        averages.append(ClassAverage(label, len(items), torch.stack([d for d, _ in items]).mean(0), *shares))
+    return averages
+
+
+def overlay(image: Image.Image, density: torch.Tensor, alpha: float = 0.65, min_side: int = 256) -> Image.Image:
+    """The image with the density drawn over it as a translucent heat layer (bright: more attention).
+
+    Small images are enlarged (pixels kept sharp) so that the overlay can be read.
+    """
+    image = image.convert("RGB")
+    scale = max(1, math.ceil(min_side / max(image.size)))
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     peak = float(density.max()) or 1.0
     scaled = (density / peak).clamp(0, 1)
     heat = Image.fromarray((scaled * 255).byte().numpy()).resize(image.size, Image.Resampling.NEAREST)
-    colour = Image.merge("RGB", (heat, heat.point(lambda v: int(v * 0.35)), Image.new("L", image.size, 40)))
+    colour = Image.merge("RGB", (heat.point(lambda v: 255), heat.point(lambda v: int(60 + v * 0.7)), Image.new("L", image.size, 0)))
     mask = heat.point(lambda v: int(alpha * 255 * math.sqrt(v / 255)))
-    base = image.convert("RGB").point(lambda v: int(v * 0.55))
+    base = Image.blend(image, Image.new("RGB", image.size, (30, 30, 60)), 0.45)
     return Image.composite(colour, base, mask)

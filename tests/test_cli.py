@@ -170,3 +170,35 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(fitted):
     command = f"{sys.executable} -m sav_explorer predict --classifier {fitted} {images} | true"  # `true` never reads
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert "BrokenPipe" not in result.stderr and "error" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_attention_json_gives_each_selected_heads_shares_and_maps(fitted, tmp_path, capsys):
+    images = [COLOUR / "queries_red_0.png", COLOUR / "queries_blue_0.png"]
+    status, out, err = run(capsys, "attention", "--classifier", fitted, "--json", "--out", tmp_path / "overlays", *images)
+    assert status == 0, err
+    report = json.loads(out)["images"]
+    selected = [tuple(h) for h in json.loads((fitted / "manifest.json").read_text())["selected"]]
+    assert [entry["image"] for entry in report] == [str(p) for p in images]
+    for entry in report:
+        assert [(h["layer"], h["head"]) for h in entry["heads"]] == selected  # no --heads: the classifier's heads
+        for head in entry["heads"]:
+            assert head["image_share"] + head["layout_share"] + head["text_share"] == pytest.approx(1, abs=1e-5)
+            (grid,) = head["maps"]  # LLaVA: one grid per image, over the whole (square) image
+            assert (grid["rows"], grid["cols"]) == (4, 4) and grid["box"] == [0.0, 0.0, 64.0, 64.0]
+            assert sum(map(sum, grid["grid"])) == pytest.approx(head["image_share"], abs=1e-5)
+    written = sorted(p.name for p in (tmp_path / "overlays").iterdir())
+    assert written == sorted(f"{p.stem}_L{layer}H{head}.png" for p in images for layer, head in selected)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "name the heads to look at with --heads L:H"),
+        (["--heads", "1-2"], "heads are written layer:head, e.g. 2:0; got '1-2'"),
+        (["--heads", "7:0", "--question", "q ?"], "no head 0 in layer 7 of this model"),
+        (["--heads", "1:0"], "no question: give --question"),
+    ],
+)
+def test_attention_refuses_unclear_requests_with_one_line(tiny_llava, capsys, extra, message):
+    status, _, err = run(capsys, "attention", "--model", tiny_llava, *extra, COLOUR / "queries_red_0.png")
+    assert status == 2 and message in err and "Traceback" not in err

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from sav_explorer import Example, build_prompt, load_examples, load_model
-from sav_explorer.lens import density_on_image, last_token_attention, look
+from sav_explorer.lens import class_averages, density_on_image, last_token_attention, look, region_share
 from sav_explorer.models import EXAMPLES_DIR, decoder_layers, prepare_inputs
 from sav_explorer.models.layouts import image_token_layout
 from sav_explorer.teaching.shapes import BACKGROUND
@@ -163,23 +163,14 @@ def test_a_patch_of_changed_pixels_shows_in_the_cell_that_covers_it(models, fami
 def test_the_density_on_the_image_sums_to_one_and_follows_the_cells(models):
     loaded = models["qwen2_vl"]
     lens = look(loaded, Example((noise_image(),), "What is it?"), [(0, 1)])
-    density = density_on_image(lens.heads[(0, 1)].maps[0], lens.sizes[0], resolution=32)
+    density = density_on_image(lens.heads[(0, 1)].maps[0], lens.sizes[0], (24, 32))
     assert density.shape == (24, 32) and float(density.sum()) == pytest.approx(1, abs=1e-5)
 
 
 def object_cells_share(lens, head, image) -> float:
     """The share of a head's image attention on grid cells that cover any pixel of the object."""
     pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.int64))
-    on_object = (pixels - torch.tensor(BACKGROUND)).abs().sum(-1) > 60  # (height, width)
-    view = lens.heads[head]
-    covered = 0.0
-    for grid, cells in zip(lens.layout.grids[0], view.maps[0]):
-        for row in range(grid.rows):
-            for col in range(grid.cols):
-                x0, y0, x1, y1 = (int(round(v)) for v in grid.cell_box(row, col))
-                if on_object[y0:y1, x0:x1].any():
-                    covered += cells.grid[row][col]
-    return covered / view.image_share
+    return region_share(lens, head, (pixels - torch.tensor(BACKGROUND)).abs().sum(-1) > 60)
 
 
 def test_the_teaching_models_pointer_head_looks_at_the_object_a_question_is_about():
@@ -188,3 +179,17 @@ def test_the_teaching_models_pointer_head_looks_at_the_object_a_question_is_abou
     queries = load_examples(EXAMPLES_DIR / "colour" / "queries.jsonl")
     shares = [object_cells_share(look(loaded, q, [(2, 0)]), (2, 0), Image.open(q.images[0])) for q in queries]
     assert len(shares) == 60 and statistics.median(shares) >= 0.95, statistics.median(shares)
+
+
+def test_class_averages_are_the_mean_of_each_classs_maps_and_shares():
+    loaded = load_model()
+    support = load_examples(EXAMPLES_DIR / "colour" / "support.jsonl")
+    red = [e for e in support if e.label == "red"]
+    averages = class_averages(loaded, support[:10], (2, 0), resolution=8)  # 5 red, then 5 green
+    assert [(a.label, a.n) for a in averages] == [("green", 5), ("red", 5)]
+    mean_red = averages[1]
+    lenses = [look(loaded, e, [(2, 0)]) for e in red]
+    expected = torch.stack([density_on_image(x.heads[(2, 0)].maps[0], x.sizes[0], (8, 8)) for x in lenses]).mean(0)
+    torch.testing.assert_close(mean_red.density, expected)
+    assert float(mean_red.density.sum()) == pytest.approx(1, abs=1e-5)
+    assert mean_red.image_share == pytest.approx(statistics.mean(x.heads[(2, 0)].image_share for x in lenses))
