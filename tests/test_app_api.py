@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from app_harness import running_app
 from sav_explorer import SAVClassifier, evaluate, fit_examples, load_examples, load_model, predict_examples
 from sav_explorer.data import Example
+from sav_explorer.lens import look
 from sav_explorer.models import EXAMPLES_DIR, default_model_id
 from sav_explorer.ui.blocks import Explorer
 from sav_explorer.ui.session import Session
@@ -292,9 +293,9 @@ def test_two_visitors_on_different_tasks_never_see_each_others_data(url):
 def test_model_work_shares_one_group_and_rescoring_never_queues_behind_it(app):
     _, demo = app
     by_name = {fn.api_name: fn for fn in demo.fns.values()}
-    for name in ("extract", "classify", "evaluate", "load_model", "restore"):
+    for name in ("extract", "classify", "evaluate", "load_model", "restore", "inspect", "inspect_image", "voting_heads"):
         assert by_name[name].concurrency_id == "model" and by_name[name].concurrency_limit == 1
-    for name in ("set_k", "toggle_head", "set_heads", "show_detail", "cancel"):
+    for name in ("set_k", "toggle_head", "set_heads", "show_detail", "cancel", "toggle_inspected"):
         assert by_name[name].concurrency_id != "model" and by_name[name].concurrency_limit is None
 
 
@@ -418,3 +419,33 @@ def test_caps_on_examples_and_images_are_enforced(url, flow, monkeypatch):
         visitor.predict(two, "", api_name="/classify")
     with pytest.raises(AppError, match="greater than maximum value"):  # the slider itself refuses
         visitor.predict("", 10**9, 4, 8, "in-sample", api_name="/extract")
+
+
+def test_inspect_shows_where_a_head_looks_its_class_maps_and_the_voting_heads(url, model):
+    """On the colour task: head (2, 0) was trained to point at the object, and the page says so."""
+    visitor = client(url)
+    visitor.predict("colour", api_name="/load_example")
+    visitor.predict("", 200704, 8, 5, "in-sample", api_name="/extract")
+    title, image_choice, overlay, shares, class_maps = visitor.predict("2,0,123", None, api_name="/inspect")  # buttons are not returned
+    support = load_examples(EXAMPLES_DIR / "colour" / "support.jsonl")
+    expected = look(model, support[0], [(2, 0)]).heads[(2, 0)]
+    assert "Layer 2, head 0" in title and "selected, rank" in title
+    assert image_choice["value"] == f"support 1: {support[0].name} (red)" and len(image_choice["choices"]) == 30
+    assert f"image {expected.image_share:.1%}" in shares
+    assert Image.open(overlay).size == (256, 256)  # the 64-pixel image, enlarged so the map can be read
+    assert sorted(item["caption"].split(" ")[0] for item in class_maps) == sorted({e.label for e in support})
+
+    chosen = f"support 7: {support[6].name} ({support[6].label})"
+    _, image_choice, _, shares, _ = visitor.predict("", chosen, api_name="/inspect_image")  # same head, another image
+    assert image_choice["value"] == chosen
+    assert f"image {look(model, support[6], [(2, 0)]).heads[(2, 0)].image_share:.1%}" in shares
+
+    _, _, _, heads, _, _ = visitor.predict(api_name="/toggle_inspected")
+    assert (2, 0) not in heads_of(heads)
+
+    query = handle_file(str(EXAMPLES_DIR / "colour" / "queries_red_0.png"))
+    visitor.predict([query], "", api_name="/classify")
+    maps = visitor.predict("1: queries_red_0.png", api_name="/voting_heads")
+    assert len(maps) == 4 and all(item["caption"].startswith("L") and "→" in item["caption"] for item in maps)
+    with pytest.raises(AppError, match="no head 9 in layer 0"):
+        visitor.predict("0,9,1", None, api_name="/inspect")

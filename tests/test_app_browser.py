@@ -72,14 +72,21 @@ def test_whole_flow_in_the_browser(browser, url, tmp_path):
     selected_marks = page.locator("#sav-heatmap .scatterlayer .point")
     expect(selected_marks).to_have_count(5)
 
-    # click the cell of layer 7, head 7 (bottom right): it toggles that head
+    # a click on the cell of layer 7, head 7 (bottom right) inspects that head; a shift-click toggles it
     grid = page.locator("#sav-heatmap .nsewdrag").first
     box = grid.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 15 / 16, box["y"] + box["height"] * 15 / 16)
+    corner = (box["x"] + box["width"] * 15 / 16, box["y"] + box["height"] * 15 / 16)
+    page.mouse.move(*corner)
     expect(page.locator("#sav-heatmap .hovertext")).to_contain_text(
         re.compile(r"layer 7, head 7.*in-sample accuracy [01]\.\d\d.*leave-one-out accuracy [01]\.\d\d", re.S)
     )
-    page.mouse.click(box["x"] + box["width"] * 15 / 16, box["y"] + box["height"] * 15 / 16)
+    page.mouse.click(*corner)
+    expect(page.locator("#sav-inspect").first).to_contain_text("Layer 7, head 7")
+    expect(page.locator("#sav-overlay img")).to_be_visible()
+    expect(page.locator("#sav-heatmap .gtitle")).to_contain_text("5 selected")  # inspecting selects nothing
+    page.keyboard.down("Shift")
+    page.mouse.click(*corner)
+    page.keyboard.up("Shift")
     expect(page.locator("#sav-heatmap .gtitle")).not_to_contain_text("5 selected")
     after = title_count(page)
     assert after in (4, 6)
@@ -105,6 +112,41 @@ def test_whole_flow_in_the_browser(browser, url, tmp_path):
         page.evaluate("window.scrollTo(0, 0)")
         page.wait_for_timeout(500)  # let the tab switch and scroll settle before the picture
         page.screenshot(path=str(REPO / "assets" / "screenshot.png"))
+    page.close()
+
+
+def test_a_click_on_a_cell_shows_where_that_head_looks(browser, url, tmp_path):
+    """The colour task: head (2, 0) was trained to point at the object; a click shows its overlay."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    task = page.locator("#sav-task input")
+    task.click()
+    task.fill("colour")
+    page.get_by_role("option", name="colour", exact=True).click()
+    page.get_by_role("button", name="Load example task").click()
+    expect(page.get_by_text("30 examples in 6 classes")).to_be_visible()
+    page.get_by_role("button", name="Extract heads").click()
+    expect(page.locator("#sav-heatmap .gtitle")).to_contain_text("20 selected")
+    drag = page.locator("#sav-heatmap .nsewdrag").first
+    drag.scroll_into_view_if_needed()
+    box = drag.bounding_box()
+    cell = (box["x"] + box["width"] * 0.5 / 8, box["y"] + box["height"] * 2.5 / 8)
+    page.mouse.move(*cell)
+    expect(page.locator("#sav-heatmap .hovertext")).to_contain_text("layer 2, head 0")
+    page.mouse.click(*cell)
+    inspect = page.locator("#sav-inspect").first
+    expect(inspect).to_contain_text("Layer 2, head 0")
+    expect(inspect).to_contain_text(re.compile(r"image (99|100)\.\d%"))
+    expect(page.locator("#sav-overlay img")).to_be_visible()
+    expect(page.locator("#sav-class-maps img")).to_have_count(6)
+    inspect.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    shot = tmp_path / "inspect.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert Image.open(shot).size[0] >= 1400
+    if os.environ.get("SAV_REFRESH_SCREENSHOT"):
+        inspect.screenshot(path=str(REPO / "assets" / "screenshot-inspect.png"))
     page.close()
 
 

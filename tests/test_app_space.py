@@ -3,6 +3,7 @@ its URL, the default model follows `$SAV_MODEL` and `--model`, and ZeroGPU's dec
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -93,4 +94,5 @@ def test_model_calls_run_under_zerogpu_decorator_when_spaces_is_present():
         print(sorted(wrapped))
     """
     done = run_python(code)
-    assert done.stdout.strip() == str(sorted(["choose_model", "extract", "classify", "evaluate_test", "restore"])), done.stderr
+    model_work = ["choose_model", "extract", "classify", "evaluate_test", "restore", "inspect", "voting_heads"]
+    assert set(ast.literal_eval(done.stdout.strip())) == set(model_work), done.stderr  # inspect and voting_heads are wired twice each

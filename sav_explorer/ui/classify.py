@@ -15,7 +15,7 @@ from ..pipeline import evaluate, predict_examples
 from . import plots
 from .common import Handlers, file_paths, ui_errors
 from .explore import fitted
-from .session import MAX_CLASSIFY, MAX_PIXELS_CAP, MAX_TEST, Session
+from .session import MAX_CLASSIFY, MAX_PIXELS_CAP, MAX_TEST, Classified, Session
 from .uploads import examples_from_uploads
 
 
@@ -38,7 +38,8 @@ def prediction_detail(session: Session, index: int):
     """(label shares, votes chart, per-head table, model's answer) for one classified image."""
     if not session.predictions:
         return None, plots.votes_chart(None), [], ""
-    _, pred, answer = session.predictions[index]
+    item = session.predictions[index]
+    pred, answer = item.prediction, item.answer
     total = max(1, sum(pred.votes.values()))
     label = {c: v / total for c, v in pred.votes.items()}
     heads = [[h.layer, h.head, h.vote, *(round(h.similarities[c], 4) for c in pred.votes)] for h in pred.heads]
@@ -67,12 +68,13 @@ class ClassifyHandlers(Handlers):
         predictions = predict_examples(loaded, clf, examples, batch_size=8)
         progress(0.6, desc="the model's own answer")
         answers = generate_answers(loaded, [[img] for img in images], [question] * len(images))
-        session.predictions = [(p.name, pred, answer) for p, pred, answer in zip(paths, predictions, answers)]
+        session.predictions = [Classified(p.name, p, question, pred, answer) for p, pred, answer in zip(paths, predictions, answers)]
         rows = [
-            [name, pred.label, ", ".join(f"{c}: {v}" for c, v in pred.votes.items()), answer] for name, pred, answer in session.predictions
+            [c.name, c.prediction.label, ", ".join(f"{k}: {v}" for k, v in c.prediction.votes.items()), c.answer]
+            for c in session.predictions
         ]
-        names = [f"{i + 1}: {name}" for i, (name, _, _) in enumerate(session.predictions)]
-        shown = [(str(p), f"{pred.label}") for p, (_, pred, _) in zip(paths, session.predictions)]
+        names = [f"{i + 1}: {c.name}" for i, c in enumerate(session.predictions)]
+        shown = [(str(c.path), c.prediction.label) for c in session.predictions]
         return (session, rows, gr.update(choices=names, value=names[0]), *prediction_detail(session, 0), shown)
 
     @ui_errors

@@ -41,6 +41,22 @@ def explore_views(session: Session, status: str = ""):
     return session, figure, summary, plots.selection_table(clf), gr.update(choices=names, value=chosen), k, status
 
 
+def toggle(session: Session, head: tuple[int, int]):
+    """Adds the head to the selection or removes it (one head always stays); returns the explore views."""
+    clf = fitted(session)
+    if head not in clf.layout_:
+        raise DataError(f"no head {head[1]} in layer {head[0]} of this model")
+    selected = clf.selected_heads
+    if head in selected:
+        if len(selected) == 1:
+            raise DataError("at least one head must stay selected")
+        selected = [h for h in selected if h != head]
+    else:
+        selected = selected + [head]
+    clf.select(heads=selected)
+    return explore_views(session)
+
+
 def fitted(session: Session) -> SAVClassifier:
     if session.clf is None:
         raise DataError("extract heads first (or restore a saved classifier)")
@@ -88,7 +104,18 @@ class ExploreHandlers(Handlers):
             return explore_views(session, f"Extraction {md(stopped)}; the previous result (if any) is kept.")
         task = session.example_task or "my task"
         session.keep_fit(
-            Fit(clf, activations, labels, question, session.model_key, loaded.revision, loaded.n_layers, task, session.example_task)
+            Fit(
+                clf,
+                activations,
+                labels,
+                question,
+                session.model_key,
+                loaded.revision,
+                loaded.n_layers,
+                task,
+                session.example_task,
+                list(session.support),
+            )
         )
         return explore_views(
             session,
@@ -111,22 +138,11 @@ class ExploreHandlers(Handlers):
     def toggle_head(self, cell: str, session: Session | None):
         """`cell` is "layer,head" (anything after a second comma is ignored: the browser adds a nonce)."""
         session = self.session(session)
-        clf = fitted(session)
         try:
             layer, head = (int(x) for x in str(cell).split(",")[:2])
         except ValueError:
             raise DataError(f"expected 'layer,head'; got {cell!r}") from None
-        if (layer, head) not in clf.layout_:
-            raise DataError(f"no head {head} in layer {layer} of this model")
-        selected = clf.selected_heads
-        if (layer, head) in selected:
-            if len(selected) == 1:
-                raise DataError("at least one head must stay selected")
-            selected = [h for h in selected if h != (layer, head)]
-        else:
-            selected = selected + [(layer, head)]
-        clf.select(heads=selected)
-        return explore_views(session)
+        return toggle(session, (layer, head))
 
     @ui_errors
     def set_heads(self, names: Sequence[str], session: Session | None):

@@ -55,7 +55,19 @@ class Fit:
     n_layers: int
     task: str  # the bundled task's name, or what the support set came from
     example_task: str | None = None  # the bundled task the classifier was fitted on, if any
+    examples: list[Example] = field(default_factory=list)  # the support set it was fitted on (empty when restored)
     created: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Classified:
+    """One classified image: what the visitor uploaded, SAV's prediction and the model's own answer."""
+
+    name: str
+    path: Path
+    question: str
+    prediction: Prediction
+    answer: str
 
 
 @dataclass
@@ -68,7 +80,9 @@ class Session:
     example_task: str | None = None  # the bundled task the support set came from, if any
     fits: dict[str, Fit] = field(default_factory=dict)  # fitted tasks by name; the newest is current
     current: str | None = None
-    predictions: list[tuple[str, Prediction, str]] = field(default_factory=list)  # (name, prediction, model's answer)
+    predictions: list[Classified] = field(default_factory=list)
+    inspected: tuple[int, int] | None = None  # the head the Inspect panel shows
+    lens_cache: dict = field(default_factory=dict)  # overlays and class averages, per fit, head and image
 
     @property
     def fit(self) -> Fit | None:
@@ -86,6 +100,7 @@ class Session:
             self.fits.pop(next(iter(self.fits)))
         self.current = fit.task
         self.predictions = []
+        self.lens_cache.clear()
 
     @classmethod
     def new(cls) -> Session:

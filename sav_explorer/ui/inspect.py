@@ -1,0 +1,167 @@
+"""Inspect a head: where it looks on a support or query image, its shares, and its class-average maps;
+and, for a classified image, where every voting head looks, each labelled with its vote.
+
+    handlers = InspectHandlers(default_model)
+    session, title, images, overlay, shares, averages = handlers.inspect("2,0", "", session)
+
+Lens passes run in the model's concurrency group and are cached per session (by fit, head and image).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from ..data import Example, open_image
+from ..errors import DataError
+from ..heads import Head
+from ..lens import Lens, class_averages, density_on_image, look, overlay
+from .common import Handlers, md, ui_errors
+from .explore import fitted, toggle
+from .session import Session
+
+MAX_CACHED = 256  # lens results kept per session
+THUMB = 160  # side of a class-average tile, in pixels
+
+
+def image_choices(session: Session) -> list[str]:
+    """ "support N: name (label)" for the fit's support images, then "query N: name" for classified images."""
+    fit = session.fit
+    support = fit.examples if fit else []
+    choices = [f"support {i + 1}: {e.name} ({e.label})" for i, e in enumerate(support) if isinstance(e.images[0], (str, Path))]
+    return choices + [f"query {i + 1}: {c.name}" for i, c in enumerate(session.predictions)]
+
+
+def chosen_image(session: Session, choice: str | None) -> tuple[str, Example]:
+    """The chosen image as the example capture read (a support example, or a classified image with its question)."""
+    choices = image_choices(session)
+    if not choices:
+        raise DataError("no image to look at: this classifier was restored without its support images; classify an image first")
+    choice = choice if choice in choices else choices[0]
+    kind, number = choice.split(":", 1)[0].split()
+    index = int(number) - 1
+    if kind == "support":
+        return choice, session.fit.examples[index]
+    item = session.predictions[index]
+    return choice, Example((item.path,), item.question)
+
+
+def parse_cell(cell: str) -> Head:
+    """ "layer,head" (anything after a second comma is ignored: the browser adds a mode and a nonce)."""
+    try:
+        layer, head = (int(x) for x in str(cell).split(",")[:2])
+    except ValueError:
+        raise DataError(f"expected 'layer,head'; got {cell!r}") from None
+    return layer, head
+
+
+def shares_text(lens: Lens, head: Head) -> str:
+    view = lens.heads[head]
+    note = "" if lens.layout.known else f" ({md(lens.layout.note)}: no map)"
+    return (
+        f"Attention from the last token: **image {view.image_share:.1%}**, layout tokens {view.layout_share:.1%}, "
+        f"text {view.text_share:.1%}; first token {view.first_token_share:.1%}{note}"
+    )
+
+
+class InspectHandlers(Handlers):
+    def _lens(self, session: Session, example: Example, heads: list[Head]) -> Lens:
+        fit = session.fit
+        key = ("lens", fit.task, fit.created, str(example.images[0]), example.question, tuple(heads))
+        if key not in session.lens_cache:
+            if len(session.lens_cache) >= MAX_CACHED:
+                session.lens_cache.clear()
+            session.lens_cache[key] = look(self.model(session), example, heads, question=fit.question)
+        return session.lens_cache[key]
+
+    def _overlay(self, lens: Lens, head: Head, path: Path) -> Image.Image:
+        view = lens.heads[head]
+        image = open_image(path)
+        return overlay(image, density_on_image(view.maps[0], image.size)) if view.maps[0] else image
+
+    @ui_errors
+    def inspect(self, cell: str, choice: str | None, session: Session | None, progress=gr.Progress()):
+        """Shows head `cell` ("layer,head") on the chosen image, with its shares and class-average maps."""
+        session = self.session(session)
+        clf = fitted(session)
+        head = parse_cell(cell) if cell else session.inspected
+        if head is None:
+            raise DataError("click a cell of the heatmap to inspect that head")
+        if head not in clf.layout_:
+            raise DataError(f"no head {head[1]} in layer {head[0]} of this model")
+        session.inspected = head
+        choice, example = chosen_image(session, choice)
+        progress(0, desc=f"where layer {head[0]} head {head[1]} looks")
+        lens = self._lens(session, example, [head])
+        position = clf.layout_.position(*head)
+        selected = clf.selected_heads
+        rank = f"selected, rank {selected.index(head) + 1} of {len(selected)}" if head in selected else "not selected"
+        title = (
+            f"### Layer {head[0]}, head {head[1]}\n"
+            f"in-sample accuracy {float(clf.in_sample_scores_[position]):.2f} · leave-one-out "
+            f"{float(clf.loo_scores_[position]):.2f} · {rank}"
+        )
+        averages = self._class_averages(session, head)
+        button = gr.update(value="Remove from the selection" if head in selected else "Add to the selection", interactive=True)
+        choices = gr.update(choices=image_choices(session), value=choice)
+        picture = self._overlay(lens, head, example.images[0])
+        return session, title, choices, picture, shares_text(lens, head), averages, button
+
+    @ui_errors
+    def toggle_inspected(self, session: Session | None):
+        """The inspect panel's button: adds the inspected head to the selection, or removes it."""
+        session = self.session(session)
+        if session.inspected is None:
+            raise DataError("click a cell of the heatmap to inspect a head first")
+        views = toggle(session, session.inspected)
+        added = session.inspected in session.clf.selected_heads
+        return (*views, gr.update(value="Remove from the selection" if added else "Add to the selection"))
+
+    def _class_averages(self, session: Session, head: Head) -> list[tuple[Image.Image, str]]:
+        fit = session.fit
+        if not fit.examples:
+            return []
+        key = ("averages", fit.task, fit.created, head)
+        if key not in session.lens_cache:
+            loaded = self.model(session)
+            averages = class_averages(loaded, fit.examples, head, question=fit.question)
+            tiles = []
+            for average in averages:
+                canvas = Image.new("RGB", (THUMB, THUMB), (236, 236, 236))
+                tile = overlay(canvas, average.density, min_side=THUMB)
+                tiles.append((tile, f"{average.label} ({average.n})"))
+            session.lens_cache[key] = tiles
+        return session.lens_cache[key]
+
+    @ui_errors
+    def voting_heads(self, choice: str | None, session: Session | None, progress=gr.Progress()):
+        """Small multiples for one classified image: every voting head's overlay, labelled with its vote."""
+        session = self.session(session)
+        fitted(session)
+        if not session.predictions:
+            return []
+        try:
+            index = int(str(choice).split(":", 1)[0]) - 1
+        except ValueError:
+            index = 0
+        item = session.predictions[max(0, min(index, len(session.predictions) - 1))]
+        heads = [(h.layer, h.head) for h in item.prediction.heads]
+        progress(0, desc="where the voting heads look")
+        lens = self._lens(session, Example((item.path,), item.question), heads)  # one pass for every voting head
+        return [(self._overlay(lens, (h.layer, h.head), item.path), f"L{h.layer} H{h.head} → {h.vote}") for h in item.prediction.heads]
+
+    @ui_errors
+    def inspect_vote_row(self, evt: gr.SelectData, choice: str | None, session: Session | None):
+        """A click on a row of the per-head votes: that head, on that classified image, goes to Inspect."""
+        session = self.session(session)
+        try:
+            index = int(str(choice).split(":", 1)[0]) - 1
+            item = session.predictions[index]
+            vote = item.prediction.heads[evt.index[0]]
+        except (ValueError, IndexError, TypeError):
+            raise DataError("classify an image first, then click a row of its per-head votes") from None
+        query = f"query {index + 1}: {item.name}"
+        return f"{vote.layer},{vote.head},row,{time.time()}", query  # a new value even for the same head

@@ -1,0 +1,207 @@
+"""The page's widgets, by panel: the support column on the left; Explore (heatmap and Inspect), Classify
+and Export on the right. `build_panels` returns them by name; `blocks.build_demo` wires their events.
+
+    with gr.Blocks() as demo:
+        ui = build_panels(default_model, tasks)
+        ui.extract.click(...)
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import get_args
+
+import gradio as gr
+
+from ..method import Scoring
+from . import plots
+from .common import md
+from .registry import model_choices
+from .session import MAX_BATCH, MAX_PIXELS_CAP
+from .support import DTYPE_CHOICES
+
+HEATMAP_HELP = (
+    "Hover a cell for its scores. **Click a cell to inspect that head** (where it looks, below); "
+    "**shift-click** to add or remove it from the heads that vote. Framed cells vote."
+)
+
+
+def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
+    """Creates every widget inside the current `gr.Blocks`; returns them as attributes."""
+    with gr.Row(equal_height=False):
+        # --------------------------------------------------------------- left: model, support set, controls
+        with gr.Column(scale=4, min_width=340):
+            with gr.Row(equal_height=False):
+                model = gr.Dropdown(
+                    model_choices(default_model), value=default_model, label="Model", allow_custom_value=True, scale=4
+                )  # check_allowed refuses, with a clear message
+                load_model = gr.Button("Load model", scale=1, size="sm", min_width=90)
+            with gr.Accordion("Model options", open=False):
+                with gr.Row():
+                    dtype = gr.Dropdown(list(DTYPE_CHOICES), value="default", label="dtype (default: float32 on CPU, bfloat16 on GPU)")
+                    revision = gr.Textbox(label="Revision (branch, tag or commit; empty: latest)")
+            model_status = gr.Markdown(f"Model **{md(default_model)}** loads on first use.", elem_classes="sav-small")
+            gr.Markdown("### 1 · Support set")
+            with gr.Tabs():
+                with gr.Tab("Example task"):
+                    task = gr.Dropdown(
+                        tasks,
+                        value=tasks[0] if tasks else None,
+                        label="Bundled task (teaching model's shapes world)",
+                        elem_id="sav-task",
+                    )
+                    load_task = gr.Button("Load example task", variant="secondary")
+                with gr.Tab("Label images"):
+                    new_images = gr.File(file_count="multiple", file_types=["image"], label="Images of one class", elem_id="sav-new-images")
+                    new_label = gr.Textbox(label="Their label", placeholder="e.g. red", elem_id="sav-new-label")
+                    add = gr.Button("Add to support set")
+                with gr.Tab("Upload a file"):
+                    gr.Markdown(
+                        "A zip of class sub-folders (`red/…png`, `blue/…png`), a zip with a JSONL/CSV file and its images, "
+                        "or a JSONL/CSV file uploaded together with its images. Rows: `image`, `question`, `label`.",
+                        elem_classes="sav-small",
+                    )
+                    data_files = gr.File(
+                        file_count="multiple", file_types=[".zip", ".jsonl", ".csv", "image"], label="Zip, or data file + images"
+                    )
+                    upload = gr.Button("Use these files")
+            support_status = gr.Markdown("No support examples yet.")
+            gallery = gr.Gallery(
+                label="Support images",
+                columns=6,
+                height=260,
+                object_fit="contain",
+                elem_id="sav-gallery",
+                show_label=False,
+                allow_preview=False,
+            )
+            with gr.Accordion("Support set as a table: edit labels here", open=False):
+                support_table = gr.Dataframe(
+                    headers=["#", "image", "label", "question"],
+                    interactive=True,
+                    static_columns=[0, 1, 3],
+                    wrap=True,
+                    elem_id="sav-support-table",
+                )
+                clear = gr.Button("Clear support set", size="sm")
+            question = gr.Textbox(
+                label="Question asked about every image", placeholder="e.g. what color is the shape ?", elem_id="sav-question"
+            )
+            with gr.Accordion("Settings", open=False):
+                max_pixels = gr.Slider(
+                    64, MAX_PIXELS_CAP, value=448 * 448, step=64, label="Max pixels per image (larger images are scaled down)"
+                )
+                batch_size = gr.Slider(1, MAX_BATCH, value=8, step=1, label="Batch size", elem_id="sav-batch")
+                scoring = gr.Radio(
+                    list(get_args(Scoring)), value="in-sample", label="Head scoring (in-sample: the paper's; loo: leave-one-out)"
+                )
+            with gr.Row():
+                extract = gr.Button("Extract heads", variant="primary", scale=3)
+                cancel = gr.Button("Cancel", variant="stop", scale=1)
+            status = gr.Markdown("", elem_classes="sav-small")
+
+        # --------------------------------------------------------------- right: heatmap, classify, export
+        with gr.Column(scale=6):
+            with gr.Tabs():
+                with gr.Tab("Explore"):
+                    heatmap = gr.Plot(plots.head_heatmap(None, 0), elem_id="sav-heatmap", show_label=False)
+                    gr.Markdown(HEATMAP_HELP, elem_classes="sav-small")
+                    click = gr.Textbox(visible="hidden", elem_id="sav-click", label="shift-clicked cell")
+                    inspect_cell = gr.Textbox(visible="hidden", elem_id="sav-inspect-cell", label="clicked cell")
+                    k = gr.Slider(1, 64, value=20, step=1, label="k: number of top-scoring heads that vote", elem_id="sav-k")
+                    heads = gr.Dropdown([], value=[], multiselect=True, label="Selected heads (edit to choose any set)")
+                    summary = gr.Markdown("")
+                    with gr.Accordion("Selected heads", open=False):
+                        selection = gr.Dataframe(headers=["rank", "layer", "head", "in-sample", "leave-one-out"], interactive=False)
+                    with gr.Group(elem_id="sav-inspect"):
+                        inspect_title = gr.Markdown("### Inspect a head\nClick a cell of the heatmap to see where that head looks.")
+                        with gr.Row(equal_height=False):
+                            with gr.Column(scale=3, min_width=260):
+                                inspect_image = gr.Dropdown([], label="On image", interactive=True, elem_id="sav-inspect-image")
+                                inspect_overlay = gr.Image(
+                                    label="Attention from the last token", type="pil", height=300, interactive=False, elem_id="sav-overlay"
+                                )
+                                inspect_shares = gr.Markdown("", elem_classes="sav-small")
+                                inspect_toggle = gr.Button("Add to the selection", size="sm", interactive=False)
+                            with gr.Column(scale=4, min_width=260):
+                                class_maps = gr.Gallery(
+                                    label="Mean map per class over its support images (the image scaled to a square)",
+                                    columns=3,
+                                    height=380,
+                                    object_fit="contain",
+                                    allow_preview=False,
+                                    elem_id="sav-class-maps",
+                                )
+                with gr.Tab("Classify"):
+                    with gr.Row():
+                        queries = gr.File(
+                            file_count="multiple", file_types=["image"], label="Images to classify", scale=3, elem_id="sav-queries"
+                        )
+                        with gr.Column(scale=2):
+                            query_question = gr.Textbox(label="Question (default: the support set's)")
+                            classify = gr.Button("Classify", variant="primary")
+                    preview = gr.Gallery(
+                        label="Classified images",
+                        columns=8,
+                        height=300,
+                        object_fit="contain",
+                        elem_id="sav-preview",
+                        allow_preview=False,
+                    )
+                    results = gr.Dataframe(
+                        headers=["image", "predicted", "votes", "model's own answer"],
+                        interactive=False,
+                        wrap=True,
+                        elem_id="sav-results",
+                        column_widths=["26%", "14%", "40%", "20%"],
+                    )
+                    detail_choice = gr.Dropdown([], label="Details for", interactive=True)
+                    with gr.Row():
+                        predicted = gr.Label(label="SAV prediction", num_top_classes=5, scale=2, elem_id="sav-label")
+                        votes = gr.Plot(plots.votes_chart(None), show_label=False, scale=3)
+                    answer = gr.Textbox(label="The model's own generated answer", interactive=False)
+                    head_votes = gr.Dataframe(
+                        label="Per-head votes and cosine similarity to each class mean (click a row to inspect that head)",
+                        interactive=False,
+                    )
+                    voting_maps = gr.Gallery(
+                        label="Where each voting head looks, with its vote",
+                        columns=5,
+                        height=320,
+                        object_fit="contain",
+                        allow_preview=True,
+                        elem_id="sav-voting-maps",
+                    )
+                    gr.Markdown("### Held-out accuracy")
+                    with gr.Row():
+                        test_files = gr.File(
+                            file_count="multiple",
+                            file_types=[".zip", ".jsonl", ".csv", "image"],
+                            label="Labeled test set (like the support set)",
+                            scale=3,
+                        )
+                        with gr.Column(scale=2):
+                            use_example = gr.Checkbox(label="No upload: use the example task's queries", value=True)
+                            run_test = gr.Button("Evaluate")
+                    accuracy = gr.Markdown("")
+                    with gr.Row():
+                        confusion = gr.Plot(plots.confusion_chart(None), show_label=False, scale=3)
+                        per_class = gr.Dataframe(headers=["class", "accuracy"], interactive=False, scale=2)
+                with gr.Tab("Export"):
+                    gr.Markdown(
+                        "Download the classifier (a zip you can restore below), the per-head scores, the heatmap "
+                        "and the support activations."
+                    )
+                    export = gr.Button("Prepare downloads", variant="primary")
+                    with gr.Row():
+                        clf_file = gr.File(label="Classifier (.zip)")
+                        scores_file = gr.File(label="Per-head scores (.csv)")
+                    with gr.Row():
+                        png_file = gr.File(label="Heatmap (.png)")
+                        acts_file = gr.File(label="Activations (.safetensors)")
+                    export_status = gr.Markdown("")
+                    gr.Markdown("### Restore a classifier")
+                    restore_file = gr.File(file_types=[".zip"], label="Classifier zip")
+                    restore = gr.Button("Restore")
+
+    return SimpleNamespace(**{name: value for name, value in locals().items() if isinstance(value, gr.components.Component | gr.Button)})
