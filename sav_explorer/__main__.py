@@ -25,7 +25,7 @@ from .data import Example, labels_of, load_examples, open_image
 from .errors import DataError, SAVError
 from .lens import Weighting, density_on_image, look, overlay
 from .method import Scoring, TieBreak
-from .models import default_model_id, load_model, quiet_transformers
+from .models import default_model_id, load_model, quiet_transformers, unseen_words
 from .pipeline import evaluate, fit_examples, predict_examples, save_activations
 
 log = logging.getLogger("sav_explorer")
@@ -137,6 +137,7 @@ def run_fit(args) -> int:
     examples = load_examples(args.data, question=args.question)
     loaded = _load(args, args.model)
     k = args.k if args.k is not None else min(DEFAULT_K, loaded.layout.n_heads)
+    _warn_unseen_words(loaded, {e.question_or(args.question) for e in examples})
     clf, activations = fit_examples(
         loaded,
         examples,
@@ -167,6 +168,15 @@ def run_fit(args) -> int:
         print(f"leave-one-out accuracy (heads not re-selected): {summary['leave_one_out_accuracy_heads_fixed']:.3f}")
         print(f"saved to {args.out}")
     return 0
+
+
+def _warn_unseen_words(loaded, questions) -> None:
+    unseen = list(dict.fromkeys(word for question in questions for word in unseen_words(loaded.processor, question)))
+    if unseen:
+        print(
+            f"warning: the model does not know these words of the question and will not see them: {', '.join(map(repr, unseen))}",
+            file=sys.stderr,
+        )
 
 
 def _classifier_and_model(args):

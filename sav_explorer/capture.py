@@ -20,7 +20,7 @@ import torch
 from .data import Example
 from .errors import DataError
 from .heads import Head, HeadLayout
-from .models import AttentionSite, LoadedModel, build_prompt, prepare_inputs
+from .models import AttentionSite, LoadedModel, build_prompt, count_image_tokens, prepare_inputs
 
 
 class _StopForward(Exception):
@@ -120,13 +120,16 @@ def capture_heads(
     max_pixels: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    max_image_tokens_total: int | None = None,
 ) -> HeadActivations:
     """Runs the model once per example (in batches) and keeps the last-token head outputs.
 
     `sites` limits the capture (and the forward pass) to some layers, as prediction does.
     `on_batch(done, total)` reports progress; `should_stop()` is asked between batches and ends
-    the work with `CaptureCancelled`.
+    the work with `CaptureCancelled`. `max_image_tokens_total` caps the image tokens of the whole
+    request: the batch that would pass it is refused before the model runs it.
     """
+    tokens_so_far = 0
     sites = list(sites or loaded.sites)
     if batch_size < 1:
         raise DataError(f"batch size must be at least 1; got {batch_size}")
@@ -139,6 +142,13 @@ def capture_heads(
         questions = [example.question_or(default_question) for example in batch]
         prompts = [build_prompt(loaded.processor, q, len(row)) for row, q in zip(images, questions)]
         inputs = prepare_inputs(loaded, images, prompts)
+        if max_image_tokens_total is not None:
+            tokens_so_far += sum(count_image_tokens(loaded, inputs["input_ids"]))
+            if tokens_so_far > max_image_tokens_total:
+                raise DataError(
+                    f"this request needs more than {max_image_tokens_total:,} image tokens, the cap here "
+                    f"(reached after {start + len(batch)} of {len(examples)} examples): use fewer or smaller images"
+                )
         with HeadCapture(sites, inputs["attention_mask"]) as capture:
             loaded.model(**inputs, use_cache=False)
         for index, block in enumerate(capture.blocks()):

@@ -17,12 +17,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .checks import clean_label
 from .errors import DataError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether the first bytes of a file are the header of an image format the app accepts."""
+    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
 MAX_DECODE_PIXELS = 40_000_000  # larger images are refused before decoding (a 40 MP RGB image is 120 MB)
 
 
@@ -60,11 +68,13 @@ def open_image(source, max_pixels: int | None = None) -> Image.Image:
     else:
         path = Path(source)
         if not path.is_file():
-            raise DataError(f"image file not found: {path}")
+            raise DataError(f"image file not found: {name}")
         try:
             image = Image.open(path)
         except UnidentifiedImageError:
             raise DataError(f"{name} is not an image file that Pillow can read") from None
+        except Image.DecompressionBombError as error:
+            raise DataError(f"{name} is too large to decode safely: {error}") from None
         except OSError as error:
             raise DataError(f"cannot read {name}: {error}") from None
     width, height = image.size
@@ -78,6 +88,8 @@ def open_image(source, max_pixels: int | None = None) -> Image.Image:
             image = image.convert("RGB")  # decodes the whole file: truncated data fails here
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
         raise DataError(f"{name} is damaged or truncated and cannot be decoded ({error})") from None
+    image = ImageOps.exif_transpose(image)  # as the visitor saw it: a phone photo is stored sideways
+    width, height = image.size
     if max_pixels and width * height > max_pixels:
         scale = (max_pixels / (width * height)) ** 0.5
         image = image.resize((max(1, int(width * scale)), max(1, int(height * scale))), Image.Resampling.BICUBIC)
@@ -110,9 +122,13 @@ def load_examples(
         images = row.get("image")
         if isinstance(images, str):
             images = [images]
-        if not images or not all(isinstance(p, str) and p for p in images):
-            raise DataError(f"{where}: 'image' must be a path or a list of paths; got {images!r}")
+        if not isinstance(images, list) or not images or not all(isinstance(p, str) and p.strip() for p in images):
+            raise DataError(f"{where}: 'image' must be a path or a list of paths; got {row.get('image')!r}"[:300])
         paths = tuple(_resolve(source.parent, p, where, confine_to) for p in images)
+        for written, path in zip(images, paths):
+            if not path.is_file():
+                looked = "" if confine_to is not None else f" (looked for {path})"
+                raise DataError(f"{where}: image {written!r} not found{looked}")
         label = clean_label(row.get("label"), where) if require_labels or row.get("label") not in (None, "") else None
         row_question = row.get("question")
         examples.append(Example(paths, str(row_question).strip() if row_question else question, label))

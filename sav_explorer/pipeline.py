@@ -36,6 +36,7 @@ def fit_examples(
     max_pixels: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    max_image_tokens_total: int | None = None,
 ) -> tuple[SAVClassifier, HeadActivations]:
     """Captures every head once per example and fits the classifier. Labels are checked first,
     so that a bad support set fails before any model work."""
@@ -50,6 +51,7 @@ def fit_examples(
         max_pixels=max_pixels,
         on_batch=on_batch,
         should_stop=should_stop,
+        max_image_tokens_total=max_image_tokens_total,
     )
     clf = SAVClassifier(k=k, scoring=scoring, tie_break=tie_break).fit(activations, labels)
     return clf, activations

@@ -31,8 +31,8 @@ def png_bytes(solid_image, colour=(200, 30, 30)):
 def test_class_folder_zip_with_a_wrapping_folder(tmp_path, solid_image):
     red, blue = png_bytes(solid_image), png_bytes(solid_image, (20, 20, 200))
     archive = make_zip(tmp_path / "set.zip", {"set/red/a.png": red, "set/red/b.png": red, "set/blue/c.png": blue, "__MACOSX/x": b""})
-    examples = examples_from_uploads([archive], tmp_path / "work")
-    assert sorted(e.label for e in examples) == ["blue", "red", "red"]
+    examples, skipped = examples_from_uploads([archive], tmp_path / "work")
+    assert sorted(e.label for e in examples) == ["blue", "red", "red"] and skipped == []
     assert all(str(e.images[0]).startswith(str(tmp_path / "work")) for e in examples)
 
 
@@ -41,7 +41,7 @@ def test_jsonl_uploaded_with_its_images_keeps_per_row_questions(tmp_path, write_
     rows = [{"image": "a.png", "question": "which colour?", "label": " red "}, {"image": "b.png", "label": "green"}]
     data = tmp_path / "up" / "data.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
-    examples = examples_from_uploads([data, *images], tmp_path / "work", question="default?")
+    examples, _ = examples_from_uploads([data, *images], tmp_path / "work", question="default?")
     assert [(e.label, e.question) for e in examples] == [("red", "which colour?"), ("green", "default?")]
 
 

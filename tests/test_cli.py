@@ -202,3 +202,11 @@ def test_attention_json_gives_each_selected_heads_shares_and_maps(fitted, tmp_pa
 def test_attention_refuses_unclear_requests_with_one_line(tiny_llava, capsys, extra, message):
     status, _, err = run(capsys, "attention", "--model", tiny_llava, *extra, COLOUR / "queries_red_0.png")
     assert status == 2 and message in err and "Traceback" not in err
+
+
+def test_fit_names_the_words_of_the_question_the_model_does_not_know(tmp_path, capsys):
+    rows = [{"image": str(COLOUR / f"support_{c}_{i}.png"), "label": c} for c in ("red", "blue") for i in range(2)]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    status, _, err = run(capsys, "fit", "--data", data, "--question", "what colour is the picture ?", "--out", tmp_path / "o", "--k", "3")
+    assert status == 0 and "will not see them: 'colour', 'picture'" in err

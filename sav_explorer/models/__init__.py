@@ -238,6 +238,16 @@ def build_prompt(processor, question: str, n_images: int = 1) -> str:
     return image_token * n_images + question
 
 
+def unseen_words(processor, text: str) -> list[str]:
+    """Words of `text` that the tokenizer turns into its unknown token: the model never sees them."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is None:
+        return []
+    words = dict.fromkeys(text.split())
+    return [word for word in words if unknown in tokenizer(word, add_special_tokens=False)["input_ids"]]
+
+
 def prepare_inputs(loaded: LoadedModel, images: list[list], prompts: list[str]) -> dict:
     """Processor output for a batch: a list of images per example (nested, as Gemma 3, Mllama and SmolVLM require)."""
     processor = loaded.processor

@@ -17,10 +17,11 @@ from ..models import ASSETS, default_model_id
 from .classify import ClassifyHandlers
 from .common import example_tasks
 from .explore import ExploreHandlers
+from .housekeeping import start_sweeper
 from .inspect import InspectHandlers
 from .panels import build_panels
 from .registry import ModelRegistry
-from .session import MAX_UPLOAD, SESSION_TTL_S, close_session
+from .session import MAX_UPLOAD, SESSION_TTL_S, Session, close_session
 from .support import SupportHandlers
 from .transfer import TransferHandlers
 
@@ -98,12 +99,14 @@ def launch_options() -> dict:
 def build_demo(default_model: str | None = None, registry: ModelRegistry | None = None) -> gr.Blocks:
     default_model = default_model or default_model_id()
     explorer = Explorer(default_model, registry)
+    start_sweeper(SESSION_TTL_S)  # session folders of ended apps, and this app's own stale ones
     gpu = gpu_decorator()
     model_events = {"concurrency_id": MODEL_GROUP, "concurrency_limit": 1}
     instant = {"concurrency_limit": None, "show_progress": "hidden"}
 
     with gr.Blocks(title="SAV Explorer", fill_width=True) as demo:
-        session = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=close_session)
+        # a callable: every visitor's first event gets a new Session, made once even when two events arrive together
+        session = gr.State(Session.new, time_to_live=SESSION_TTL_S, delete_callback=close_session)
         gr.Markdown(INTRO)
         ui = build_panels(default_model, example_tasks())
         support_views = [session, ui.support_table, ui.gallery, ui.question, ui.support_status]
@@ -142,13 +145,13 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         ui.clear.click(explorer.clear_support, [session], support_views, api_name="clear_support", concurrency_limit=None)
 
         # ------------------------------------------------------------------ extraction and re-scoring
-        ui.extract.click(
+        ui.extract.click(explorer.arm_extraction, [session], [ui.status], api_name="arm_extraction", **instant).then(
             gpu(explorer.extract),
             [ui.question, ui.max_pixels, ui.batch_size, ui.k, ui.scoring, session],
             explore_views,
             api_name="extract",
             **model_events,
-        )
+        ).then(explorer.model_status, [session], [ui.model_status], api_name="model_status", **instant)
         ui.cancel.click(explorer.cancel, [session], [ui.status], api_name="cancel", concurrency_limit=None, show_progress="hidden")
         ui.k.input(explorer.set_k, [ui.k, session], explore_views, api_name="set_k", trigger_mode="always_last", **instant)
         ui.heads.input(explorer.set_heads, [ui.heads, session], explore_views, api_name="set_heads", trigger_mode="always_last", **instant)

@@ -15,7 +15,9 @@ from ..pipeline import evaluate, predict_examples
 from . import plots
 from .common import Handlers, file_paths, ui_errors
 from .explore import fitted
-from .session import MAX_CLASSIFY, MAX_PIXELS_CAP, MAX_TEST, Classified, Session
+from .housekeeping import disk_use, quota_bytes
+from .session import MAX_CLASSIFY, MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, MAX_TEST, Classified, Session
+from .support import check_images_per_example
 from .uploads import examples_from_uploads
 
 
@@ -95,7 +97,9 @@ class ClassifyHandlers(Handlers):
         clf = fitted(session)
         default = question_for_queries(session, question)
         if file_paths(files) or not use_example:  # an uploaded test set wins over the example task's queries
-            examples = examples_from_uploads(file_paths(files), session.subdir("test"), question=default)
+            room = quota_bytes() - disk_use(session.workdir)
+            examples, _ = examples_from_uploads(file_paths(files), session.subdir("test"), question=default, room=room)
+            check_images_per_example(examples)
         else:
             task = session.fit.example_task
             if not task:
@@ -113,6 +117,7 @@ class ClassifyHandlers(Handlers):
             batch_size=8,
             default_question=default,
             max_pixels=MAX_PIXELS_CAP,
+            max_image_tokens_total=MAX_IMAGE_TOKENS,
             on_batch=lambda done, n: progress((done, n), desc="classifying the test set", unit="examples"),
         )
         report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])

@@ -6,6 +6,7 @@ session, heatmap, summary, selection, heads, k, status = handlers.extract(questi
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Sequence
 
@@ -15,10 +16,11 @@ from ..capture import CaptureCancelled
 from ..classifier import SAVClassifier
 from ..data import labels_of
 from ..errors import DataError
+from ..models import unseen_words
 from ..pipeline import fit_examples
 from . import plots
 from .common import Handlers, md, ui_errors
-from .session import MAX_BATCH, MAX_PIXELS_CAP, Fit, Session, cancel_flag
+from .session import MAX_BATCH, MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, Fit, Session, cancel_flag
 
 
 def explore_views(session: Session, status: str = ""):
@@ -82,10 +84,12 @@ class ExploreHandlers(Handlers):
         if question is None and any(e.question is None for e in session.support):
             raise DataError("no question: type the question to ask about every image")
         session.question = question or ""
+        flag = cancel_flag(session.id)
+        if flag.is_set():  # Cancel was pressed while this extraction waited in the queue
+            flag.clear()
+            return explore_views(session, "Extraction cancelled before it started; the previous result (if any) is kept.")
         loaded = self.model(session, progress)
         k = max(1, min(int(k), loaded.layout.n_heads))
-        flag = cancel_flag(session.id)
-        flag.clear()
         total = len(session.support)
         progress((0, total), desc="extracting heads", unit="examples")
         try:
@@ -99,9 +103,18 @@ class ExploreHandlers(Handlers):
                 max_pixels=max_pixels,
                 on_batch=lambda done, n: progress((done, n), desc="extracting heads", unit="examples"),
                 should_stop=flag.is_set,
+                max_image_tokens_total=MAX_IMAGE_TOKENS,
             )
         except CaptureCancelled as stopped:
             return explore_views(session, f"Extraction {md(stopped)}; the previous result (if any) is kept.")
+        finally:
+            flag.clear()
+        questions = {e.question_or(question) for e in session.support}
+        unseen = list(dict.fromkeys(w for q in questions for w in unseen_words(loaded.processor, q)))
+        note = ""
+        if unseen:
+            note = f" The model does not know these words of the question and will not see them: {', '.join(map(repr, unseen))}."
+            gr.Warning(html.escape(note.strip(), quote=False))
         task = session.example_task or "my task"
         session.keep_fit(
             Fit(
@@ -117,10 +130,14 @@ class ExploreHandlers(Handlers):
                 list(session.support),
             )
         )
-        return explore_views(
-            session,
-            f"Extracted {loaded.layout.n_heads} heads in {loaded.n_layers} layers from {total} examples with {md(loaded.model_id)}.",
-        )
+        done = f"Extracted {loaded.layout.n_heads} heads in {loaded.n_layers} layers from {total} examples with {md(loaded.model_id)}."
+        return explore_views(session, done + md(note))
+
+    def arm_extraction(self, session: Session | None) -> str:
+        """Runs at once when Extract is pressed, before the extraction queues: an earlier Cancel no longer counts."""
+        if isinstance(session, Session):
+            cancel_flag(session.id).clear()
+        return "Waiting for the model…"
 
     def cancel(self, session: Session | None) -> str:
         if isinstance(session, Session):

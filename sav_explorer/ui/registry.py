@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ class ModelRegistry:
         self._models: OrderedDict[ModelKey, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: dict[ModelKey, threading.Lock] = {}
+        self.load_seconds: dict[ModelKey, float] = {}  # how long each loaded model took to load
 
     def __contains__(self, key: ModelKey) -> bool:
         return key in self._models
@@ -86,8 +88,10 @@ class ModelRegistry:
             with self._lock:
                 if key in self._models:
                     return self._models[key]
+            started = time.perf_counter()
             loaded = self.loader(key.model_id, revision=key.revision, dtype=key.dtype, device=self.device)
             with self._lock:
+                self.load_seconds[key] = time.perf_counter() - started
                 self._models[key] = loaded
                 while len(self._models) > self.capacity:
                     self._models.popitem(last=False)

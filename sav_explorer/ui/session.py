@@ -12,7 +12,6 @@ works through a flag looked up by session id, so a cancel event never waits for 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from pathlib import Path
 from ..capture import HeadActivations
 from ..classifier import Prediction, SAVClassifier
 from ..data import Example
+from .housekeeping import PREFIX, mark_owner, session_root
 from .registry import ModelKey
 
 SESSION_TTL_S = 2 * 60 * 60  # a session's data is dropped two hours after its last use
@@ -31,6 +31,8 @@ MAX_CLASSIFY = 32  # images classified at once
 MAX_PIXELS_CAP = 1024 * 1024  # the largest "max pixels" a visitor may choose
 MAX_UPLOAD = "100mb"  # per file, enforced by Gradio before a handler runs
 MAX_BATCH = 32
+MAX_IMAGES_PER_EXAMPLE = 8  # images in one row of a data file
+MAX_IMAGE_TOKENS = 400_000  # image tokens in one request (extraction or evaluation)
 MAX_FITS = 4  # fitted tasks a session keeps (for comparing tasks)
 
 _cancel_flags: dict[str, threading.Event] = {}
@@ -83,6 +85,11 @@ class Session:
     predictions: list[Classified] = field(default_factory=list)
     inspected: tuple[int, int] | None = None  # the head the Inspect panel shows
     lens_cache: dict = field(default_factory=dict)  # overlays and class averages, per fit, head and image
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)  # events of one visitor may overlap
+
+    def __deepcopy__(self, memo) -> Session:
+        """Gradio deep-copies a State's value when it hands out a new session's: the fresh Session is that copy."""
+        return self
 
     @property
     def fit(self) -> Fit | None:
@@ -105,17 +112,19 @@ class Session:
     @classmethod
     def new(cls) -> Session:
         session_id = uuid.uuid4().hex  # the folder is made on first use, so a failed first event leaves nothing behind
-        return cls(id=session_id, workdir=Path(tempfile.gettempdir()) / f"sav-session-{session_id}")
+        return cls(id=session_id, workdir=session_root() / f"{PREFIX}{session_id}")
 
     def subdir(self, name: str) -> Path:
         path = self.workdir / name
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mark_owner(self.workdir)
         return path
 
     def fresh_dir(self, name: str) -> Path:
         path = self.workdir / name
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True, mode=0o700)
+        mark_owner(self.workdir)
         return path
 
     def forget_fits(self) -> None:

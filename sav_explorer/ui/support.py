@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -17,25 +18,75 @@ import gradio as gr
 from ..checks import clean_label
 from ..data import Example, load_examples, open_image
 from ..errors import DataError
-from ..models import EXAMPLES_DIR
+from ..models import EXAMPLES_DIR, model_location
 from .common import Handlers, example_tasks, file_paths, md, ui_errors
+from .housekeeping import check_quota, disk_use, prune_uploads, quota_bytes
 from .registry import ModelKey, check_allowed
-from .session import MAX_SUPPORT, Session
+from .session import MAX_IMAGES_PER_EXAMPLE, MAX_SUPPORT, Session
 from .uploads import examples_from_uploads
 
 DTYPE_CHOICES = ("default", "float32", "bfloat16", "float16")
 
 
+def check_images_per_example(examples: Sequence[Example]) -> None:
+    """Several images per row are allowed, within a cap: each image costs model time for everyone."""
+    for example in examples:
+        if len(example.images) > MAX_IMAGES_PER_EXAMPLE:
+            raise DataError(f"{example.name} lists {len(example.images)} images; the limit is {MAX_IMAGES_PER_EXAMPLE} per example")
+
+
+def model_line(registry, key) -> str:
+    """ "Model X (float32, revision): 8 layers, 64 heads (Class), loaded in 0.4 s." for a loaded model."""
+    loaded = registry.get(key)
+    weights = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+    seconds = registry.load_seconds.get(key)
+    took = f", loaded in {seconds:.1f} s" if seconds is not None else ""
+    return (
+        f"Model **{md(key.model_id)}** ({weights}, {md(loaded.revision[:24])}): "
+        f"{loaded.n_layers} layers, {loaded.layout.n_heads} heads ({type(loaded.model).__name__}{took})."
+    )
+
+
+def displayable(session: Session, image) -> str:
+    """A path the browser can show: TIFF files get a PNG copy (browsers do not show TIFF)."""
+    path = Path(image)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return str(path)
+    preview = session.subdir("previews") / f"{abs(hash(str(path)))}.png"
+    if not preview.exists():
+        open_image(path).save(preview)
+    return str(preview)
+
+
 def support_views(session: Session, status: str):
     """(session, table rows, gallery, question, status) for the support set as it stands."""
-    rows = [[i + 1, e.name, e.label or "", e.question or "(shared question)"] for i, e in enumerate(session.support)]
-    gallery = [(str(e.images[0]), e.label or "") for e in session.support[:200] if isinstance(e.images[0], (str, Path))]
+    shared = session.question.strip() or "(none yet: type it in the question box)"
+    rows = [[i + 1, e.name, e.label or "", e.question or shared] for i, e in enumerate(session.support)]
+    gallery = [(displayable(session, e.images[0]), e.label or "") for e in session.support[:200] if isinstance(e.images[0], (str, Path))]
     counts: dict[str, int] = {}
     for e in session.support:
         counts[e.label or "?"] = counts.get(e.label or "?", 0) + 1
     summary = ", ".join(f"{md(c)}: {n}" for c, n in sorted(counts.items()))
     head = f"**{len(session.support)} examples** in {len(counts)} classes ({summary})" if session.support else "No support examples yet."
     return session, rows, gallery, session.question, f"{head}\n\n{status}".strip()
+
+
+def case_clashes(labels: Sequence[str]) -> list[list[str]]:
+    """Groups of labels that differ only in case ("Red", "red"): each becomes a class of its own."""
+    groups: dict[str, set[str]] = {}
+    for label in labels:
+        groups.setdefault(label.casefold(), set()).add(label)
+    return [sorted(group) for group in groups.values() if len(group) > 1]
+
+
+def warn_about_labels(session: Session) -> str:
+    clashes = case_clashes([e.label for e in session.support if e.label])
+    if not clashes:
+        return ""
+    text = "; ".join(", ".join(repr(label) for label in group) for group in clashes)
+    message = f"labels that differ only in case are separate classes: {text}. Edit them in the table if they are one class."
+    gr.Warning(html.escape(message, quote=False))
+    return md(message)
 
 
 def uniform_question(examples: Sequence[Example]) -> tuple[list[Example], str | None, int]:
@@ -59,28 +110,44 @@ class SupportHandlers(Handlers):
         session = self.session(session)
         if dtype not in DTYPE_CHOICES:
             raise DataError(f"unknown dtype {dtype!r}; expected one of {list(DTYPE_CHOICES)}")
-        key = ModelKey(check_allowed(model_id, self.default_model), (revision or "").strip() or None, None if dtype == "default" else dtype)
+        model_id = check_allowed(model_id, self.default_model)
+        revision = (revision or "").strip() or None
+        note = ""
+        if revision and Path(model_location(model_id)).exists():  # a local folder has one version: its files
+            note = f" The revision {md(revision)!s} was ignored: a local model has no other versions."
+            revision = None
+        key = ModelKey(model_id, revision, None if dtype == "default" else dtype)
         progress(0, desc=f"loading {key.model_id}")
-        loaded = self.registry.get(key)
+        self.registry.get(key)
         if session.fit is not None and session.fit.model_key != key:
             session.forget_fits()
         session.model_key = key
-        weights = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
-        return session, (
-            f"Model **{md(key.model_id)}** ({weights}, {md(loaded.revision[:24])}): "
-            f"{loaded.n_layers} layers, {loaded.layout.n_heads} heads ({type(loaded.model).__name__})."
-        )
+        return session, model_line(self.registry, key) + note
 
-    def _set_support(self, session: Session, examples: list[Example], source: str, task: str | None = None):
+    def model_status(self, session: Session | None) -> str:
+        """The model line after work that may have loaded the model (an extraction, a classification)."""
+        session = self.session(session)
+        key = session.model_key
+        return model_line(self.registry, key) if key in self.registry else f"Model **{md(key.model_id)}** loads on first use."
+
+    def _set_support(self, session: Session, examples: list[Example], source: str, task: str | None = None, skipped=()):
         if len(examples) > MAX_SUPPORT:
             raise DataError(f"the support set has {len(examples)} examples; the limit here is {MAX_SUPPORT}")
+        check_images_per_example(examples)
         examples, shared, own = uniform_question(examples)
         session.support = examples
         session.example_task = task
         if shared:
             session.question = shared
-        note = f"{own} rows keep their own question; the question box applies to the others." if own else ""
-        return support_views(session, f"Loaded from {md(source)}. {note}".strip())
+        prune_uploads(session)
+        notes = [f"Loaded from {md(source)}."]
+        if own:
+            notes.append(f"{own} rows keep their own question; the question box applies to the others.")
+        if skipped:
+            shown = "; ".join(md(item) for item in skipped[:10]) + (f"; and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+            notes.append(f"Skipped {len(skipped)} file(s): {shown}.")
+        notes.append(warn_about_labels(session))
+        return support_views(session, " ".join(n for n in notes if n))
 
     @ui_errors
     def load_example(self, task: str, session: Session | None):
@@ -92,8 +159,9 @@ class SupportHandlers(Handlers):
     @ui_errors
     def upload_support(self, files, session: Session | None):
         session = self.session(session)
-        examples = examples_from_uploads(file_paths(files), session.subdir("support"))
-        return self._set_support(session, examples, ", ".join(p.name for p in file_paths(files))[:200])
+        room = quota_bytes() - disk_use(session.workdir)
+        examples, skipped = examples_from_uploads(file_paths(files), session.subdir("support"), room=room)
+        return self._set_support(session, examples, ", ".join(p.name for p in file_paths(files))[:200], skipped=skipped)
 
     @ui_errors
     def add_images(self, files, label: str, session: Session | None):
@@ -107,18 +175,23 @@ class SupportHandlers(Handlers):
         clean = clean_label(label, "the label box")
         if len(session.support) + len(paths) > MAX_SUPPORT:
             raise DataError(f"the support set would hold {len(session.support) + len(paths)} examples; the limit here is {MAX_SUPPORT}")
-        folder = session.subdir("images")
-        added = []
         for path in paths:
             open_image(path)  # refuses non-images and damaged files by name, before anything is kept
-            target = folder / f"{len(list(folder.iterdir())):05d}{path.suffix.lower()}"
-            shutil.copyfile(path, target)
-            added.append(Example((target,), None, clean))
+        with session.lock:  # two adds that arrive together both land
+            check_quota(session.workdir, sum(p.stat().st_size for p in paths))
+            folder = session.subdir("images")
+            added = []
+            for path in paths:
+                target = folder / uuid.uuid4().hex[:12] / path.name  # the visitor's own file name, shown as such
+                target.parent.mkdir()
+                shutil.copyfile(path, target)
+                added.append(Example((target,), None, clean))
+            session.support = session.support + added
+            session.example_task = None
         if clean != label:
             gr.Warning(html.escape(f"label {label!r} had stray spaces; used {clean!r}", quote=False))
-        session.support = session.support + added
-        session.example_task = None
-        return (*support_views(session, f"Added {len(added)} image(s) labeled '{md(clean)}'."), None, "")
+        status = f"Added {len(added)} image(s) labeled '{md(clean)}'. {warn_about_labels(session)}"
+        return (*support_views(session, status.strip()), None, "")
 
     @ui_errors
     def edit_labels(self, table, session: Session | None):
@@ -141,11 +214,12 @@ class SupportHandlers(Handlers):
             gr.Warning(html.escape(f"label {trimmed[0]!r} had stray spaces; they were removed", quote=False))
         changed = sum(a.label != b.label for a, b in zip(edited, session.support))
         session.support = edited
-        return support_views(session, f"{changed} label(s) changed.")
+        return support_views(session, f"{changed} label(s) changed. {warn_about_labels(session)}".strip())
 
     @ui_errors
     def clear_support(self, session: Session | None):
         session = self.session(session)
         session.support = []
         session.example_task = None
+        prune_uploads(session)
         return support_views(session, "Cleared.")

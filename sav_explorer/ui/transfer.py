@@ -17,8 +17,9 @@ from ..pipeline import save_activations, save_head_scores
 from . import plots
 from .common import Handlers, file_paths, ui_errors
 from .explore import explore_views, fitted
+from .housekeeping import disk_use, quota_bytes
 from .session import Fit, Session
-from .uploads import extract_zip
+from .uploads import classifier_member, extract_zip
 
 
 class TransferHandlers(Handlers):
@@ -48,11 +49,14 @@ class TransferHandlers(Handlers):
             raise ClassifierFileError("upload the classifier zip that Export made (one .zip file)")
         folder = session.fresh_dir("restored")
         try:
-            extract_zip(paths[0], folder)
+            extract_zip(paths[0], folder, accept=classifier_member, room=quota_bytes() - disk_use(session.workdir))
         except DataError as error:
             raise ClassifierFileError(f"not a classifier zip: {error}") from None
         root = folder if (folder / MANIFEST).exists() else next((p.parent for p in folder.rglob(MANIFEST)), folder)
-        clf = SAVClassifier.load(root)
+        try:
+            clf = SAVClassifier.load(root)
+        except ClassifierFileError as error:  # name the visitor's zip, not the server's folder
+            raise ClassifierFileError(str(error).replace(str(root), paths[0].name)) from None
         loaded = self.model(session, progress)
         clf.manifest_.check_matches(loaded.model_id, loaded.revision, loaded.layout)
         question = clf.manifest_.question

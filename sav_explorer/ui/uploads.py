@@ -12,34 +12,76 @@ from __future__ import annotations
 import shutil
 import stat
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
-from ..data import IMAGE_SUFFIXES, Example, load_examples
+from ..data import IMAGE_SUFFIXES, Example, load_examples, looks_like_image
 from ..errors import DataError
 
 MAX_ZIP_MEMBERS = 5_000
 MAX_ZIP_BYTES = 200 * 1024 * 1024  # uncompressed, in all
 MAX_ZIP_RATIO = 200  # a member that expands more than this (and past 1 MB) is treated as a zip bomb
+MAX_ARCHIVE_RATIO = 50  # the whole archive: real images barely compress
 DATA_SUFFIXES = {".jsonl", ".csv"}
+SupportMember = Callable[[str, bytes], str | None]
 
 
-def extract_zip(archive: Path, dest: Path) -> Path:
-    """Extracts `archive` into `dest` after checking every member; returns `dest`."""
+def support_member(name: str, head: bytes) -> str | None:
+    """Keeps images whose header is an image's and data files; says why anything else is skipped."""
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix in DATA_SUFFIXES:
+        return None
+    if suffix not in IMAGE_SUFFIXES:
+        return f"not an image or data file ({suffix or 'no suffix'})"
+    return None if looks_like_image(head) else f"its content is not a {suffix[1:].upper()} image"
+
+
+CLASSIFIER_FILES = {"manifest.json", "tensors.safetensors", "activations.safetensors"}
+
+
+def classifier_member(name: str, head: bytes) -> str | None:
+    """Keeps the files a classifier folder holds; skips anything else."""
+    return None if PurePosixPath(name).name in CLASSIFIER_FILES else "not part of a classifier folder"
+
+
+def extract_zip(archive: Path, dest: Path, accept: SupportMember = support_member, room: int | None = None) -> list[str]:
+    """Extracts the members of `archive` that `accept` keeps into `dest`, after checking every member.
+
+    `room` is how many bytes may be written. Returns "name: why" for each member skipped.
+    """
     if not zipfile.is_zipfile(archive):
         raise DataError(f"{archive.name} is not a zip file")
+    skipped: list[str] = []
     try:
         with zipfile.ZipFile(archive) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
+            members = [m for m in zf.infolist() if not m.is_dir() and not _is_litter(m.filename)]
             if len(members) > MAX_ZIP_MEMBERS:
                 raise DataError(f"{archive.name} holds {len(members)} files; the limit is {MAX_ZIP_MEMBERS}")
             declared = sum(m.file_size for m in members)
             if declared > MAX_ZIP_BYTES:
                 raise DataError(f"{archive.name} expands to {declared:,} bytes; the limit is {MAX_ZIP_BYTES:,}")
+            if declared > 1024 * 1024 and declared > MAX_ARCHIVE_RATIO * archive.stat().st_size:
+                ratio = declared // max(1, archive.stat().st_size)
+                raise DataError(
+                    f"{archive.name} expands {ratio}-fold (a zip bomb?); real images barely compress (limit {MAX_ARCHIVE_RATIO}-fold)"
+                )
             for member in members:
                 _check_member(archive.name, member, dest)
-            written = 0
+            kept = []
             for member in members:
+                with zf.open(member) as source:
+                    reason = accept(member.filename, source.read(16))
+                if reason:
+                    skipped.append(f"{member.filename}: {reason}")
+                else:
+                    kept.append(member)
+            if room is not None and sum(m.file_size for m in kept) > room:
+                raise DataError(
+                    f"{archive.name} expands to {sum(m.file_size for m in kept) / 2**20:.1f} MB; your session has room for "
+                    f"{max(0, room) / 2**20:.1f} MB more"
+                )
+            written = 0
+            for member in kept:
                 target = dest / PurePosixPath(member.filename)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(member) as source, open(target, "wb") as out:
@@ -53,7 +95,12 @@ def extract_zip(archive: Path, dest: Path) -> Path:
         raise DataError(f"{archive.name} is damaged or uses an unsupported zip feature ({error})") from None
     except RuntimeError as error:  # encrypted members
         raise DataError(f"{archive.name} cannot be read: {error}") from None
-    return dest
+    return skipped
+
+
+def _is_litter(name: str) -> bool:
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return any(part.startswith("__MACOSX") for part in parts) or PurePosixPath(name).name.startswith(".")
 
 
 def _check_member(archive: str, member: zipfile.ZipInfo, dest: Path) -> None:
@@ -96,32 +143,54 @@ def examples_from_folder(folder: Path, question: str | None = None, require_labe
 
 
 def examples_from_uploads(
-    paths: Sequence[str | Path], workdir: Path, question: str | None = None, require_labels: bool = True
-) -> list[Example]:
-    """Examples from one zip, or from a JSONL/CSV file uploaded together with its images.
+    paths: Sequence[str | Path], workdir: Path, question: str | None = None, require_labels: bool = True, room: int | None = None
+) -> tuple[list[Example], list[str]]:
+    """Examples from one zip, or from a JSONL/CSV file uploaded together with its images; and the
+    files that were skipped, with why.
 
-    Files are copied (zips extracted) into a fresh folder under `workdir`, the only place
-    data files may point into.
+    Files are copied (zips extracted) into a fresh folder under `workdir`, the only place data files
+    may point into; the folder is removed again if the upload is refused. `room`: bytes that may be written.
     """
     paths = [Path(p) for p in paths or []]
     if not paths:
         raise DataError("no file uploaded: choose a zip of class sub-folders, or a JSONL/CSV file with its images")
     workdir.mkdir(parents=True, exist_ok=True)
     dest = Path(_fresh_dir(workdir))
+    try:
+        return _examples_into(paths, dest, question, require_labels, room)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _examples_into(paths: list[Path], dest: Path, question, require_labels, room) -> tuple[list[Example], list[str]]:
     zips = [p for p in paths if p.suffix.lower() == ".zip"]
     if zips:
         if len(paths) > 1:
             raise DataError("upload one zip on its own, or a JSONL/CSV file together with its images")
-        extract_zip(zips[0], dest)
-        return examples_from_folder(dest, question, require_labels)
+        skipped = extract_zip(zips[0], dest, room=room)
+        if not any(dest.rglob("*")):
+            detail = f": {'; '.join(skipped[:3])}" if skipped else ""
+            raise DataError(f"{zips[0].name} holds no images or data files{detail}")
+        return examples_from_folder(dest, question, require_labels), skipped
     data_files = [p for p in paths if p.suffix.lower() in DATA_SUFFIXES]
     if not data_files:
         raise DataError("no data file among the uploads: add the JSONL or CSV file that lists the images and labels")
     if len(data_files) > 1:
         raise DataError(f"upload one data file at a time; got {len(data_files)}")
+    incoming = sum(p.stat().st_size for p in paths)
+    if room is not None and incoming > room:
+        raise DataError(f"these files hold {incoming / 2**20:.1f} MB; your session has room for {max(0, room) / 2**20:.1f} MB more")
+    skipped = []
     for path in paths:
+        if path.suffix.lower() not in DATA_SUFFIXES:
+            with open(path, "rb") as handle:
+                reason = support_member(path.name, handle.read(16))
+            if reason:
+                skipped.append(f"{path.name}: {reason}")
+                continue
         shutil.copyfile(path, dest / Path(path.name).name)  # keep names: the data file refers to them
-    return load_examples(dest / data_files[0].name, question=question, require_labels=require_labels, confine_to=dest)
+    return load_examples(dest / data_files[0].name, question=question, require_labels=require_labels, confine_to=dest), skipped
 
 
 def _fresh_dir(workdir: Path) -> Path:

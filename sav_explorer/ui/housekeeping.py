@@ -1,0 +1,131 @@
+"""Disk hygiene for the app's session folders: a quota per session, replaced uploads removed, and
+stale folders of ended apps swept away.
+
+    check_quota(session.workdir, incoming_bytes)     # before anything is written
+    prune_uploads(session)                           # after the support set or a fit changes
+    sweep_stale_sessions(max_age_s)                  # at start-up and then periodically
+
+Several apps and test runs share the machine's temporary folder: each session folder carries an
+owner marker (process id and start time of the app that made it), and a sweep never touches a
+folder whose owner is another app that is still running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from ..errors import DataError
+
+log = logging.getLogger("sav_explorer.ui")
+PREFIX = "sav-session-"
+OWNER = ".sav-owner"
+DISK_ENV = "SAV_SESSION_DISK_MB"  # each session's disk use, in MB (default 300)
+_APP_STARTED = time.time()
+
+
+def session_root() -> Path:
+    return Path(tempfile.gettempdir())
+
+
+def quota_bytes() -> int:
+    return int(float(os.environ.get(DISK_ENV, "300")) * 1024 * 1024)
+
+
+def mark_owner(workdir: Path) -> None:
+    """Writes the owner marker once, when a session folder is first made."""
+    marker = workdir / OWNER
+    if not marker.exists():
+        marker.write_text(json.dumps({"pid": os.getpid(), "started": _APP_STARTED}), encoding="utf-8")
+
+
+def disk_use(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+
+
+def check_quota(workdir: Path, incoming: int) -> None:
+    """Refuses a write that would take the session past its disk quota, before anything is written."""
+    used, limit = disk_use(workdir), quota_bytes()
+    if used + incoming > limit:
+        raise DataError(
+            f"this upload needs {incoming / 2**20:.1f} MB and your session already holds {used / 2**20:.1f} MB; "
+            f"the limit per session is {limit / 2**20:.0f} MB (clear the support set, or upload less)"
+        )
+
+
+def prune_uploads(session) -> None:
+    """Removes upload folders and added images that neither the support set nor a kept fit still uses."""
+    used = {Path(image) for example in session.support for image in example.images if isinstance(image, (str, Path))}
+    for fit in session.fits.values():
+        used |= {Path(image) for example in fit.examples for image in example.images if isinstance(image, (str, Path))}
+    for kind in ("support", "test"):
+        for folder in (session.workdir / kind).glob("upload-*"):
+            if not any(path.is_relative_to(folder) for path in used):
+                shutil.rmtree(folder, ignore_errors=True)
+    images = session.workdir / "images"
+    for folder in images.glob("*") if images.is_dir() else []:
+        if not any(path.is_relative_to(folder) for path in used):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _owner_alive(folder: Path) -> bool:
+    """Whether the app that made the folder still runs (this very app counts as not alive: its own
+    stale folders may go)."""
+    try:
+        owner = json.loads((folder / OWNER).read_text(encoding="utf-8"))
+        pid = int(owner["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _last_change(folder: Path) -> float:
+    times = [folder.stat().st_mtime] + [p.stat().st_mtime for p in folder.rglob("*")]
+    return max(times)
+
+
+def sweep_stale_sessions(max_age_s: float, root: Path | None = None) -> int:
+    """Removes session folders unchanged for `max_age_s` whose owner is this app or no running app."""
+    removed = 0
+    now = time.time()
+    for folder in (root or session_root()).glob(f"{PREFIX}*"):
+        try:
+            if not folder.is_dir() or now - _last_change(folder) < max_age_s or _owner_alive(folder):
+                continue
+        except OSError:  # removed meanwhile by its own app
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def start_sweeper(max_age_s: float, every_s: float = 15 * 60) -> threading.Thread:
+    """Sweeps once now, then every `every_s` seconds in a daemon thread."""
+
+    def loop() -> None:
+        while True:
+            try:
+                removed = sweep_stale_sessions(max_age_s)
+                if removed:
+                    log.info("removed %d stale session folder(s)", removed)
+            except Exception:  # a failed sweep must never stop the app
+                log.exception("session sweep failed")
+            time.sleep(every_s)
+
+    thread = threading.Thread(target=loop, name="sav-session-sweeper", daemon=True)
+    thread.start()
+    return thread
