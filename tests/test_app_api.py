@@ -114,7 +114,8 @@ def test_k_and_head_toggles_rescore_like_the_engine(flow):
     extra = next(h for h in reference.heads_ if h not in reference.selected_heads)
     heatmap, summary, _, heads, k, _ = visitor.predict(f"{extra[0]},{extra[1]},12345", api_name="/toggle_head")
     reference.select(heads=[*reference.selected_heads, extra])
-    assert heads_of(heads) == reference.selected_heads and k["value"] == 4
+    assert heads_of(heads) == reference.selected_heads and k["value"] == 3  # k stays the top-k value; a custom set of 4 votes
+    assert "A custom set of 4 heads votes" in summary
     assert loo_of(summary) == pytest.approx(reference.leave_one_out_accuracy(), abs=5e-4)
     marks = plot_json(heatmap)["data"][1]
     assert (extra[0], extra[1]) in set(zip(marks["y"], marks["x"]))
@@ -141,7 +142,8 @@ def test_classify_and_held_out_accuracy_match_the_engine(flow, model):
     expected = predict_examples(model, reference, [Example(e.images, picked[0].question) for e in picked])
     assert [row[1] for row in results["data"]] == [p.label for p in expected]
     assert [item["caption"] for item in shown] == [p.label for p in expected]
-    assert label["label"] == expected[0].label
+    assert f"SAV prediction: **{expected[0].label}**" in label
+    assert f"{expected[0].votes[expected[0].label]} of 8 heads voted for it" in label
     assert plot_json(votes)["data"][0]["y"] == [expected[0].votes[c] for c in reference.classes_]
     assert sum(expected[0].votes.values()) == 8 and len(head_table["data"]) == 8
     assert [row[2] for row in head_table["data"]] == [h.vote for h in expected[0].heads]
@@ -149,7 +151,7 @@ def test_classify_and_held_out_accuracy_match_the_engine(flow, model):
     assert isinstance(answer, str) and all(row[3] == results["data"][i][3] for i, row in enumerate(results["data"]))
 
     label2, _, _, _ = visitor.predict(choice["choices"][1][0], api_name="/show_detail")
-    assert label2["label"] == expected[1].label
+    assert f"SAV prediction: **{expected[1].label}**" in label2
 
     accuracy, confusion, per_class = visitor.predict([], True, "", api_name="/evaluate")
     truth = [e.label for e in queries]
@@ -179,7 +181,7 @@ def test_export_and_restore_round_trip(flow, url, tmp_path):
     assert heads_of(heads) == reference.selected_heads and question == "is the shape small or large ?"
     assert loo_of(summary) == pytest.approx(reference.leave_one_out_accuracy(), abs=5e-4)
     _, _, label, _, _, _, _ = newcomer.predict([handle_file(str(SIZE / "queries_small_0.png"))], "", api_name="/classify")
-    assert label["label"] in {"large", "small"}
+    assert re.search(r"SAV prediction: \*\*(large|small)\*\*", label)
 
 
 # ----------------------------------------------------------------------------- bad input, clear messages
@@ -255,7 +257,7 @@ def test_user_text_is_escaped_everywhere(url, tmp_path):
     _, _, label, votes, head_table, _, _ = visitor.predict([handle_file(str(images["a"]))], "", api_name="/classify")
     bars = plot_json(votes)
     assert "&lt;b&gt;x&lt;/b&gt;" in bars["data"][0]["x"] and evil not in json.dumps(bars)
-    assert label["label"] in (evil, "y")  # gr.Label renders text, never markup
+    assert evil not in label and ("&lt;b&gt;x&lt;/b&gt;" in label or "**y**" in label)  # escaped: shown as text, never markup
 
     rows = [{"image": "a.png", "label": evil}, {"image": "c.png", "label": "y"}]
     (tmp_path / "img" / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
@@ -276,8 +278,8 @@ def test_two_visitors_on_different_tasks_never_see_each_others_data(url):
         assert len(result[2]["data"]) == 4
     _, _, label_a, votes_a, _, _, _ = a.predict([handle_file(str(SIZE / "queries_large_0.png"))], "", api_name="/classify")
     _, _, label_b, votes_b, _, _, _ = b.predict([handle_file(str(PRESENCE / "queries_yes_0.png"))], "", api_name="/classify")
-    assert {c["label"] for c in label_a["confidences"]} == {"large", "small"}
-    assert {c["label"] for c in label_b["confidences"]} == {"no", "yes"}
+    assert set(plot_json(votes_a)["data"][0]["x"]) == {"large", "small"} and re.search(r"\*\*(large|small)\*\*", label_a)
+    assert set(plot_json(votes_b)["data"][0]["x"]) == {"no", "yes"} and re.search(r"\*\*(no|yes)\*\*", label_b)
     accuracy_a, confusion_a, _ = a.predict([], True, "", api_name="/evaluate")
     accuracy_b, confusion_b, _ = b.predict([], True, "", api_name="/evaluate")
     assert set(plot_json(confusion_a)["data"][0]["x"]) == {"large", "small"}

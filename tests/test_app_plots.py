@@ -40,3 +40,15 @@ def test_labels_are_escaped_in_votes_and_confusion(tmp_path):
     assert "<b>x</b>" not in str(matrix.to_plotly_json())
     png = plots.heatmap_png(clf, 4, tmp_path / "h.png")
     assert Image.open(png).mode == "RGB"
+
+
+def test_the_exported_heatmap_names_its_task_keeps_its_title_whole_and_marks_chance(tmp_path):
+    clf = fitted()
+    about = "task colour · question " + '"what color is the shape ?"' + " · model sav-explorer/shapes-llava · 2 classes: a, b"
+    png = Image.open(plots.heatmap_png(clf, 4, tmp_path / "h.png", about=about)).convert("RGB")
+    width, _ = png.size
+    title_band = [png.getpixel((x, y)) for x in range(width - 6, width) for y in range(0, 50)]
+    assert all(pixel == (255, 255, 255) for pixel in title_band)  # nothing runs off the right edge
+    assert plots.chance_scale(2)[1] == [0.5, "rgb(247, 247, 247)"]  # the neutral middle of the scale is chance
+    figure = plots.head_heatmap(clf, 4, about)
+    assert "task colour" in figure.layout.title.text and "chance 0.50" in figure.data[0].colorbar.ticktext

@@ -41,17 +41,25 @@ def gpu_decorator() -> Callable[[Callable], Callable]:
     return spaces.GPU
 
 
-INTRO = """# SAV Explorer
-Few-shot image classification from the attention heads of a generative vision-language model
-([Sparse Attention Vectors](https://arxiv.org/abs/2412.00142)). **1.** Pick a support set: a few labeled images per class.
-**2.** Extract: the model reads each image once, and every head gets a score, the share of support
-images that land nearest their own class mean. **3.** Pick *k* or click heads on the heatmap; the top heads vote.
-**4.** Classify new images, measure held-out accuracy, export the classifier.
+INTRO = """## SAV Explorer <span class="sav-small">which attention heads of a vision-language model separate your classes, \
+where they look, and how they vote ([Sparse Attention Vectors](https://arxiv.org/abs/2412.00142)). \
+**1** a few labeled images per class · **2** Extract · **3** pick *k* or heads on the heatmap · **4** classify, evaluate, export</span>
 """
 
 CSS = """
 #sav-gallery img, #sav-preview img, #sav-overlay img, #sav-class-maps img, #sav-voting-maps img { image-rendering: pixelated; }
-.sav-small { font-size: 0.9em; color: var(--body-text-color-subdued); }
+.sav-small { font-size: 0.9em; color: var(--body-text-color-subdued); font-weight: normal; }
+.sav-banner p { margin: 0; }
+/* Gradio shrinks the column count to the number of images, so one image would fill the width: keep the columns */
+#sav-gallery .grid-container, #sav-preview .grid-container { grid-template-columns: repeat(8, minmax(60px, 1fr)) !important; }
+#sav-voting-maps .grid-container { grid-template-columns: repeat(5, minmax(100px, 1fr)) !important; }
+#sav-class-maps .grid-container { grid-template-columns: repeat(3, minmax(100px, 1fr)) !important; }
+/* captions in a strip under each thumbnail, never over the image */
+:is(#sav-gallery, #sav-preview, #sav-voting-maps, #sav-class-maps) .thumbnail-lg > img {
+  position: absolute; top: 0; left: 0; width: 100%; height: calc(100% - 18px); }
+:is(#sav-gallery, #sav-preview, #sav-voting-maps, #sav-class-maps) .caption-label {
+  bottom: 0; left: 0; right: 0; max-width: 100%; border: 0; border-radius: 0; opacity: 1; padding: 0 4px;
+  font-size: 12px; line-height: 18px; height: 18px; text-align: center; }
 """
 
 # plotly_click on the heatmap -> "layer,head,nonce" in a hidden textbox, whose input event Python handles:
@@ -122,47 +130,79 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             ui.inspect_toggle,
         ]
 
+        banners = [ui.explore_banner, ui.classify_banner]
+
+        def then_banners(event):
+            """After anything that changes the support set, the question, the model or the fit: say what the result belongs to."""
+            return event.then(explorer.banners, [ui.question, session], banners, **instant)
+
+        def then_explore(event):
+            """After anything that changes the voting heads: the top-k / custom switch and the banners follow."""
+            return then_banners(event.then(explorer.mode_view, [session], [ui.mode], **instant))
+
         # ------------------------------------------------------------------ model and support set
-        ui.load_model.click(
-            gpu(explorer.choose_model),
-            [ui.model, ui.dtype, ui.revision, session],
-            [session, ui.model_status],
-            api_name="load_model",
-            **model_events,
+        then_banners(
+            ui.load_model.click(
+                gpu(explorer.choose_model),
+                [ui.model, ui.dtype, ui.revision, session],
+                [session, ui.model_status],
+                api_name="load_model",
+                **model_events,
+            )
         )
-        ui.load_task.click(explorer.load_example, [ui.task, session], support_views, api_name="load_example", concurrency_limit=None)
-        ui.add.click(
-            explorer.add_images,
-            [ui.new_images, ui.new_label, session],
-            [*support_views, ui.new_images, ui.new_label],
-            api_name="add_images",
-            concurrency_limit=None,
+        then_banners(
+            ui.load_task.click(explorer.load_example, [ui.task, session], support_views, api_name="load_example", concurrency_limit=None)
         )
-        ui.upload.click(explorer.upload_support, [ui.data_files, session], support_views, api_name="upload_support", concurrency_limit=None)
-        ui.support_table.input(
-            explorer.edit_labels, [ui.support_table, session], support_views, api_name="edit_labels", concurrency_limit=None
+        then_banners(
+            ui.add.click(
+                explorer.add_images,
+                [ui.new_images, ui.new_label, session],
+                [*support_views, ui.new_images, ui.new_label],
+                api_name="add_images",
+                concurrency_limit=None,
+            )
         )
-        ui.clear.click(explorer.clear_support, [session], support_views, api_name="clear_support", concurrency_limit=None)
+        then_banners(
+            ui.upload.click(
+                explorer.upload_support, [ui.data_files, session], support_views, api_name="upload_support", concurrency_limit=None
+            )
+        )
+        then_banners(
+            ui.support_table.input(
+                explorer.edit_labels, [ui.support_table, session], support_views, api_name="edit_labels", concurrency_limit=None
+            )
+        )
+        then_banners(ui.clear.click(explorer.clear_support, [session], support_views, api_name="clear_support", concurrency_limit=None))
+        ui.question.input(explorer.banners, [ui.question, session], banners, api_name="banners", trigger_mode="always_last", **instant)
 
         # ------------------------------------------------------------------ extraction and re-scoring
-        ui.extract.click(explorer.arm_extraction, [session], [ui.status], api_name="arm_extraction", **instant).then(
+        extraction = ui.extract.click(explorer.arm_extraction, [session], [ui.status], api_name="arm_extraction", **instant).then(
             gpu(explorer.extract),
             [ui.question, ui.max_pixels, ui.batch_size, ui.k, ui.scoring, session],
             explore_views,
             api_name="extract",
+            show_progress_on=[ui.heatmap],
             **model_events,
-        ).then(explorer.model_status, [session], [ui.model_status], api_name="model_status", **instant)
+        )
+        then_explore(extraction.then(explorer.model_status, [session], [ui.model_status], api_name="model_status", **instant))
         ui.cancel.click(explorer.cancel, [session], [ui.status], api_name="cancel", concurrency_limit=None, show_progress="hidden")
-        ui.k.input(explorer.set_k, [ui.k, session], explore_views, api_name="set_k", trigger_mode="always_last", **instant)
-        ui.heads.input(explorer.set_heads, [ui.heads, session], explore_views, api_name="set_heads", trigger_mode="always_last", **instant)
-        ui.click.change(explorer.toggle_head, [ui.click, session], explore_views, api_name="toggle_head", **instant)
+        then_explore(ui.k.input(explorer.set_k, [ui.k, session], explore_views, api_name="set_k", trigger_mode="always_last", **instant))
+        then_explore(ui.mode.input(explorer.set_mode, [ui.mode, session], explore_views, api_name="set_mode", **instant))
+        then_explore(
+            ui.heads.input(
+                explorer.set_heads, [ui.heads, session], explore_views, api_name="set_heads", trigger_mode="always_last", **instant
+            )
+        )
+        then_explore(ui.click.change(explorer.toggle_head, [ui.click, session], explore_views, api_name="toggle_head", **instant))
 
         # ------------------------------------------------------------------ inspect a head
         inspect_inputs = [ui.inspect_cell, ui.inspect_image, session]
         ui.inspect_cell.change(gpu(explorer.inspect), inspect_inputs, inspect_views, api_name="inspect", **model_events)
         ui.inspect_image.input(gpu(explorer.inspect), inspect_inputs, inspect_views, api_name="inspect_image", **model_events)
-        ui.inspect_toggle.click(
-            explorer.toggle_inspected, [session], [*explore_views, ui.inspect_toggle], api_name="toggle_inspected", **instant
+        then_explore(
+            ui.inspect_toggle.click(
+                explorer.toggle_inspected, [session], [*explore_views, ui.inspect_toggle], api_name="toggle_inspected", **instant
+            )
         )
 
         # ------------------------------------------------------------------ classify and evaluate
@@ -171,6 +211,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             [ui.queries, ui.query_question, session],
             [session, ui.results, ui.detail_choice, *detail_views, ui.preview],
             api_name="classify",
+            show_progress_on=[ui.results],
             **model_events,
         ).then(gpu(explorer.voting_heads), [ui.detail_choice, session], [ui.voting_maps], api_name="voting_heads", **model_events)
         ui.detail_choice.input(explorer.show_detail, [ui.detail_choice, session], detail_views, api_name="show_detail", **instant).then(
@@ -182,6 +223,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             [ui.test_files, ui.use_example, ui.query_question, session],
             [session, ui.accuracy, ui.confusion, ui.per_class],
             api_name="evaluate",
+            show_progress_on=[ui.accuracy],
             **model_events,
         )
 
@@ -193,8 +235,10 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             api_name="export",
             concurrency_limit=None,
         )
-        ui.restore.click(
-            gpu(explorer.restore), [ui.restore_file, session], [*explore_views, ui.query_question], api_name="restore", **model_events
+        then_explore(
+            ui.restore.click(
+                gpu(explorer.restore), [ui.restore_file, session], [*explore_views, ui.query_question], api_name="restore", **model_events
+            )
         )
         demo.load(None, js=CLICK_BRIDGE)
     demo.queue(default_concurrency_limit=None)

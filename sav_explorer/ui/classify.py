@@ -13,7 +13,7 @@ from ..errors import ClassifierFileError, DataError
 from ..models import EXAMPLES_DIR, LoadedModel, generate_answers
 from ..pipeline import evaluate, predict_examples
 from . import plots
-from .common import Handlers, file_paths, ui_errors
+from .common import Handlers, file_paths, md, ui_errors
 from .explore import fitted
 from .housekeeping import disk_use, quota_bytes
 from .session import MAX_CLASSIFY, MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, MAX_TEST, Classified, Session
@@ -42,8 +42,10 @@ def prediction_detail(session: Session, index: int):
         return None, plots.votes_chart(None), [], ""
     item = session.predictions[index]
     pred, answer = item.prediction, item.answer
-    total = max(1, sum(pred.votes.values()))
-    label = {c: v / total for c, v in pred.votes.items()}
+    total = sum(pred.votes.values())
+    ranked = sorted(pred.votes.items(), key=lambda item: -item[1])
+    others = " · ".join(f"{md(c)}: {v} of {total}" for c, v in ranked if c != pred.label)
+    label = f"### SAV prediction: **{md(pred.label)}**\n{pred.votes[pred.label]} of {total} heads voted for it. {others}"
     heads = [[h.layer, h.head, h.vote, *(round(h.similarities[c], 4) for c in pred.votes)] for h in pred.heads]
     return label, plots.votes_chart(pred), {"headers": ["layer", "head", "vote", *[f"sim {c}" for c in pred.votes]], "data": heads}, answer
 
@@ -122,5 +124,5 @@ class ClassifyHandlers(Handlers):
         )
         report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])
         per_class = [[label, round(acc, 3)] for label, acc in report.per_class_accuracy.items()]
-        summary = f"### Held-out accuracy: **{report.accuracy:.3f}** on {report.n} examples"
+        summary = f"### Held-out accuracy: **{report.accuracy:.3f}** on {report.n} examples\nClassifier: {md(session.fit.describe())}"
         return session, summary, plots.confusion_chart(report), per_class

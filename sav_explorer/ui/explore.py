@@ -36,11 +36,42 @@ def explore_views(session: Session, status: str = ""):
         "Each support example is classified by class means that leave it out; "
         "heads are not re-selected, so the estimate is slightly optimistic."
     )
+    if fit.mode == "custom set":
+        summary += f" A custom set of {len(clf.selected_heads)} heads votes; choose *top-k* to go back to the top {fit.top_k}."
+    elif fit.custom is not None:
+        summary += f" Your custom set of {len(fit.custom)} heads is kept: choose *custom set* to bring it back."
     names = [f"L{layer} H{head}" for layer, head in clf.heads_]
     chosen = [f"L{layer} H{head}" for layer, head in clf.selected_heads]
-    k = gr.update(maximum=clf.layout_.n_heads, value=len(clf.selected_heads))
-    figure = plots.head_heatmap(clf, fit.n_layers)
+    k = gr.update(maximum=clf.layout_.n_heads, value=fit.top_k)
+    figure = plots.head_heatmap(clf, fit.n_layers, fit.describe())
     return session, figure, summary, plots.selection_table(clf), gr.update(choices=names, value=chosen), k, status
+
+
+def fit_banner(session: Session, question: str | None = None) -> str:
+    """Which task, question, model and classes the current result belongs to; out of date once its inputs change."""
+    fit = session.fit
+    if fit is None:
+        return "No classifier yet: pick a support set and press **Extract heads**."
+    changed = []
+    if fit.examples and [(e.images, e.label) for e in fit.examples] != [(e.images, e.label) for e in session.support]:
+        changed.append("the support set")
+    typed = (question if question is not None else session.question or "").strip()
+    if fit.examples and typed and typed != (fit.question or ""):
+        changed.append("the question")
+    if session.model_key != fit.model_key:
+        changed.append("the model")
+    line = f"**Current classifier**: {md(fit.describe())}"
+    if changed:
+        line = f"⚠ **Out of date**: {' and '.join(changed)} changed since extraction; press **Extract heads** again.  \n{line}"
+    return line
+
+
+def choose_custom(session: Session, heads: list[tuple[int, int]]):
+    """Makes `heads` the voting set, remembered as the custom set."""
+    fit = session.fit
+    fitted(session).select(heads=heads)
+    fit.custom = fit.clf.selected_heads
+    return explore_views(session)
 
 
 def toggle(session: Session, head: tuple[int, int]):
@@ -55,8 +86,7 @@ def toggle(session: Session, head: tuple[int, int]):
         selected = [h for h in selected if h != head]
     else:
         selected = selected + [head]
-    clf.select(heads=selected)
-    return explore_views(session)
+    return choose_custom(session, selected)
 
 
 def fitted(session: Session) -> SAVClassifier:
@@ -128,6 +158,7 @@ class ExploreHandlers(Handlers):
                 task,
                 session.example_task,
                 list(session.support),
+                top_k=k,
             )
         )
         done = f"Extracted {loaded.layout.n_heads} heads in {loaded.n_layers} layers from {total} examples with {md(loaded.model_id)}."
@@ -147,9 +178,34 @@ class ExploreHandlers(Handlers):
     # ----------------------------------------------------------------------------- re-scoring (no model call)
     @ui_errors
     def set_k(self, k: float, session: Session | None):
+        """The top k heads vote (a custom set is kept, to come back to)."""
         session = self.session(session)
         fitted(session).select(k=int(k))
+        session.fit.top_k = int(k)
         return explore_views(session)
+
+    @ui_errors
+    def set_mode(self, mode: str, session: Session | None):
+        """ "top-k" or "custom set": which of the two ways of choosing heads votes."""
+        session = self.session(session)
+        clf = fitted(session)
+        fit = session.fit
+        if mode == "custom set":
+            if fit.custom is None:
+                raise DataError("no custom set yet: shift-click cells of the heatmap, or edit the heads below")
+            clf.select(heads=fit.custom)
+        else:
+            clf.select(k=fit.top_k)
+        return explore_views(session)
+
+    def mode_view(self, session: Session | None):
+        fit = session.fit if isinstance(session, Session) else None
+        return gr.update(value=fit.mode if fit else "top-k")
+
+    def banners(self, question: str | None, session: Session | None):
+        session = self.session(session)
+        text = fit_banner(session, question)
+        return text, text
 
     @ui_errors
     def toggle_head(self, cell: str, session: Session | None):
@@ -165,7 +221,7 @@ class ExploreHandlers(Handlers):
     def set_heads(self, names: Sequence[str], session: Session | None):
         """Replaces the selection with heads named "L<layer> H<head>" (a head named twice counts once)."""
         session = self.session(session)
-        clf = fitted(session)
+        fitted(session)
         heads = []
         for name in names or []:
             match = re.fullmatch(r"\s*L(\d+)\s*H(\d+)\s*", str(name))
@@ -174,5 +230,4 @@ class ExploreHandlers(Handlers):
             heads.append((int(match[1]), int(match[2])))
         if not heads:
             raise DataError("select at least one head")
-        clf.select(heads=heads)
-        return explore_views(session)
+        return choose_custom(session, heads)

@@ -41,16 +41,17 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     dtype = gr.Dropdown(list(DTYPE_CHOICES), value="default", label="dtype (default: float32 on CPU, bfloat16 on GPU)")
                     revision = gr.Textbox(label="Revision (branch, tag or commit; empty: latest)")
             model_status = gr.Markdown(f"Model **{md(default_model)}** loads on first use.", elem_classes="sav-small")
-            gr.Markdown("### 1 · Support set")
             with gr.Tabs():
                 with gr.Tab("Example task"):
-                    task = gr.Dropdown(
-                        tasks,
-                        value=tasks[0] if tasks else None,
-                        label="Bundled task (teaching model's shapes world)",
-                        elem_id="sav-task",
-                    )
-                    load_task = gr.Button("Load example task", variant="secondary")
+                    with gr.Row(equal_height=True):
+                        task = gr.Dropdown(
+                            tasks,
+                            value=tasks[0] if tasks else None,
+                            label="Bundled task (teaching model's shapes world)",
+                            elem_id="sav-task",
+                            scale=3,
+                        )
+                        load_task = gr.Button("Load example task", variant="secondary", scale=2)
                 with gr.Tab("Label images"):
                     new_images = gr.File(file_count="multiple", file_types=["image"], label="Images of one class", elem_id="sav-new-images")
                     new_label = gr.Textbox(label="Their label", placeholder="e.g. red", elem_id="sav-new-label")
@@ -65,11 +66,18 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         file_count="multiple", file_types=[".zip", ".jsonl", ".csv", "image"], label="Zip, or data file + images"
                     )
                     upload = gr.Button("Use these files")
-            support_status = gr.Markdown("No support examples yet.")
+            support_status = gr.Markdown("No support examples yet.", elem_classes="sav-small")
+            question = gr.Textbox(
+                label="Question asked about every image", placeholder="e.g. what color is the shape ?", elem_id="sav-question", lines=1
+            )
+            with gr.Row():
+                extract = gr.Button("Extract heads", variant="primary", scale=3, elem_id="sav-extract")
+                cancel = gr.Button("Cancel", variant="stop", scale=1)
+            status = gr.Markdown("", elem_classes="sav-small", elem_id="sav-status")
             gallery = gr.Gallery(
                 label="Support images",
-                columns=6,
-                height=260,
+                columns=8,
+                height=170,
                 object_fit="contain",
                 elem_id="sav-gallery",
                 show_label=False,
@@ -84,9 +92,6 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     elem_id="sav-support-table",
                 )
                 clear = gr.Button("Clear support set", size="sm")
-            question = gr.Textbox(
-                label="Question asked about every image", placeholder="e.g. what color is the shape ?", elem_id="sav-question"
-            )
             with gr.Accordion("Settings", open=False):
                 max_pixels = gr.Slider(
                     64, MAX_PIXELS_CAP, value=448 * 448, step=64, label="Max pixels per image (larger images are scaled down)"
@@ -95,21 +100,22 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                 scoring = gr.Radio(
                     list(get_args(Scoring)), value="in-sample", label="Head scoring (in-sample: the paper's; loo: leave-one-out)"
                 )
-            with gr.Row():
-                extract = gr.Button("Extract heads", variant="primary", scale=3)
-                cancel = gr.Button("Cancel", variant="stop", scale=1)
-            status = gr.Markdown("", elem_classes="sav-small")
 
         # --------------------------------------------------------------- right: heatmap, classify, export
         with gr.Column(scale=6):
             with gr.Tabs():
                 with gr.Tab("Explore"):
+                    explore_banner = gr.Markdown("", elem_classes="sav-banner", elem_id="sav-explore-banner")
                     heatmap = gr.Plot(plots.head_heatmap(None, 0), elem_id="sav-heatmap", show_label=False)
                     gr.Markdown(HEATMAP_HELP, elem_classes="sav-small")
                     click = gr.Textbox(visible="hidden", elem_id="sav-click", label="shift-clicked cell")
                     inspect_cell = gr.Textbox(visible="hidden", elem_id="sav-inspect-cell", label="clicked cell")
-                    k = gr.Slider(1, 64, value=20, step=1, label="k: number of top-scoring heads that vote", elem_id="sav-k")
-                    heads = gr.Dropdown([], value=[], multiselect=True, label="Selected heads (edit to choose any set)")
+                    with gr.Row(equal_height=True):
+                        mode = gr.Radio(
+                            ["top-k", "custom set"], value="top-k", label="Heads that vote", elem_id="sav-mode", scale=1, min_width=160
+                        )
+                        k = gr.Slider(1, 64, value=20, step=1, label="k: number of top-scoring heads that vote", elem_id="sav-k", scale=4)
+                    heads = gr.Dropdown([], value=[], multiselect=True, label="Heads that vote (edit to choose a custom set)")
                     summary = gr.Markdown("")
                     with gr.Accordion("Selected heads", open=False):
                         selection = gr.Dataframe(headers=["rank", "layer", "head", "in-sample", "leave-one-out"], interactive=False)
@@ -124,8 +130,13 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                                 inspect_shares = gr.Markdown("", elem_classes="sav-small")
                                 inspect_toggle = gr.Button("Add to the selection", size="sm", interactive=False)
                             with gr.Column(scale=4, min_width=260):
+                                gr.Markdown(
+                                    "**Mean map per class** over its support images (each image scaled to a square)",
+                                    elem_classes="sav-small",
+                                )
                                 class_maps = gr.Gallery(
                                     label="Mean map per class over its support images (the image scaled to a square)",
+                                    show_label=False,
                                     columns=3,
                                     height=380,
                                     object_fit="contain",
@@ -133,6 +144,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                                     elem_id="sav-class-maps",
                                 )
                 with gr.Tab("Classify"):
+                    classify_banner = gr.Markdown("", elem_classes="sav-banner", elem_id="sav-classify-banner")
                     with gr.Row():
                         queries = gr.File(
                             file_count="multiple", file_types=["image"], label="Images to classify", scale=3, elem_id="sav-queries"
@@ -142,8 +154,9 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                             classify = gr.Button("Classify", variant="primary")
                     preview = gr.Gallery(
                         label="Classified images",
+                        show_label=False,
                         columns=8,
-                        height=300,
+                        height=170,
                         object_fit="contain",
                         elem_id="sav-preview",
                         allow_preview=False,
@@ -157,15 +170,18 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     )
                     detail_choice = gr.Dropdown([], label="Details for", interactive=True)
                     with gr.Row():
-                        predicted = gr.Label(label="SAV prediction", num_top_classes=5, scale=2, elem_id="sav-label")
+                        with gr.Column(scale=2):
+                            predicted = gr.Markdown("", elem_id="sav-label")
                         votes = gr.Plot(plots.votes_chart(None), show_label=False, scale=3)
                     answer = gr.Textbox(label="The model's own generated answer", interactive=False)
                     head_votes = gr.Dataframe(
                         label="Per-head votes and cosine similarity to each class mean (click a row to inspect that head)",
                         interactive=False,
                     )
+                    gr.Markdown("**Where each voting head looks**, with its vote (the selected image above)", elem_classes="sav-small")
                     voting_maps = gr.Gallery(
                         label="Where each voting head looks, with its vote",
+                        show_label=False,
                         columns=5,
                         height=320,
                         object_fit="contain",

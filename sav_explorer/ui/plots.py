@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,8 +43,20 @@ def score_grid(clf: SAVClassifier, n_layers: int) -> tuple[list[list[float | Non
     return in_sample, loo, width
 
 
-def head_heatmap(clf: SAVClassifier | None, n_layers: int) -> go.Figure:
-    """Per-head accuracy, layers down and heads across; selected heads carry an orange frame."""
+BELOW_CHANCE, AT_CHANCE, ABOVE_CHANCE = (178, 24, 43), (247, 247, 247), (33, 102, 172)
+
+
+def chance_scale(n_classes: int) -> list:
+    """A diverging colour scale over accuracy 0..1 whose neutral middle sits at chance (1 / number of classes):
+    red below chance, white at chance, blue above it, so that on two classes a 0.5 head does not look good."""
+    chance = 1 / max(1, n_classes)
+    rgb = lambda c: f"rgb{c}"  # noqa: E731
+    return [[0.0, rgb(BELOW_CHANCE)], [chance, rgb(AT_CHANCE)], [1.0, rgb(ABOVE_CHANCE)]]
+
+
+def head_heatmap(clf: SAVClassifier | None, n_layers: int, about: str = "") -> go.Figure:
+    """Per-head accuracy, layers down and heads across, on a scale centred at chance; selected heads
+    carry an orange frame. `about` names the task, question, model and classes (user text: escaped here)."""
     fig = go.Figure()
     if clf is None:
         fig.update_layout(
@@ -70,12 +83,18 @@ def head_heatmap(clf: SAVClassifier | None, n_layers: int) -> go.Figure:
             customdata=[[[a, b] for a, b in zip(ra, rb)] for ra, rb in zip(in_sample, loo)],
             hovertemplate=HEAD_HOVER + "<extra></extra>",
             hoverongaps=False,
-            colorscale="Viridis",
+            colorscale=chance_scale(len(clf.classes_)),
             zmin=0,
             zmax=1,
             xgap=1,
             ygap=1,
-            colorbar=dict(title=dict(text="accuracy", side="right"), thickness=12, len=0.8),
+            colorbar=dict(
+                title=dict(text="accuracy", side="right"),
+                thickness=12,
+                len=0.8,
+                tickvals=[0, 1 / len(clf.classes_), 1],
+                ticktext=["0", f"chance {1 / len(clf.classes_):.2f}", "1"],
+            ),
             name="heads",
         )
     )
@@ -97,8 +116,13 @@ def head_heatmap(clf: SAVClassifier | None, n_layers: int) -> go.Figure:
         template="plotly_white",
         font=FONT,
         height=int(min(720, max(340, 90 + 30 * rows))),
-        margin=dict(l=50, r=20, t=40, b=45),
-        title=dict(text=f"Per-head accuracy ({esc(clf.scoring)}): {len(selected)} selected, best {best:.2f}", font=dict(size=14), x=0.01),
+        margin=dict(l=50, r=20, t=58 if about else 40, b=45),
+        title=dict(
+            text=f"Per-head accuracy ({esc(clf.scoring)}): {len(selected)} selected, best {best:.2f}"
+            + (f"<br><span style='font-size:11px'>{html.escape(about[:160], quote=False)}</span>" if about else ""),
+            font=dict(size=14),
+            x=0.01,
+        ),
         xaxis=dict(
             title="head", dtick=1 if width <= 32 else None, range=[-0.5, width - 0.5], showgrid=False, zeroline=False, constrain="domain"
         ),
@@ -161,33 +185,38 @@ def confusion_chart(report: EvalReport | None) -> go.Figure:
 
 
 # ----------------------------------------------------------------------------- PNG without a browser
-_VIRIDIS = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
+def _on_scale(value: float, chance: float) -> tuple[int, int, int]:
+    if value < chance:
+        low, high, t = BELOW_CHANCE, AT_CHANCE, value / chance
+    else:
+        low, high, t = AT_CHANCE, ABOVE_CHANCE, (value - chance) / (1 - chance)
+    t = min(1.0, max(0.0, t))
+    return tuple(int(round(a + (b - a) * t)) for a, b in zip(low, high))  # type: ignore[return-value]
 
 
-def _viridis(value: float) -> tuple[int, int, int]:
-    value = min(1.0, max(0.0, value)) * (len(_VIRIDIS) - 1)
-    low = min(int(math.floor(value)), len(_VIRIDIS) - 2)
-    t = value - low
-    return tuple(int(round(a + (b - a) * t)) for a, b in zip(_VIRIDIS[low], _VIRIDIS[low + 1]))  # type: ignore[return-value]
-
-
-def heatmap_png(clf: SAVClassifier, n_layers: int, path: Path, cell: int = 28) -> Path:
-    """Writes the heatmap as a PNG: cells coloured by the ranking score, selected heads framed."""
+def heatmap_png(clf: SAVClassifier, n_layers: int, path: Path, about: str = "", cell: int = 28) -> Path:
+    """Writes the heatmap as a PNG: cells coloured by the ranking score on the chance-centred scale,
+    selected heads framed, a title naming the task, question and model, and a labelled colour bar."""
     in_sample, loo, width = score_grid(clf, n_layers)
     grid = in_sample if clf.scoring == "in-sample" else loo
+    chance = 1 / len(clf.classes_)
     rows = len(grid)
     cell = max(6, min(cell, 900 // max(width, rows)))
     font = ImageFont.load_default(size=max(9, min(14, cell // 2)))
-    left, top, bottom, right = 60, 40, 50, 90
-    image = Image.new("RGB", (left + width * cell + right, top + rows * cell + bottom), "white")
+    title = f"Per-head accuracy ({clf.scoring}); framed: {len(clf.selected_heads)} selected heads"
+    lines = [title, *textwrap.wrap(about, 110)]
+    left, top, bottom, right = 60, 16 + 18 * len(lines), 50, 150
+    text_width = max(int(font.getlength(line)) for line in lines) + 20
+    image = Image.new("RGB", (max(left + width * cell + right, text_width), top + rows * cell + bottom), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((left, 10), f"Per-head accuracy ({clf.scoring}); framed: {len(clf.selected_heads)} selected heads", fill="black", font=font)
+    for i, line in enumerate(lines):
+        draw.text((10, 8 + 18 * i), line, fill="black", font=font)
     for layer in range(rows):
         for head in range(width):
             value = grid[layer][head]
             x0, y0 = left + head * cell, top + layer * cell
             if value is not None:
-                draw.rectangle([x0, y0, x0 + cell - 2, y0 + cell - 2], fill=_viridis(value))
+                draw.rectangle([x0, y0, x0 + cell - 2, y0 + cell - 2], fill=_on_scale(value, chance))
     for layer, head in clf.selected_heads:
         x0, y0 = left + head * cell, top + layer * cell
         draw.rectangle([x0, y0, x0 + cell - 2, y0 + cell - 2], outline=SELECTED_COLOUR, width=max(2, cell // 8))
@@ -198,11 +227,13 @@ def heatmap_png(clf: SAVClassifier, n_layers: int, path: Path, cell: int = 28) -
         draw.text((left + head * cell + cell // 2, top + rows * cell + 6), str(head), fill="black", font=font, anchor="mt")
     draw.text((left + width * cell // 2, top + rows * cell + 28), "head", fill="black", font=font, anchor="mt")
     draw.text((10, top + rows * cell // 2), "layer", fill="black", font=font, anchor="lm")
-    bar_x = left + width * cell + 25
-    for i in range(rows * cell):
-        draw.line([bar_x, top + i, bar_x + 14, top + i], fill=_viridis(1 - i / max(1, rows * cell - 1)))
+    bar_x, bar_h = left + width * cell + 25, rows * cell
+    for i in range(bar_h):
+        draw.line([bar_x, top + i, bar_x + 14, top + i], fill=_on_scale(1 - i / max(1, bar_h - 1), chance))
     draw.text((bar_x + 18, top), "1.0", fill="black", font=font, anchor="lt")
-    draw.text((bar_x + 18, top + rows * cell), "0.0", fill="black", font=font, anchor="lb")
+    draw.text((bar_x + 18, top + int((1 - chance) * bar_h)), f"chance {chance:.2f}", fill="black", font=font, anchor="lm")
+    draw.text((bar_x + 18, top + bar_h), "0.0", fill="black", font=font, anchor="lb")
+    draw.text((bar_x, top + bar_h + 8), "accuracy", fill="black", font=font, anchor="lt")
     image.save(path)
     return path
 

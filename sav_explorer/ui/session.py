@@ -59,6 +59,19 @@ class Fit:
     example_task: str | None = None  # the bundled task the classifier was fitted on, if any
     examples: list[Example] = field(default_factory=list)  # the support set it was fitted on (empty when restored)
     created: float = field(default_factory=time.time)
+    top_k: int = 20  # the k of the top-k selection, kept while a custom set votes
+    custom: list[tuple[int, int]] | None = None  # the hand-picked heads, kept while the top k vote
+
+    @property
+    def mode(self) -> str:
+        """ "custom set" when the voting heads are the hand-picked ones, else "top-k"."""
+        return "custom set" if self.custom is not None and self.clf.selected_heads == self.custom else "top-k"
+
+    def describe(self) -> str:
+        """What this classifier belongs to, for titles and banners (user text: escape before display)."""
+        classes = ", ".join(self.clf.classes_)
+        question = f'"{self.question}"' if self.question else "each row's own question"
+        return f"task {self.task} · question {question} · model {self.model_key.model_id} · {len(self.clf.classes_)} classes: {classes}"
 
 
 @dataclass(frozen=True)

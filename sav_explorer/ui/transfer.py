@@ -33,7 +33,7 @@ class TransferHandlers(Handlers):
         folder = clf.save(out / "sav-classifier", model_id=fit.model_key.model_id, revision=fit.revision, question=fit.question)
         archive = shutil.make_archive(str(out / "sav-classifier"), "zip", root_dir=folder)
         scores = save_head_scores(out / "head-scores.csv", clf)
-        png = plots.heatmap_png(clf, fit.n_layers, out / "heatmap.png")
+        png = plots.heatmap_png(clf, fit.n_layers, out / "heatmap.png", about=fit.describe())
         activations = None
         if fit.activations is not None:
             activations = str(save_activations(out, fit.activations, fit.labels, clf.classes_))
@@ -60,6 +60,9 @@ class TransferHandlers(Handlers):
         loaded = self.model(session, progress)
         clf.manifest_.check_matches(loaded.model_id, loaded.revision, loaded.layout)
         question = clf.manifest_.question
-        session.keep_fit(Fit(clf, None, [], question, session.model_key, loaded.revision, loaded.n_layers, f"restored: {paths[0].name}"))
+        name = f"restored: {paths[0].name}"
+        session.keep_fit(
+            Fit(clf, None, [], question, session.model_key, loaded.revision, loaded.n_layers, name, top_k=len(clf.selected_heads))
+        )
         views = explore_views(session, f"Restored a classifier for {len(clf.classes_)} classes with {len(clf.selected_heads)} heads.")
         return (*views, question or "")
