@@ -312,3 +312,12 @@ def test_after_an_extraction_the_model_line_shows_the_loaded_model(url):
     visitor.predict(api_name="/arm_extraction")
     visitor.predict("", 200704, 4, 4, "in-sample", api_name="/extract")
     assert "8 layers, 64 heads" in visitor.predict(api_name="/model_status")
+
+
+def test_after_a_zip_without_questions_the_table_says_the_question_is_still_to_be_typed(url, tmp_path):
+    archive = tmp_path / "classes.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("red/a.png", png())
+        zf.writestr("blue/b.png", png((20, 20, 200)))
+    table, _, question, _ = client(url).predict([handle_file(str(archive))], api_name="/upload_support")
+    assert question == "" and {row[3] for row in table["data"]} == {"(none yet: type it in the question box)"}

@@ -7,6 +7,7 @@ Each test names the defect it guards against (issue "Everything a visitor can br
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from PIL import Image
@@ -115,3 +116,39 @@ def test_a_single_classified_image_is_shown_whole_and_votes_read_as_head_counts(
     assert picture["y"] + picture["height"] <= label["y"] + 1  # the caption sits under the image, never over it
     page.screenshot(path=str(tmp_path / "classify.png"), full_page=True)
     assert Image.open(tmp_path / "classify.png").size[0] >= 1400
+
+
+def test_moving_k_redraws_the_frames_at_once_and_the_thumb_never_snaps_back(monkeypatch):
+    """The server's re-scoring is held back 3 s: the frames follow k from the page alone, and the
+    server's late answers never pull the slider back to an earlier value."""
+    from playwright.sync_api import sync_playwright
+
+    from sav_explorer.ui.explore import ExploreHandlers
+
+    real_set_k = ExploreHandlers.set_k
+
+    def slow_set_k(self, k, session):
+        time.sleep(3)
+        return real_set_k(self, k, session)
+
+    monkeypatch.setattr(ExploreHandlers, "set_k", slow_set_k)
+    with running_app() as (url, _), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        load_task(page, "size", "10 examples in 2 classes")
+        page.get_by_role("button", name="Extract heads").click()
+        frames = page.locator("#sav-heatmap .scatterlayer .point")
+        expect(frames).to_have_count(20)
+        slider = page.locator("#sav-k input[type=range]")
+        started = time.perf_counter()
+        for value in range(21, 41):  # a drag from 20 to 40
+            slider.evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input', { bubbles: true })); }", value)
+        expect(frames).to_have_count(40, timeout=2500)  # before the held-back server could answer
+        assert time.perf_counter() - started < 2.9
+        expect(page.locator("#sav-heatmap .gtitle")).to_contain_text("40 selected")
+        page.wait_for_timeout(4000)  # the server's answer arrives
+        assert slider.input_value() == "40" and page.locator("#sav-k input[type=number]").input_value() == "40"
+        expect(frames).to_have_count(40)
+        browser.close()

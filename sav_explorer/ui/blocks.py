@@ -10,6 +10,7 @@ concurrency group ("model"); re-scoring and light events run at once, never queu
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import gradio as gr
 
@@ -62,30 +63,7 @@ CSS = """
   font-size: 12px; line-height: 18px; height: 18px; text-align: center; }
 """
 
-# plotly_click on the heatmap -> "layer,head,nonce" in a hidden textbox, whose input event Python handles:
-# a click inspects the head, a shift-click adds or removes it. Gradio 6 plots emit only `change`, so the
-# listener is attached here, again whenever the plot is redrawn.
-CLICK_BRIDGE = """
-() => {
-  const bind = () => {
-    document.querySelectorAll('#sav-heatmap .js-plotly-plot').forEach((plot) => {
-      if (plot.__savBound || typeof plot.on !== 'function') return;
-      plot.__savBound = true;
-      plot.on('plotly_click', (event) => {
-        const point = event && event.points && event.points[0];
-        if (!point || point.z === null) return;
-        const target = event.event && event.event.shiftKey ? '#sav-click' : '#sav-inspect-cell';
-        const box = document.querySelector(`${target} textarea, ${target} input`);
-        if (!box) return;
-        box.value = `${point.y},${point.x},${Date.now()}`;
-        box.dispatchEvent(new Event('input', { bubbles: true }));
-      });
-    });
-  };
-  new MutationObserver(bind).observe(document.body, { childList: true, subtree: true });
-  bind();
-}
-"""
+PAGE_JS = (Path(__file__).resolve().parent / "bridge.js").read_text(encoding="utf-8")  # the heatmap's click and k bridge
 
 
 def launch_options() -> dict:
@@ -240,6 +218,6 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                 gpu(explorer.restore), [ui.restore_file, session], [*explore_views, ui.query_question], api_name="restore", **model_events
             )
         )
-        demo.load(None, js=CLICK_BRIDGE)
+        demo.load(None, js=PAGE_JS)
     demo.queue(default_concurrency_limit=None)
     return demo

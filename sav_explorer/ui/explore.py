@@ -23,8 +23,11 @@ from .common import Handlers, md, ui_errors
 from .session import MAX_BATCH, MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, Fit, Session, cancel_flag
 
 
-def explore_views(session: Session, status: str = ""):
-    """(session, heatmap, summary, selection table, heads dropdown, k slider, status) for the current fit."""
+def explore_views(session: Session, status: str = "", k_value: bool = True):
+    """(session, heatmap, summary, selection table, heads dropdown, k slider, status) for the current fit.
+
+    `k_value=False` leaves the slider's value alone: while the visitor drags it, an answer to an earlier
+    value must not pull the thumb back."""
     fit = session.fit
     if fit is None:
         return session, plots.head_heatmap(None, 0), "", [], gr.update(choices=[], value=[]), gr.update(), status
@@ -42,7 +45,7 @@ def explore_views(session: Session, status: str = ""):
         summary += f" Your custom set of {len(fit.custom)} heads is kept: choose *custom set* to bring it back."
     names = [f"L{layer} H{head}" for layer, head in clf.heads_]
     chosen = [f"L{layer} H{head}" for layer, head in clf.selected_heads]
-    k = gr.update(maximum=clf.layout_.n_heads, value=fit.top_k)
+    k = gr.update(maximum=clf.layout_.n_heads, value=fit.top_k) if k_value else gr.update(maximum=clf.layout_.n_heads)
     figure = plots.head_heatmap(clf, fit.n_layers, fit.describe())
     return session, figure, summary, plots.selection_table(clf), gr.update(choices=names, value=chosen), k, status
 
@@ -182,7 +185,7 @@ class ExploreHandlers(Handlers):
         session = self.session(session)
         fitted(session).select(k=int(k))
         session.fit.top_k = int(k)
-        return explore_views(session)
+        return explore_views(session, k_value=False)
 
     @ui_errors
     def set_mode(self, mode: str, session: Session | None):
