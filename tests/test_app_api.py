@@ -296,7 +296,18 @@ def test_two_visitors_on_different_tasks_never_see_each_others_data(url):
 def test_model_work_shares_one_group_and_rescoring_never_queues_behind_it(app):
     _, demo = app
     by_name = {fn.api_name: fn for fn in demo.fns.values()}
-    for name in ("extract", "classify", "evaluate", "load_model", "restore", "inspect", "inspect_image", "voting_heads"):
+    for name in (
+        "extract",
+        "classify",
+        "evaluate",
+        "load_model",
+        "restore",
+        "inspect",
+        "inspect_image",
+        "voting_heads",
+        "classify_drawing",
+        "classify_on_drop",
+    ):
         assert by_name[name].concurrency_id == "model" and by_name[name].concurrency_limit == 1
     for name in ("set_k", "toggle_head", "set_heads", "show_detail", "cancel", "toggle_inspected"):
         assert by_name[name].concurrency_id != "model" and by_name[name].concurrency_limit is None

@@ -71,6 +71,7 @@ def test_whole_flow_in_the_browser(browser, url, tmp_path):
     expect(page.locator("#sav-heatmap .gtitle")).to_contain_text("5 selected")
     selected_marks = page.locator("#sav-heatmap .scatterlayer .point")
     expect(selected_marks).to_have_count(5)
+    expect(page.get_by_text("5 heads vote")).to_be_visible()  # the server's answer, after the page's own frames
 
     # a click on the cell of layer 7, head 7 (bottom right) inspects that head; a shift-click toggles it
     grid = page.locator("#sav-heatmap .nsewdrag").first

@@ -21,16 +21,22 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
     from playwright.sync_api import sync_playwright
 
-    with running_app() as (url, _), sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    with running_app() as (url, _):
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(url)
         yield page
-        browser.close()
 
 
 def load_task(page, name: str, count: str) -> None:
@@ -83,6 +89,7 @@ def test_k_and_a_custom_set_are_two_visible_ways_with_a_way_back_to_each(page):
     k_box.fill("5")
     k_box.press("Enter")
     expect(page.locator("#sav-heatmap .gtitle")).to_contain_text("5 selected")
+    expect(page.get_by_text("5 heads vote")).to_be_visible()  # the server's answer, after the page's own frames
     box = page.locator("#sav-heatmap .nsewdrag").first.bounding_box()
     corner = (box["x"] + box["width"] * 15 / 16, box["y"] + box["height"] * 15 / 16)
     page.mouse.move(*corner)
@@ -118,11 +125,9 @@ def test_a_single_classified_image_is_shown_whole_and_votes_read_as_head_counts(
     assert Image.open(tmp_path / "classify.png").size[0] >= 1400
 
 
-def test_moving_k_redraws_the_frames_at_once_and_the_thumb_never_snaps_back(monkeypatch):
+def test_moving_k_redraws_the_frames_at_once_and_the_thumb_never_snaps_back(browser, monkeypatch):
     """The server's re-scoring is held back 3 s: the frames follow k from the page alone, and the
     server's late answers never pull the slider back to an earlier value."""
-    from playwright.sync_api import sync_playwright
-
     from sav_explorer.ui.explore import ExploreHandlers
 
     real_set_k = ExploreHandlers.set_k
@@ -132,8 +137,7 @@ def test_moving_k_redraws_the_frames_at_once_and_the_thumb_never_snaps_back(monk
         return real_set_k(self, k, session)
 
     monkeypatch.setattr(ExploreHandlers, "set_k", slow_set_k)
-    with running_app() as (url, _), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with running_app() as (url, _):
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(url)
@@ -151,4 +155,4 @@ def test_moving_k_redraws_the_frames_at_once_and_the_thumb_never_snaps_back(monk
         page.wait_for_timeout(4000)  # the server's answer arrives
         assert slider.input_value() == "40" and page.locator("#sav-k input[type=number]").input_value() == "40"
         expect(frames).to_have_count(40)
-        browser.close()
+        page.close()

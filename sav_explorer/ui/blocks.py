@@ -20,6 +20,7 @@ from .common import example_tasks
 from .explore import ExploreHandlers
 from .housekeeping import start_sweeper
 from .inspect import InspectHandlers
+from .live import LiveHandlers
 from .panels import build_panels
 from .registry import ModelRegistry
 from .session import MAX_UPLOAD, SESSION_TTL_S, Session, close_session
@@ -29,7 +30,7 @@ from .transfer import TransferHandlers
 MODEL_GROUP = "model"
 
 
-class Explorer(SupportHandlers, ExploreHandlers, InspectHandlers, ClassifyHandlers, TransferHandlers):
+class Explorer(SupportHandlers, ExploreHandlers, InspectHandlers, ClassifyHandlers, LiveHandlers, TransferHandlers):
     """Every view's handlers over one model registry: what the layout wires to events."""
 
 
@@ -51,6 +52,11 @@ CSS = """
 #sav-gallery img, #sav-preview img, #sav-overlay img, #sav-class-maps img, #sav-voting-maps img { image-rendering: pixelated; }
 .sav-small { font-size: 0.9em; color: var(--body-text-color-subdued); font-weight: normal; }
 .sav-banner p { margin: 0; }
+#sav-canvas { border: 1px solid var(--border-color-primary); border-radius: 6px; cursor: crosshair; touch-action: none;
+  width: 256px; height: 256px; background: white; }
+#sav-palette { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; margin-top: 6px; font-size: 0.85em; }
+.sav-swatch { width: 26px; height: 26px; border-radius: 50%; border: 2px solid white; box-shadow: 0 0 0 1px #999; cursor: pointer; }
+.sav-swatch.sav-chosen { box-shadow: 0 0 0 3px #333; }
 /* Gradio shrinks the column count to the number of images, so one image would fill the width: keep the columns */
 #sav-gallery .grid-container, #sav-preview .grid-container { grid-template-columns: repeat(8, minmax(60px, 1fr)) !important; }
 #sav-voting-maps .grid-container { grid-template-columns: repeat(5, minmax(100px, 1fr)) !important; }
@@ -184,14 +190,27 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         )
 
         # ------------------------------------------------------------------ classify and evaluate
+        classify_views = [session, ui.results, ui.detail_choice, *detail_views, ui.preview]
         ui.classify.click(
             gpu(explorer.classify),
             [ui.queries, ui.query_question, session],
-            [session, ui.results, ui.detail_choice, *detail_views, ui.preview],
+            classify_views,
             api_name="classify",
             show_progress_on=[ui.results],
             **model_events,
         ).then(gpu(explorer.voting_heads), [ui.detail_choice, session], [ui.voting_maps], api_name="voting_heads", **model_events)
+        ui.queries.upload(  # dropped or pasted images are classified at once
+            gpu(explorer.classify), [ui.queries, ui.query_question, session], classify_views, api_name="classify_on_drop", **model_events
+        ).then(gpu(explorer.voting_heads), [ui.detail_choice, session], [ui.voting_maps], **model_events)
+        ui.drawing.change(  # a finished stroke: only the latest drawing waits, behind at most one model call
+            gpu(explorer.classify_drawing),
+            [ui.drawing, ui.query_question, session],
+            [*classify_views, ui.live_result, ui.live_timing],
+            api_name="classify_drawing",
+            trigger_mode="always_last",
+            show_progress="hidden",
+            **model_events,
+        ).then(gpu(explorer.voting_heads), [ui.detail_choice, session], [ui.voting_maps], show_progress="hidden", **model_events)
         ui.detail_choice.input(explorer.show_detail, [ui.detail_choice, session], detail_views, api_name="show_detail", **instant).then(
             gpu(explorer.voting_heads), [ui.detail_choice, session], [ui.voting_maps], **model_events
         )

@@ -3,6 +3,9 @@
 // 1. plotly_click on the heatmap -> "layer,head,nonce" in a hidden textbox, whose input event Python
 //    handles: a click inspects the head, a shift-click adds or removes it. Gradio 6 plots emit only
 //    `change`, so the listener is attached here, again whenever the plot is redrawn.
+// 3. The drawing canvas: strokes in the chosen colour and width; when a stroke ends (after a short
+//    debounce, so a double tap sends once) the canvas goes to a hidden textbox as a PNG data URL.
+//    `window.__savStrokeEnd` keeps the moment the last stroke ended, for the latency benchmark.
 // 2. Moving k redraws the frames of the top-k heads at once, from the scores the plot already holds
 //    (score descending, ties by layer then head, as the server ranks them); the server re-scores the
 //    latest value and its heatmap replaces this one when it arrives.
@@ -28,7 +31,73 @@
     const title = plot.layout.title && plot.layout.title.text;
     if (title) window.Plotly.relayout(plot, { 'title.text': title.replace(/\d+ selected/, `${top.length} selected`) });
   };
+  const bindCanvas = () => {
+    const canvas = document.querySelector('#sav-canvas');
+    if (!canvas || canvas.__savBound) return;
+    canvas.__savBound = true;
+    const ctx = canvas.getContext('2d');
+    const clear = () => { ctx.fillStyle = '#ffffff'; ctx.fillRect(0, 0, canvas.width, canvas.height); };
+    clear();
+    let colour = '#dc2828';
+    let drawing = false;
+    let last = null;
+    let timer = null;
+    const brush = () => parseInt((document.querySelector('#sav-brush') || { value: 20 }).value, 10);
+    const swatches = document.querySelectorAll('#sav-palette .sav-swatch');
+    const choose = (value, swatch) => {
+      colour = value;
+      swatches.forEach((s) => s.classList.toggle('sav-chosen', s === swatch));
+    };
+    swatches.forEach((swatch) => swatch.addEventListener('click', () => choose(swatch.dataset.colour, swatch)));
+    if (swatches.length) choose(swatches[0].dataset.colour, swatches[0]);
+    const free = document.querySelector('#sav-free-colour');
+    if (free) free.addEventListener('input', () => choose(free.value, null));
+    const at = (event) => {
+      const box = canvas.getBoundingClientRect();
+      return [(event.clientX - box.left) * canvas.width / box.width, (event.clientY - box.top) * canvas.height / box.height];
+    };
+    const line = (from, to) => {
+      ctx.strokeStyle = colour;
+      ctx.lineWidth = brush();
+      ctx.lineCap = 'round';
+      ctx.lineJoin = 'round';
+      ctx.beginPath();
+      ctx.moveTo(from[0], from[1]);
+      ctx.lineTo(to[0], to[1]);
+      ctx.stroke();
+    };
+    const send = () => {
+      const box = document.querySelector('#sav-drawing textarea, #sav-drawing input');
+      if (!box) return;
+      box.value = canvas.toDataURL('image/png');
+      box.dispatchEvent(new Event('input', { bubbles: true }));
+    };
+    canvas.addEventListener('pointerdown', (event) => {
+      drawing = true;
+      last = at(event);
+      canvas.setPointerCapture(event.pointerId);
+      line(last, last);
+    });
+    canvas.addEventListener('pointermove', (event) => {
+      if (!drawing) return;
+      const point = at(event);
+      line(last, point);
+      last = point;
+    });
+    const end = () => {
+      if (!drawing) return;
+      drawing = false;
+      window.__savStrokeEnd = performance.now();
+      clearTimeout(timer);
+      timer = setTimeout(send, 60);
+    };
+    canvas.addEventListener('pointerup', end);
+    canvas.addEventListener('pointercancel', end);
+    const reset = document.querySelector('#sav-canvas-clear');
+    if (reset) reset.addEventListener('click', clear);
+  };
   const bind = () => {
+    bindCanvas();
     document.querySelectorAll('#sav-heatmap .js-plotly-plot').forEach((plot) => {
       if (plot.__savBound || typeof plot.on !== 'function') return;
       plot.__savBound = true;

@@ -61,17 +61,25 @@ class ClassifyHandlers(Handlers):
             raise DataError("no images to classify: upload one or more images")
         if len(paths) > MAX_CLASSIFY:
             raise DataError(f"{len(paths)} images at once; the limit is {MAX_CLASSIFY}")
+        return self.classify_paths(session, clf, paths, question, progress=progress)
+
+    def classify_paths(self, session: Session, clf, paths: list, question: str | None, with_answers: bool = True, progress=None):
+        """Classifies image files and keeps them as the session's predictions; returns the Classify views."""
         question = question_for_queries(session, question)
         if not question:
             raise DataError("no question: type the question to ask about the images")
         images = [open_image(p, MAX_PIXELS_CAP) for p in paths]
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
-        progress(0.1, desc="classifying")
+        if progress is not None:
+            progress(0.1, desc="classifying")
         examples = [Example((img,), question) for img in images]
         predictions = predict_examples(loaded, clf, examples, batch_size=8)
-        progress(0.6, desc="the model's own answer")
-        answers = generate_answers(loaded, [[img] for img in images], [question] * len(images))
+        answers = ["(not asked for drawings)"] * len(images)
+        if with_answers:
+            if progress is not None:
+                progress(0.6, desc="the model's own answer")
+            answers = generate_answers(loaded, [[img] for img in images], [question] * len(images))
         session.predictions = [Classified(p.name, p, question, pred, answer) for p, pred, answer in zip(paths, predictions, answers)]
         rows = [
             [c.name, c.prediction.label, ", ".join(f"{k}: {v}" for k, v in c.prediction.votes.items()), c.answer]

@@ -16,6 +16,7 @@ import gradio as gr
 from ..method import Scoring
 from . import plots
 from .common import md
+from .live import canvas_html
 from .registry import model_choices
 from .session import MAX_BATCH, MAX_PIXELS_CAP
 from .support import DTYPE_CHOICES
@@ -152,6 +153,13 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         with gr.Column(scale=2):
                             query_question = gr.Textbox(label="Question (default: the support set's)")
                             classify = gr.Button("Classify", variant="primary")
+                    with gr.Accordion("Draw: the heads vote as soon as a stroke ends", open=True):
+                        with gr.Row(equal_height=False):
+                            gr.HTML(canvas_html(), elem_id="sav-draw-block")
+                            with gr.Column():
+                                live_result = gr.Markdown("Draw a shape: the heads vote when you lift the pen.", elem_id="sav-live-result")
+                                live_timing = gr.Markdown("", elem_id="sav-live-timing", elem_classes="sav-small")
+                        drawing = gr.Textbox(visible="hidden", elem_id="sav-drawing", label="drawing")
                     preview = gr.Gallery(
                         label="Classified images",
                         show_label=False,

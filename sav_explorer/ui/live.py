@@ -1,0 +1,83 @@
+"""Live: classify what the visitor draws, as soon as a stroke ends.
+
+    handlers = LiveHandlers(default_model)
+    (*classify_views, result, timing) = handlers.classify_drawing("data:image/png;base64,...", "", session)
+
+The page's canvas (see bridge.js) sends each finished drawing as a PNG data URL; the event runs in
+the model's concurrency group with `trigger_mode="always_last"`, so strokes never pile up: while
+one drawing is classified, only the latest of the strokes that follow waits, behind one model call.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import io
+import json
+import time
+
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+from ..teaching.shapes import COLOURS
+from .common import Handlers, ui_errors
+from .explore import fitted
+from .session import Session
+
+DATA_URL = "data:image/png;base64,"
+MAX_DRAWING_BYTES = 2 * 1024 * 1024
+CANVAS = 256  # pixels a side
+
+
+def decode_drawing(data_url: str) -> Image.Image:
+    """The canvas's PNG, flattened onto white; refuses anything but a small PNG data URL."""
+    text = str(data_url or "").split("#", 1)[0]  # the page may add "#nonce"
+    if not text.startswith(DATA_URL):
+        raise DataError("the drawing did not arrive as a PNG image; draw again")
+    if len(text) > MAX_DRAWING_BYTES * 4 // 3 + len(DATA_URL):
+        raise DataError(f"the drawing is larger than {MAX_DRAWING_BYTES // 2**20} MB")
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(text[len(DATA_URL) :], validate=True)))
+        if image.width * image.height > 4 * CANVAS * CANVAS:
+            raise DataError(f"the drawing is {image.width} x {image.height} pixels; the canvas is {CANVAS} x {CANVAS}")
+        image = image.convert("RGBA")
+    except (binascii.Error, UnidentifiedImageError, OSError, ValueError):
+        raise DataError("the drawing could not be read as a PNG image; draw again") from None
+    white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, image).convert("RGB")
+
+
+def canvas_html() -> str:
+    """The drawing surface: a white canvas, the shapes world's colours, a free colour, a brush and a clear button."""
+    swatches = "".join(
+        f'<button type="button" class="sav-swatch" data-colour="#{r:02x}{g:02x}{b:02x}" title="{html.escape(name)}" '
+        f'aria-label="{html.escape(name)}" style="background:#{r:02x}{g:02x}{b:02x}"></button>'
+        for name, (r, g, b) in COLOURS.items()
+    )
+    return (
+        f'<div id="sav-draw"><canvas id="sav-canvas" width="{CANVAS}" height="{CANVAS}" aria-label="drawing surface"></canvas>'
+        f'<div id="sav-palette">{swatches}'
+        '<label>other <input type="color" id="sav-free-colour" value="#000000"></label>'
+        '<label>brush <input type="range" id="sav-brush" min="4" max="48" value="20"></label>'
+        '<button type="button" id="sav-canvas-clear">Clear</button></div></div>'
+    )
+
+
+class LiveHandlers(Handlers):
+    @ui_errors
+    def classify_drawing(self, drawing: str, question: str, session: Session | None):
+        """Classifies the canvas as soon as a stroke ends: label, votes and per-head table, and how long it took."""
+        started = time.perf_counter()
+        session = self.session(session)
+        clf = fitted(session)
+        image = decode_drawing(drawing)
+        path = session.subdir("drawings") / "drawing.png"
+        image.save(path)
+        model_started = time.perf_counter()
+        views = self.classify_paths(session, clf, [path], question, with_answers=False)
+        model_ms = 1000 * (time.perf_counter() - model_started)
+        server_ms = 1000 * (time.perf_counter() - started)
+        timing = json.dumps({"model_ms": round(model_ms, 1), "server_ms": round(server_ms, 1)})
+        label = views[3]  # the prediction's text, shown again beside the canvas
+        return (*views, label, timing)

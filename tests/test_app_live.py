@@ -1,0 +1,81 @@
+"""Live classification in Chromium: a dropped image is classified at once; a drawing as soon as a stroke ends.
+
+To refresh the README's screenshot of a drawing being classified (assets/screenshot-draw.png):
+    SAV_REFRESH_SCREENSHOT=1 .venv/bin/python -m pytest tests/test_app_live.py -k draw
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+from test_app_browser import ARGS, CHROMIUM, REPO, TIMEOUT_MS
+
+from app_harness import running_app
+from sav_explorer.models import EXAMPLES_DIR
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def page():
+    with running_app() as (url, _), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        task = page.locator("#sav-task input")
+        task.click()
+        task.fill("colour")
+        page.get_by_role("option", name="colour", exact=True).click()
+        page.get_by_role("button", name="Load example task").click()
+        expect(page.get_by_text("30 examples in 6 classes")).to_be_visible()
+        page.get_by_role("button", name="Extract heads").click()
+        expect(page.locator("#sav-heatmap .gtitle")).to_contain_text("20 selected")
+        page.get_by_role("tab", name="Classify").click()
+        yield page
+        browser.close()
+
+
+def stroke(page, points, steps=6):
+    """A stroke through `points` (fractions of the canvas), pressed from the first to the last."""
+    canvas = page.locator("#sav-canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    at = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in points]
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    for point in at[1:]:
+        page.mouse.move(*point, steps=steps)
+    page.mouse.up()
+
+
+def test_a_dropped_image_is_classified_at_once(page):
+    page.locator("#sav-queries input[type=file]").set_input_files([str(EXAMPLES_DIR / "colour" / "queries_green_0.png")])
+    expect(page.locator("#sav-results")).to_contain_text("queries_green_0.png")  # no button pressed
+    expect(page.locator("#sav-label")).to_contain_text("SAV prediction: green")
+
+
+def test_draw_red_and_see_red_win_then_draw_over_it_in_blue_and_see_blue_win(page):
+    zigzag = [(0.3, 0.35), (0.7, 0.4), (0.35, 0.6), (0.65, 0.65)]
+    stroke(page, zigzag)  # the first swatch, red, is chosen
+    label = page.locator("#sav-label")
+    expect(label).to_contain_text("SAV prediction: red")
+    expect(page.locator("#sav-live-result")).to_contain_text("SAV prediction: red")  # beside the canvas too
+    expect(page.locator("#sav-results")).to_contain_text("drawing.png")
+    timing = json.loads(page.locator("#sav-live-timing").text_content() or "{}")
+    assert timing["model_ms"] <= timing["server_ms"]
+
+    page.get_by_role("button", name="blue", exact=True).click()
+    page.locator("#sav-brush").evaluate("(el) => { el.value = 48; }")
+    stroke(page, zigzag)  # a wider stroke on the same path covers the red one
+    expect(label).to_contain_text("SAV prediction: blue")
+    expect(page.locator("#sav-voting-maps img").first).to_be_visible()  # where the voting heads look, for the drawing
+    if os.environ.get("SAV_REFRESH_SCREENSHOT"):
+        page.wait_for_timeout(1500)
+        page.locator("#sav-draw-block").scroll_into_view_if_needed()
+        page.screenshot(path=str(REPO / "assets" / "screenshot-draw.png"))
+    assert re.search(r"\d+ of 20 heads voted for it", label.text_content())
