@@ -463,3 +463,17 @@ def test_inspect_shows_where_a_head_looks_its_class_maps_and_the_voting_heads(ur
     assert len(maps) == 4 and all(item["caption"].startswith("L") and "→" in item["caption"] for item in maps)
     with pytest.raises(AppError, match="no head 9 in layer 0"):
         visitor.predict("0,9,1", None, api_name="/inspect")
+
+
+def test_a_row_of_the_per_head_votes_names_that_head_and_image_for_inspect():
+    """The select event of the per-head table: its row's head, on that classified image, goes to Inspect."""
+    from types import SimpleNamespace
+
+    from sav_explorer.classifier import HeadVote, Prediction
+    from sav_explorer.ui.session import Classified
+
+    session = Session.new()
+    votes = [HeadVote(2, 0, "red", {"red": 0.9}), HeadVote(3, 6, "red", {"red": 0.8})]
+    session.predictions = [Classified("a.png", Path("a.png"), "q ?", Prediction("red", {"red": 2}, votes), "")]
+    cell, image = Explorer(default_model_id()).inspect_vote_row(SimpleNamespace(index=[1, 2]), "1: a.png", session)
+    assert cell.startswith("3,6,row,") and image == "query 1: a.png"

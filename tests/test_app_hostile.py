@@ -321,3 +321,19 @@ def test_after_a_zip_without_questions_the_table_says_the_question_is_still_to_b
         zf.writestr("blue/b.png", png((20, 20, 200)))
     table, _, question, _ = client(url).predict([handle_file(str(archive))], api_name="/upload_support")
     assert question == "" and {row[3] for row in table["data"]} == {"(none yet: type it in the question box)"}
+
+
+def test_a_photo_stored_sideways_is_classified_as_the_visitor_sees_it(url, tmp_path):
+    """Phones store photos sideways with an EXIF orientation; the model must see them upright."""
+    visitor = client(url)
+    visitor.predict("relation", api_name="/load_example")
+    visitor.predict("", 200704, 8, 20, "in-sample", api_name="/extract")
+    upright = EXAMPLES_DIR / "relation" / "queries_no_0.png"
+    sideways = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": the stored pixels are turned the other way
+    Image.open(upright).convert("RGB").rotate(90, expand=True).save(sideways, quality=100, exif=exif.tobytes())
+    jpeg_twin = tmp_path / "upright.jpg"
+    Image.open(upright).convert("RGB").save(jpeg_twin, quality=100)
+    votes = [visitor.predict([handle_file(str(path))], "", api_name="/classify")[0]["data"][0][2] for path in (jpeg_twin, sideways)]
+    assert votes[0] == votes[1]

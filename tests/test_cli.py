@@ -210,3 +210,11 @@ def test_fit_names_the_words_of_the_question_the_model_does_not_know(tmp_path, c
     data.write_text("\n".join(json.dumps(r) for r in rows))
     status, _, err = run(capsys, "fit", "--data", data, "--question", "what colour is the picture ?", "--out", tmp_path / "o", "--k", "3")
     assert status == 0 and "will not see them: 'colour', 'picture'" in err
+
+
+def test_a_manifest_nested_too_deeply_gets_one_line_naming_the_problem(fitted, tmp_path, capsys):
+    copy = tmp_path / "deep"
+    shutil.copytree(fitted, copy)
+    (copy / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    status, _, err = run(capsys, "predict", "--classifier", copy, COLOUR / "queries_red_0.png")
+    assert status == 2 and "nested too deeply" in err and "RecursionError" not in err

@@ -185,6 +185,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     head_votes = gr.Dataframe(
                         label="Per-head votes and cosine similarity to each class mean (click a row to inspect that head)",
                         interactive=False,
+                        elem_id="sav-head-votes",
                     )
                     gr.Markdown("**Where each voting head looks**, with its vote (the selected image above)", elem_classes="sav-small")
                     voting_maps = gr.Gallery(
