@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run as a script from anywhere
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from app_harness import running_app  # noqa: E402
+from app_harness import load_task_and_extract, open_page, running_app  # noqa: E402
 
 expect.set_options(timeout=120_000)
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
@@ -51,13 +51,9 @@ WATCH_LABEL = """
 """
 
 
-def bench_draw(page, task) -> list[tuple[float, float, float]]:
+def bench_draw(page) -> list[tuple[float, float, float]]:
     """(release to votes, model, server) in ms for each stroke, on the colour task."""
-    task.fill("colour")
-    page.get_by_role("option", name="colour", exact=True).click()
-    page.get_by_role("button", name="Load example task").click()
-    page.get_by_role("button", name="Extract heads").click()
-    expect(page.locator("#sav-heatmap .gtitle")).to_contain_text("task colour")
+    load_task_and_extract(page, "colour")
     page.get_by_role("tab", name="Classify").click()
     canvas = page.locator("#sav-canvas")
     canvas.scroll_into_view_if_needed()
@@ -85,15 +81,8 @@ def bench_draw(page, task) -> list[tuple[float, float, float]]:
 def main() -> None:
     with running_app() as (url, _), sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        page.set_default_timeout(120_000)
-        page.goto(url)
-        task = page.locator("#sav-task input")
-        task.click()
-        task.fill("size")
-        page.get_by_role("option", name="size", exact=True).click()
-        page.get_by_role("button", name="Load example task").click()
-        page.get_by_role("button", name="Extract heads").click()
+        page = open_page(browser, url)
+        load_task_and_extract(page, "size")
         expect(page.locator("#sav-heatmap .scatterlayer .point")).to_have_count(20)
         frames_ms = []
         for value in [5, 30, 12, 40, 3, 25, 8, 33, 17, 50, 6, 28, 14, 45, 9, 36, 21, 60, 2, 20]:
@@ -102,9 +91,7 @@ def main() -> None:
             frames_ms.append(took)
             expect(page.locator("#sav-heatmap .gtitle")).to_contain_text(f"{value} selected")
             page.wait_for_timeout(400)  # let the server's answer land before the next move
-        page.get_by_role("tab", name="Classify").click()
-        task.click()
-        draws = bench_draw(page, task)
+        draws = bench_draw(page)
         browser.close()
     total, model, server = (statistics.median(values) for values in zip(*draws))
     print(

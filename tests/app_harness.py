@@ -11,6 +11,7 @@ The model is `$SAV_MODEL` if set, else the bundled teaching model (tiny, offline
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 
 from sav_explorer.models import default_model_id
@@ -31,3 +32,33 @@ def running_app(default_model: str | None = None):
         yield url.rstrip("/"), demo
     finally:
         demo.close()
+
+
+def client(url: str):
+    """An HTTP client of the app; a generous timeout: on 2 busy cores the app answers slowly, yet it must answer."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, httpx_kwargs={"timeout": 120})
+
+
+def open_page(browser, url: str, timeout_ms: int = 120_000):
+    """A new page at 1440 x 1000 on the app, as the browser tests and benchmarks use it."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.set_default_timeout(timeout_ms)
+    page.goto(url)
+    return page
+
+
+def load_task_and_extract(page, name: str, extract: bool = True) -> None:
+    """Picks a bundled task in the page, loads it and (by default) extracts its heads, waiting for the heatmap."""
+    from playwright.sync_api import expect
+
+    task = page.locator("#sav-task input")
+    task.click()
+    task.fill(name)
+    page.get_by_role("option", name=name, exact=True).click()
+    page.get_by_role("button", name="Load example task").click()
+    expect(page.get_by_text(re.compile(r"\d+ examples in \d+ classes"))).to_be_visible()
+    if extract:
+        page.get_by_role("button", name="Extract heads").click()
+        expect(page.locator("#sav-heatmap .gtitle")).to_contain_text(f"task {name}")

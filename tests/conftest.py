@@ -33,3 +33,17 @@ def write_png(tmp_path, solid_image):
         return path
 
     return write
+
+
+@pytest.fixture(scope="module")
+def app():
+    """The app on the bundled model, launched once per test module on a free port."""
+    from app_harness import running_app
+
+    with running_app() as (url, demo):
+        yield url, demo
+
+
+@pytest.fixture(scope="module")
+def url(app):
+    return app[0]

@@ -13,12 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 from safetensors.torch import load_file
 
-from app_harness import running_app
+from app_harness import client
 from sav_explorer import SAVClassifier, evaluate, fit_examples, load_examples, load_model, predict_examples
 from sav_explorer.data import Example
 from sav_explorer.lens import look
@@ -32,24 +32,8 @@ LOO = re.compile(r"Leave-one-out accuracy: \*\*([0-9.]+)\*\*")
 
 
 @pytest.fixture(scope="module")
-def app():
-    with running_app() as (url, demo):
-        yield url, demo
-
-
-@pytest.fixture(scope="module")
-def url(app):
-    return app[0]
-
-
-@pytest.fixture(scope="module")
 def model():
     return load_model(default_model_id())
-
-
-def client(url: str) -> Client:
-    # a generous timeout: on 2 busy cores the app answers slowly, yet it must answer
-    return Client(url, verbose=False, httpx_kwargs={"timeout": 120})
 
 
 def loo_of(summary: str) -> float:

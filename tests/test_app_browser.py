@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from app_harness import running_app
+from app_harness import load_task_and_extract, open_page
 from sav_explorer.models import EXAMPLES_DIR
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,12 +35,6 @@ def browser():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield browser
         browser.close()
-
-
-@pytest.fixture(scope="module")
-def url():
-    with running_app() as (url, _):
-        yield url
 
 
 def title_count(page) -> int:
@@ -118,16 +112,8 @@ def test_whole_flow_in_the_browser(browser, url, tmp_path):
 
 def test_a_click_on_a_cell_shows_where_that_head_looks(browser, url, tmp_path):
     """The colour task: head (2, 0) was trained to point at the object; a click shows its overlay."""
-    page = browser.new_page(viewport={"width": 1440, "height": 1000})
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(url)
-    task = page.locator("#sav-task input")
-    task.click()
-    task.fill("colour")
-    page.get_by_role("option", name="colour", exact=True).click()
-    page.get_by_role("button", name="Load example task").click()
-    expect(page.get_by_text("30 examples in 6 classes")).to_be_visible()
-    page.get_by_role("button", name="Extract heads").click()
+    page = open_page(browser, url, TIMEOUT_MS)
+    load_task_and_extract(page, "colour")
     expect(page.locator("#sav-heatmap .gtitle")).to_contain_text("20 selected")
     drag = page.locator("#sav-heatmap .nsewdrag").first
     drag.scroll_into_view_if_needed()

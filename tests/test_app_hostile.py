@@ -16,31 +16,16 @@ import zlib
 from pathlib import Path
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app_harness import running_app
+from app_harness import client
 from sav_explorer.models import EXAMPLES_DIR
 from sav_explorer.ui import housekeeping
 from sav_explorer.ui.housekeeping import OWNER, PREFIX, disk_use, sweep_stale_sessions
 
 COLOUR = EXAMPLES_DIR / "colour"
-
-
-@pytest.fixture(scope="module")
-def app():
-    with running_app() as (url, demo):
-        yield url, demo
-
-
-@pytest.fixture(scope="module")
-def url(app):
-    return app[0]
-
-
-def client(url: str) -> Client:
-    return Client(url, verbose=False, httpx_kwargs={"timeout": 120})
 
 
 def session_folders() -> set[Path]:

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 from test_app_browser import ARGS, CHROMIUM, REPO, TIMEOUT_MS
 
-from app_harness import running_app
+from app_harness import load_task_and_extract, open_page, running_app
 from sav_explorer.models import EXAMPLES_DIR
 
 expect.set_options(timeout=TIMEOUT_MS)
@@ -24,17 +24,8 @@ expect.set_options(timeout=TIMEOUT_MS)
 def page():
     with running_app() as (url, _), sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(url)
-        task = page.locator("#sav-task input")
-        task.click()
-        task.fill("colour")
-        page.get_by_role("option", name="colour", exact=True).click()
-        page.get_by_role("button", name="Load example task").click()
-        expect(page.get_by_text("30 examples in 6 classes")).to_be_visible()
-        page.get_by_role("button", name="Extract heads").click()
-        expect(page.locator("#sav-heatmap .gtitle")).to_contain_text("20 selected")
+        page = open_page(browser, url, TIMEOUT_MS)
+        load_task_and_extract(page, "colour")
         page.get_by_role("tab", name="Classify").click()
         yield page
         browser.close()

@@ -14,7 +14,7 @@ from PIL import Image
 from playwright.sync_api import expect
 from test_app_browser import ARGS, CHROMIUM, TIMEOUT_MS  # noqa: F401  (the same browser settings)
 
-from app_harness import running_app
+from app_harness import load_task_and_extract, open_page, running_app
 from sav_explorer.models import EXAMPLES_DIR
 
 expect.set_options(timeout=TIMEOUT_MS)
@@ -33,10 +33,7 @@ def browser():
 @pytest.fixture(scope="module")
 def page(browser):
     with running_app() as (url, _):
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(url)
-        yield page
+        yield open_page(browser, url, TIMEOUT_MS)
 
 
 def load_task(page, name: str, count: str) -> None:
@@ -138,11 +135,8 @@ def test_moving_k_redraws_the_frames_at_once_and_the_thumb_never_snaps_back(brow
 
     monkeypatch.setattr(ExploreHandlers, "set_k", slow_set_k)
     with running_app() as (url, _):
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(url)
-        load_task(page, "size", "10 examples in 2 classes")
-        page.get_by_role("button", name="Extract heads").click()
+        page = open_page(browser, url, TIMEOUT_MS)
+        load_task_and_extract(page, "size")
         frames = page.locator("#sav-heatmap .scatterlayer .point")
         expect(frames).to_have_count(20)
         slider = page.locator("#sav-k input[type=range]")
