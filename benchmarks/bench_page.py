@@ -7,7 +7,7 @@ redrawn for the new k and painted (measured in the page: the input, then the nex
 frame; goal < 100 ms). The server's re-scoring follows and replaces the heatmap; it is not waited for.
 
 draw: on the colour task, the median over 20 strokes (red and blue in turn) from the mouse release
-to the updated votes on the page (goal < 500 ms), split into the model (reading the drawing and
+to the updated votes beside the canvas (goal < 500 ms), split into the model (reading the drawing and
 the forward pass), the rest of the server's handler, and the page (the debounce, the transfer,
 Gradio's queue and the re-render).
 Needs Debian's chromium (`apt-get install chromium`), as the browser tests do.
@@ -44,7 +44,7 @@ async ([value]) => {
 
 WATCH_LABEL = """
 () => {
-  const label = document.querySelector('#sav-label');
+  const label = document.querySelector('#sav-live-result');
   new MutationObserver(() => { window.__savLabelAt = performance.now(); })
     .observe(label, { childList: true, subtree: true, characterData: true });
 }
@@ -70,7 +70,7 @@ def bench_draw(page) -> list[tuple[float, float, float]]:
         page.mouse.move(box["x"] + 190, box["y"] + 100, steps=5)
         page.mouse.move(box["x"] + 80, box["y"] + 170, steps=5)
         page.mouse.up()
-        expect(page.locator("#sav-label")).to_contain_text(f"SAV prediction: {colour}")
+        expect(page.locator("#sav-live-result")).to_contain_text(f"SAV prediction: {colour}")
         page.wait_for_timeout(300)  # the timing line and the voting heads' overlays land
         took = page.evaluate("() => window.__savLabelAt - window.__savStrokeEnd")
         timing = json.loads(page.locator("#sav-live-timing").text_content())

@@ -205,12 +205,14 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         ui.drawing.change(  # a finished stroke: only the latest drawing waits, behind at most one model call
             gpu(explorer.classify_drawing),
             [ui.drawing, ui.query_question, session],
-            [*classify_views, ui.live_result, ui.live_timing],
+            [session, ui.live_result, ui.live_timing],
             api_name="classify_drawing",
             trigger_mode="always_last",
             show_progress="hidden",
             **model_events,
-        ).then(gpu(explorer.voting_heads), [ui.detail_choice, session], [ui.voting_maps], show_progress="hidden", **model_events)
+        ).then(explorer.classified_views, [session], classify_views, **instant).then(
+            gpu(explorer.voting_heads), [ui.detail_choice, session], [ui.voting_maps], show_progress="hidden", **model_events
+        )
         ui.detail_choice.input(explorer.show_detail, [ui.detail_choice, session], detail_views, api_name="show_detail", **instant).then(
             gpu(explorer.voting_heads), [ui.detail_choice, session], [ui.voting_maps], **model_events
         )

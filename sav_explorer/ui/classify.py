@@ -36,6 +36,16 @@ def check_same_model(session: Session, loaded: LoadedModel) -> None:
         raise ClassifierFileError("this classifier's heads do not match the loaded model; extract again")
 
 
+def classify_views(session: Session):
+    """(session, results table, detail choice, label, votes chart, per-head table, answer, gallery) for the predictions."""
+    rows = [
+        [c.name, c.prediction.label, ", ".join(f"{k}: {v}" for k, v in c.prediction.votes.items()), c.answer] for c in session.predictions
+    ]
+    names = [f"{i + 1}: {c.name}" for i, c in enumerate(session.predictions)]
+    shown = [(str(c.path), c.prediction.label) for c in session.predictions]
+    return (session, rows, gr.update(choices=names, value=names[0]), *prediction_detail(session, 0), shown)
+
+
 def prediction_detail(session: Session, index: int):
     """(label shares, votes chart, per-head table, model's answer) for one classified image."""
     if not session.predictions:
@@ -81,13 +91,15 @@ class ClassifyHandlers(Handlers):
                 progress(0.6, desc="the model's own answer")
             answers = generate_answers(loaded, [[img] for img in images], [question] * len(images))
         session.predictions = [Classified(p.name, p, question, pred, answer) for p, pred, answer in zip(paths, predictions, answers)]
-        rows = [
-            [c.name, c.prediction.label, ", ".join(f"{k}: {v}" for k, v in c.prediction.votes.items()), c.answer]
-            for c in session.predictions
-        ]
-        names = [f"{i + 1}: {c.name}" for i, c in enumerate(session.predictions)]
-        shown = [(str(c.path), c.prediction.label) for c in session.predictions]
-        return (session, rows, gr.update(choices=names, value=names[0]), *prediction_detail(session, 0), shown)
+        return classify_views(session)
+
+    @ui_errors
+    def classified_views(self, session: Session | None):
+        """The Classify views of the session's latest predictions (no model call)."""
+        session = self.session(session)
+        if not session.predictions:
+            raise DataError("classify an image first")
+        return classify_views(session)
 
     @ui_errors
     def show_detail(self, choice: str, session: Session | None):

@@ -1,7 +1,7 @@
 """Live: classify what the visitor draws, as soon as a stroke ends.
 
     handlers = LiveHandlers(default_model)
-    (*classify_views, result, timing) = handlers.classify_drawing("data:image/png;base64,...", "", session)
+    session, result, timing = handlers.classify_drawing("data:image/png;base64,...", "", session)
 
 The page's canvas (see bridge.js) sends each finished drawing as a PNG data URL; the event runs in
 the model's concurrency group with `trigger_mode="always_last"`, so strokes never pile up: while
@@ -67,7 +67,8 @@ def canvas_html() -> str:
 class LiveHandlers(Handlers):
     @ui_errors
     def classify_drawing(self, drawing: str, question: str, session: Session | None):
-        """Classifies the canvas as soon as a stroke ends: label, votes and per-head table, and how long it took."""
+        """Classifies the canvas as soon as a stroke ends: the label and votes, and how long it took. The
+        tables and charts of the Classify tab follow in a second, instant event, so the votes show first."""
         started = time.perf_counter()
         session = self.session(session)
         clf = fitted(session)
@@ -79,5 +80,4 @@ class LiveHandlers(Handlers):
         model_ms = 1000 * (time.perf_counter() - model_started)
         server_ms = 1000 * (time.perf_counter() - started)
         timing = json.dumps({"model_ms": round(model_ms, 1), "server_ms": round(server_ms, 1)})
-        label = views[3]  # the prediction's text, shown again beside the canvas
-        return (*views, label, timing)
+        return session, views[3], timing  # the prediction's text beside the canvas; the tables follow
