@@ -1,8 +1,10 @@
 """SAV Explorer: Sparse Attention Vectors over the heads of generative vision-language models.
 
-from sav_explorer import load_model, load_examples, fit_examples, predict_examples
-loaded = load_model()                                   # the bundled teaching model
-clf, acts = fit_examples(loaded, load_examples("assets/examples/colour/support.jsonl"), k=20)
+    from sav_explorer import load_model, load_examples, fit_examples, predict_examples
+    loaded = load_model()                                   # the bundled teaching model
+    clf, acts = fit_examples(loaded, load_examples("assets/examples/colour/support.jsonl"), k=20)
+
+The public API: the pipeline's steps, its records and its errors, re-exported here.
 """
 
 from .capture import CaptureCancelled, HeadActivations, HeadCapture, capture_heads

@@ -1,8 +1,10 @@
 """Checks of user-chosen values, each in one place with one message that quotes what was received.
 
-classes = check_classes(labels)            # sorted; refuses fewer than 2
-check_k(k, layout.n_heads)
-check_choice(tie_break, TieBreak, "tie break")
+    classes = check_classes(labels)            # sorted; refuses fewer than 2
+    check_k(k, layout.n_heads)
+    check_choice(tie_break, TieBreak, "tie break")
+
+Each check raises `DataError`, which the CLI and the app show as one line.
 """
 
 from __future__ import annotations

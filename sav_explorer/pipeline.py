@@ -1,8 +1,10 @@
 """From a model and examples to a classifier and back: the steps the CLI and the UI share.
 
-loaded = load_model()
-clf, activations = fit_examples(loaded, load_examples("support.jsonl"), k=20)
-predictions = predict_examples(loaded, clf, [Example((path,), question)])
+    loaded = load_model()
+    clf, activations = fit_examples(loaded, load_examples("support.jsonl"), k=20)
+    predictions = predict_examples(loaded, clf, [Example((path,), question)])
+
+Each step validates its input before any model work.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Classify and evaluate: new images with each head's vote and the model's own answer; held-out accuracy.
 
-handlers = ClassifyHandlers(default_model)
-session, rows, choice, label, votes, head_votes, answer, gallery = handlers.classify(files, "", session)
+    handlers = ClassifyHandlers(default_model)
+    session, rows, choice, label, votes, head_votes, answer, gallery = handlers.classify(files, "", session)
+
+Model work runs in the model's concurrency group; the detail of another image needs no model call.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Extraction and the heatmap: fit the support set once, then change k or the heads without the model.
 
-handlers = ExploreHandlers(default_model)
-session, heatmap, summary, selection, heads, k, status = handlers.extract(question, ..., session)
+    handlers = ExploreHandlers(default_model)
+    session, heatmap, summary, selection, heads, k, status = handlers.extract(question, ..., session)
+
+Extraction is the only model call here; everything else re-scores cached similarities.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The left column: the model, and the support set (example tasks, uploads, labeled images, label edits).
 
-handlers = SupportHandlers(default_model)
-session, table, gallery, question, status = handlers.load_example("colour", None)
+    handlers = SupportHandlers(default_model)
+    session, table, gallery, question, status = handlers.load_example("colour", None)
+
+None of these handlers runs the model, except loading one.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Export and restore: the classifier as a zip, the head scores, the heatmap, the activations; and back.
 
-handlers = TransferHandlers(default_model)
-archive, scores_csv, heatmap_png, activations, status = handlers.export(session)
+    handlers = TransferHandlers(default_model)
+    archive, scores_csv, heatmap_png, activations, status = handlers.export(session)
+
+Restored classifiers must match the session's model; nothing is unpickled.
 """
 
 from __future__ import annotations
