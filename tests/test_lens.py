@@ -193,3 +193,27 @@ def test_class_averages_are_the_mean_of_each_classs_maps_and_shares():
     torch.testing.assert_close(mean_red.density, expected)
     assert float(mean_red.density.sum()) == pytest.approx(1, abs=1e-5)
     assert mean_red.image_share == pytest.approx(statistics.mean(x.heads[(2, 0)].image_share for x in lenses))
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_value_weighting_multiplies_each_weight_by_its_tokens_value_norm(models, family):
+    loaded = models[family]
+    inputs = inputs_for(loaded, noise_image())
+    layer = loaded.sites[-1].layer
+    heads = [(layer, h) for h in range(loaded.sites[-1].n_heads)]
+    plain = last_token_attention(loaded, inputs, heads)
+    weighted = last_token_attention(loaded, inputs, heads, "value")
+    seen = {}
+    attention = decoder_layers(loaded.model)[layer].self_attn
+    handle = attention.v_proj.register_forward_hook(lambda module, args, output: seen.__setitem__("v", output.detach()))
+    try:
+        with torch.no_grad():
+            loaded.model(**inputs, use_cache=False)
+    finally:
+        handle.remove()
+    head_dim = loaded.sites[-1].head_dim
+    values = seen["v"][0].view(seen["v"].shape[1], -1, head_dim)  # (seq, n_kv, head_dim)
+    per_kv = len(heads) // values.shape[1]
+    for (_, head), weights in plain.items():
+        expected = weights[0] * values[:, head // per_kv].norm(dim=-1)
+        torch.testing.assert_close(weighted[(layer, head)][0], expected / expected.sum(), atol=1e-6, rtol=1e-5)
