@@ -25,6 +25,7 @@ from .session import Session
 
 MAX_CACHED = 256  # lens results kept per session
 THUMB = 160  # side of a class-average tile, in pixels
+AVERAGE_OVER = 12  # support images per class in a class-average map (one lens pass each)
 
 
 def image_choices(session: Session) -> list[str]:
@@ -127,7 +128,11 @@ class InspectHandlers(Handlers):
         key = ("averages", fit.task, fit.created, head)
         if key not in session.lens_cache:
             loaded = self.model(session)
-            averages = class_averages(loaded, fit.examples, head, question=fit.question)
+            per_class: dict[str, list[Example]] = {}
+            for example in fit.examples:  # a lens pass each: at most AVERAGE_OVER per class, in support order
+                per_class.setdefault(str(example.label), []).append(example)
+            examples = [e for group in per_class.values() for e in group[:AVERAGE_OVER]]
+            averages = class_averages(loaded, examples, head, question=fit.question)
             tiles = []
             for average in averages:
                 canvas = Image.new("RGB", (THUMB, THUMB), (236, 236, 236))

@@ -132,7 +132,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                                 inspect_toggle = gr.Button("Add to the selection", size="sm", interactive=False)
                             with gr.Column(scale=4, min_width=260):
                                 gr.Markdown(
-                                    "**Mean map per class** over its support images (each image scaled to a square)",
+                                    "**Mean map per class** over its support images (up to 12 each, scaled to a square)",
                                     elem_classes="sav-small",
                                 )
                                 class_maps = gr.Gallery(
