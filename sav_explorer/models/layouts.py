@@ -60,8 +60,10 @@ def image_token_layout(loaded: LoadedModel, inputs: dict, sizes: list[tuple[int,
     image_positions = [] if token_id is None else (ids == token_id).nonzero().flatten().tolist()
     for position in image_positions:
         kinds[position] = "image"
+    special = _special_tokens(loaded)
+    image_set = set(image_positions)
     for position, token in enumerate(tokens):
-        if position not in image_positions and _is_layout_token(loaded, token):
+        if position not in image_set and token in special and _frames_images(token):
             kinds[position] = "layout"
     family = loaded.model.config.model_type
     reader = _READERS.get(family)
@@ -87,11 +89,13 @@ _LAYOUT_WORDS = ("image", "img", "vision", "boi", "eoi", "global", "fake_token")
 _ROW_COL = re.compile(r"<row_\d+_col_\d+>")
 
 
-def _is_layout_token(loaded: LoadedModel, token: str) -> bool:
-    """Special tokens that frame or separate image tokens: image starts and ends, breaks, row and column tags."""
+def _special_tokens(loaded: LoadedModel) -> set[str]:
     tokenizer = loaded.processor.tokenizer
-    if token not in set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab()):
-        return False
+    return set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
+
+
+def _frames_images(token: str) -> bool:
+    """Special tokens that frame or separate image tokens: image starts and ends, breaks, row and column tags."""
     lower = token.lower()
     return bool(_ROW_COL.fullmatch(token)) or any(word in lower for word in _LAYOUT_WORDS)
 
