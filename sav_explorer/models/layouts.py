@@ -66,6 +66,9 @@ def image_token_layout(loaded: LoadedModel, inputs: dict, sizes: list[tuple[int,
         if position not in image_set and token in special and _frames_images(token):
             kinds[position] = "layout"
     family = loaded.model.config.model_type
+    if family == "mllama":  # its <|image|> placeholder carries no image features: the image enters by cross-attention
+        for position in image_positions:
+            kinds[position] = "layout"
     reader = _READERS.get(family)
     if reader is None:
         note = f"layout unknown for {type(loaded.model).__name__}"
