@@ -20,6 +20,7 @@ from typing import get_args
 
 from tqdm import tqdm
 
+from .analysis import compare_tasks, wilson_interval
 from .classifier import SAVClassifier
 from .data import Example, labels_of, load_examples, open_image
 from .errors import DataError, SAVError
@@ -89,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--question", help="question to ask (default: the classifier's)")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(run=run_predict)
+
+    compare = commands.add_parser("compare", help="how two tasks' heads relate: shared top-k heads, Jaccard, rank correlation")
+    compare.add_argument("classifiers", nargs=2, type=Path, metavar="DIR")
+    compare.add_argument("--k", type=int, help="top-k heads to compare (default: the smaller of the two classifiers' k)")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(run=run_compare)
 
     attention = commands.add_parser("attention", help="where heads look: their attention from the last input token over each image")
     _model_options(attention, default=None)
@@ -160,6 +167,7 @@ def run_fit(args) -> int:
         "k": clf.k,
         "selected": [list(h) for h in clf.selected_heads],
         "leave_one_out_accuracy_heads_fixed": clf.leave_one_out_accuracy(),
+        "leave_one_out_interval": list(wilson_interval(round(clf.leave_one_out_accuracy() * len(examples)), len(examples))),
     }
     if args.json:
         print(json.dumps(summary))
@@ -196,7 +204,8 @@ def run_eval(args) -> int:
     if args.json:
         print(json.dumps(report.to_json()))
         return 0
-    print(f"accuracy {report.accuracy:.3f} on {report.n} examples")
+    low, high = report.interval
+    print(f"accuracy {report.accuracy:.3f} on {report.n} examples (95 % interval {low:.3f}-{high:.3f})")
     for label, accuracy in report.per_class_accuracy.items():
         print(f"  {label}: {accuracy:.3f}")
     width = max(len(x) for x in report.confusion_labels + report.confusion_predicted) + 1
@@ -218,6 +227,20 @@ def run_predict(args) -> int:
     else:
         for row in rows:
             print(f"{row['image']}: {row['label']}  votes {row['votes']}")
+    return 0
+
+
+def run_compare(args) -> int:
+    first, second = (SAVClassifier.load(folder) for folder in args.classifiers)
+    k = args.k if args.k is not None else min(first.k, second.k)
+    comparison = compare_tasks(first, second, k)
+    if args.json:
+        print(json.dumps(comparison.to_json()))
+    else:
+        print(
+            f"top {k} heads: {comparison.shared} shared, Jaccard {comparison.jaccard:.3f}; "
+            f"rank correlation of the head scores (Spearman) {comparison.spearman:.3f}"
+        )
     return 0
 
 

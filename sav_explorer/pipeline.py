@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from .analysis import wilson_interval
 from .capture import HeadActivations, capture_heads, sites_for_heads
 from .checks import check_classes, check_k
 from .classifier import Prediction, SAVClassifier
@@ -88,14 +89,29 @@ class EvalReport:
     confusion_matrix: list[list[int]]
     predictions: list[ExamplePrediction]
 
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The accuracy's 95 % Wilson interval."""
+        return wilson_interval(sum(p.label == p.predicted for p in self.predictions), self.n)
+
+    def per_class_interval(self) -> dict[str, tuple[float, float]]:
+        counts: dict[str, list[int]] = {}
+        for p in self.predictions:
+            counts.setdefault(p.label, [0, 0])
+            counts[p.label][0] += p.label == p.predicted
+            counts[p.label][1] += 1
+        return {label: wilson_interval(right, n) for label, (right, n) in counts.items()}
+
     def to_json(self) -> dict:
-        """The keys `eval --json` has always printed, plus `predictions`."""
+        """The keys `eval --json` has always printed, plus `predictions` and the 95 % intervals."""
         return {
             "accuracy": self.accuracy,
             "n": self.n,
             "per_class_accuracy": self.per_class_accuracy,
             "confusion": {"labels": self.confusion_labels, "predicted": self.confusion_predicted, "matrix": self.confusion_matrix},
             "predictions": [{"example": p.example, "label": p.label, "predicted": p.predicted} for p in self.predictions],
+            "accuracy_interval": list(self.interval),
+            "per_class_interval": {label: list(bounds) for label, bounds in self.per_class_interval().items()},
         }
 
 

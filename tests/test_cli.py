@@ -218,3 +218,17 @@ def test_a_manifest_nested_too_deeply_gets_one_line_naming_the_problem(fitted, t
     (copy / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
     status, _, err = run(capsys, "predict", "--classifier", copy, COLOUR / "queries_red_0.png")
     assert status == 2 and "nested too deeply" in err and "RecursionError" not in err
+
+
+def test_compare_prints_shared_heads_jaccard_and_spearman(fitted, tiny_llava, tmp_path, capsys):
+    other = tmp_path / "other"
+    rows = [{"image": str(COLOUR / f"support_{c}_{i}.png"), "question": "q ?", "label": c} for c in ("red", "blue") for i in range(3)]
+    (tmp_path / "two.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    assert main(["fit", "--model", tiny_llava, "--data", str(tmp_path / "two.jsonl"), "--out", str(other), "--k", "4"]) == 0
+    capsys.readouterr()
+    status, out, _ = run(capsys, "compare", fitted, other, "--k", "4", "--json")
+    result = json.loads(out)
+    assert status == 0 and set(result) == {"k", "shared", "jaccard", "spearman"} and result["k"] == 4
+    first = {tuple(h) for h in json.loads((fitted / "manifest.json").read_text())["selected"]}
+    second = {tuple(h) for h in json.loads((other / "manifest.json").read_text())["selected"]}
+    assert result["shared"] == len(first & second) and result["jaccard"] == pytest.approx(len(first & second) / len(first | second))

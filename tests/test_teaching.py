@@ -109,3 +109,13 @@ def test_prediction_reads_only_up_to_the_deepest_selected_layer(teaching_model, 
         for handle in handles:
             handle.remove()
     assert max(seen) == max(clf_layers)
+
+
+def test_comparing_colour_and_shape_equals_a_direct_set_computation(tasks):
+    from sav_explorer.analysis import compare_tasks
+    from sav_explorer.teaching.evaluate import top_heads
+
+    colour, shape = tasks["colour"].classifier, tasks["shape"].classifier
+    comparison = compare_tasks(colour, shape, 10)
+    shared = top_heads(colour) & top_heads(shape)
+    assert comparison.shared == len(shared) and comparison.jaccard == pytest.approx(len(shared) / (20 - len(shared)))

@@ -146,5 +146,9 @@ class ClassifyHandlers(Handlers):
         )
         report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])
         per_class = [[label, round(acc, 3)] for label, acc in report.per_class_accuracy.items()]
-        summary = f"### Held-out accuracy: **{report.accuracy:.3f}** on {report.n} examples\nClassifier: {md(session.fit.describe())}"
+        low, high = report.interval
+        summary = (
+            f"### Held-out accuracy: **{report.accuracy:.3f}** on {report.n} examples (95 % interval {low:.3f}–{high:.3f})\n"
+            f"Classifier: {md(session.fit.describe())}"
+        )
         return session, summary, plots.confusion_chart(report), per_class
