@@ -18,16 +18,18 @@ import sys
 from pathlib import Path
 from typing import get_args
 
+import torch
 from tqdm import tqdm
 
-from .analysis import compare_tasks, wilson_interval
+from .analysis import accuracy_curve, compare_tasks, wilson_interval
+from .capture import capture_heads
 from .classifier import SAVClassifier
 from .data import Example, labels_of, load_examples, open_image
 from .errors import DataError, SAVError
 from .lens import Weighting, density_on_image, look, overlay
 from .method import Scoring, TieBreak
 from .models import default_model_id, load_model, quiet_transformers, unseen_words
-from .pipeline import evaluate, fit_examples, predict_examples, save_activations
+from .pipeline import evaluate, fit_examples, load_activations, predict_examples, save_activations
 
 log = logging.getLogger("sav_explorer")
 DEFAULT_K = 20  # the paper's
@@ -90,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--question", help="question to ask (default: the classifier's)")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(run=run_predict)
+
+    curve = commands.add_parser("curve", help="accuracy against k: leave-one-out, nested, and on a test set")
+    _model_options(curve, default=None)
+    curve.add_argument("--classifier", required=True, type=Path)
+    curve.add_argument("--data", help="a labeled test set: captured once, then re-scored for every k")
+    curve.add_argument("--question", help="question for rows that have none (default: the classifier's)")
+    curve.add_argument("--json", action="store_true")
+    curve.set_defaults(run=run_curve)
 
     compare = commands.add_parser("compare", help="how two tasks' heads relate: shared top-k heads, Jaccard, rank correlation")
     compare.add_argument("classifiers", nargs=2, type=Path, metavar="DIR")
@@ -227,6 +237,28 @@ def run_predict(args) -> int:
     else:
         for row in rows:
             print(f"{row['image']}: {row['label']}  votes {row['votes']}")
+    return 0
+
+
+def run_curve(args) -> int:
+    clf = SAVClassifier.load(args.classifier)
+    saved = load_activations(args.classifier, clf.layout_)
+    test_sims = test_labels = None
+    if args.data:
+        clf, loaded = _classifier_and_model(args)
+        examples = load_examples(args.data, question=args.question or clf.manifest_.question)
+        activations = capture_heads(loaded, examples, batch_size=args.batch_size, on_batch=_progress("capturing heads"))
+        test_sims = clf.similarities(activations)
+        test_labels = torch.tensor([clf.classes_.index(e) if e in clf.classes_ else -1 for e in labels_of(examples)])
+    curve = accuracy_curve(clf, saved[0] if saved else None, test_sims, test_labels)
+    if args.json:
+        print(json.dumps(curve.to_json()))
+        return 0
+    print("k    leave-one-out (optimistic)  nested  test")
+    for i, k in enumerate(curve.k):
+        nested = f"{curve.nested_loo[i]:.3f}" if curve.nested_loo else "  -  "
+        test = f"{curve.test[i]:.3f}" if curve.test else "  -  "
+        print(f"{k:<4} {curve.loo[i]:.3f}{'':22}{nested}   {test}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
     low, high = wilson_interval(54, 60)                     # 95 % interval of 54 right out of 60
     comparison = compare_tasks(colour, shape, k=10)         # shared top-k heads, Jaccard, Spearman
+    curve = accuracy_curve(clf, activations)                # accuracy against k, without the model
 
 With 20 to 60 queries a few points of accuracy are noise; every accuracy the tools report carries
 its Wilson interval, which stays inside [0, 1] and behaves at 0 % and 100 %.
@@ -17,7 +18,7 @@ import torch
 from .checks import check_k
 from .classifier import SAVClassifier
 from .errors import DataError
-from .method import select_heads
+from .method import class_means, cosine_to_means, head_scores, select_heads, vote
 
 Z_95 = 1.959964  # the normal quantile of a two-sided 95 % interval
 
@@ -72,3 +73,59 @@ def compare_tasks(a: SAVClassifier, b: SAVClassifier, k: int) -> TaskComparison:
     top_b = {b.heads_[i] for i in select_heads(b.head_scores_, k).tolist()}
     shared = len(top_a & top_b)
     return TaskComparison(k, shared, shared / len(top_a | top_b), spearman(a.head_scores_, b.head_scores_))
+
+
+@dataclass(frozen=True)
+class AccuracyCurve:
+    """Accuracy against k, for k = 1 .. number of heads."""
+
+    k: list[int]
+    loo: list[float]  # support set, each example left out of its class mean; heads chosen on all (optimistic)
+    nested_loo: list[float] | None  # heads re-chosen without the left-out example too (needs the activations)
+    test: list[float] | None  # a held-out test set, captured once and re-scored for each k
+
+    def to_json(self) -> dict:
+        return {"k": self.k, "loo": self.loo, "nested_loo": self.nested_loo, "test": self.test}
+
+
+def accuracy_curve(
+    clf: SAVClassifier, activations=None, test_similarities: torch.Tensor | None = None, test_labels: torch.Tensor | None = None
+) -> AccuracyCurve:
+    """Accuracy for every k from cached similarities: no model call. `activations` (the support set's,
+    every layer) adds the nested estimate, where n <= 200; `test_similarities` (n, heads, classes) with
+    `test_labels` (class indices) adds held-out accuracy."""
+    n_heads = clf.layout_.n_heads
+    ks = list(range(1, n_heads + 1))
+    order = select_heads(clf.head_scores_, n_heads)  # ranking once; the top k are its first k
+    labels = clf.support_labels_
+
+    def accuracy(sims: torch.Tensor, truth: torch.Tensor, ranking: torch.Tensor, k: int) -> float:
+        predicted, _ = vote(sims, ranking[:k], clf.tie_break)
+        return float((predicted == truth).float().mean())
+
+    loo = [accuracy(clf.loo_similarities_, labels, order, k) for k in ks]
+    test = None
+    if test_similarities is not None:
+        test = [accuracy(test_similarities, test_labels, order, k) for k in ks]
+    nested = None
+    if activations is not None and activations.n_examples <= 200:
+        nested = _nested_loo(clf, activations, ks)
+    return AccuracyCurve(ks, loo, nested, test)
+
+
+def _nested_loo(clf: SAVClassifier, activations, ks: list[int]) -> list[float]:
+    """Each example left out of the class means *and* of the head scoring; heads re-chosen for each."""
+    labels = clf.support_labels_
+    n, n_classes = len(labels), len(clf.classes_)
+    right = torch.zeros(len(ks))
+    for i in range(n):
+        keep = torch.arange(n) != i
+        sims = torch.cat(
+            [cosine_to_means(block, class_means(block[keep], labels[keep], n_classes)) for block in activations.blocks], 1
+        )  # (n, heads, classes): every example against the means without example i
+        scores = head_scores(sims[keep], labels[keep])
+        ranking = select_heads(scores, len(scores))
+        for j, k in enumerate(ks):
+            predicted, _ = vote(sims[i : i + 1], ranking[:k], clf.tie_break)
+            right[j] += float(predicted[0] == labels[i])
+    return (right / n).tolist()

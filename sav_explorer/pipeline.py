@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from .analysis import wilson_interval
 from .capture import HeadActivations, capture_heads, sites_for_heads
 from .checks import check_classes, check_k
 from .classifier import Prediction, SAVClassifier
 from .data import Example, labels_of
+from .errors import ClassifierFileError
 from .models import LoadedModel
 
 ACTIVATIONS = "activations.safetensors"
@@ -169,3 +171,23 @@ def save_activations(folder: str | Path, activations: HeadActivations, labels: S
             tensors[f"activations.layer{layer}"] = block.contiguous()
     save_file(tensors, path)
     return path
+
+
+def load_activations(folder: str | Path, layout) -> tuple[HeadActivations, torch.Tensor] | None:
+    """Reads `activations.safetensors` written by `save_activations` for a classifier of `layout`:
+    (activations, label indices), or None where the folder has none."""
+    path = Path(folder) / ACTIVATIONS
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise ClassifierFileError(f"{path.name} is not a readable safetensors file ({error})") from None
+    if "activations" in tensors:
+        blocks = list(tensors["activations"].split([b.n_heads for b in layout.blocks], dim=1))
+    else:
+        blocks = [tensors.get(f"activations.layer{b.layer}") for b in layout.blocks]
+    try:
+        return HeadActivations(layout, blocks), tensors["labels"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ClassifierFileError(f"{path.name} does not match the classifier's heads") from None

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sav_explorer import HeadActivations, HeadLayout, LayerBlock, SAVClassifier, evaluate
-from sav_explorer.analysis import Z_95, average_ranks, compare_tasks, spearman, wilson_interval
+from sav_explorer.analysis import Z_95, accuracy_curve, average_ranks, compare_tasks, spearman, wilson_interval
 from sav_explorer.errors import DataError
 
 
@@ -56,3 +56,40 @@ def test_comparing_two_tasks_counts_shared_top_heads_and_their_jaccard():
     other = SAVClassifier(k=1).fit(HeadActivations(HeadLayout((LayerBlock(0, 5, 4),)), [torch.randn(4, 5, 4)]), ["x", "x", "y", "y"])
     with pytest.raises(DataError, match="different heads"):
         compare_tasks(a, other, 1)
+
+
+def noisy_task(seed: int = 3):
+    """Three classes over two layers; heads of graded quality, so that accuracy moves with k."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = [c for c in ("x", "y", "z") for _ in range(4)]
+    index = torch.tensor([("x", "y", "z").index(c) for c in labels])
+    centres = torch.randn(3, 8, 4, generator=generator)
+    noise = torch.linspace(0.2, 3.0, 8).view(1, 8, 1)
+    acts = centres[index] + noise * torch.randn(12, 8, 4, generator=generator)
+    layout = HeadLayout((LayerBlock(0, 4, 4), LayerBlock(1, 4, 4)))
+    return HeadActivations(layout, list(acts.split(4, dim=1))), labels, centres, noise
+
+
+def test_the_curve_equals_refitting_for_every_k_loo_nested_and_test():
+    acts, labels, centres, noise = noisy_task()
+    clf = SAVClassifier(k=3).fit(acts, labels)
+    generator = torch.Generator().manual_seed(9)
+    test_index = torch.tensor([0, 1, 2] * 3)
+    test_blocks = list((centres[test_index] + noise * torch.randn(9, 8, 4, generator=generator)).split(4, dim=1))
+    test_acts = HeadActivations(acts.layout, test_blocks)
+    curve = accuracy_curve(clf, acts, clf.similarities(test_acts), test_index)
+    assert curve.k == list(range(1, 9))
+    for k, loo, nested, test in zip(curve.k, curve.loo, curve.nested_loo, curve.test):
+        clf.select(k=k)
+        assert loo == pytest.approx(clf.leave_one_out_accuracy())
+        truth = [("x", "y", "z")[i] for i in test_index.tolist()]
+        assert test == pytest.approx(sum(p == t for p, t in zip(clf.predict(test_acts), truth)) / 9)
+        right = 0
+        for i in range(12):  # the nested estimate, brute force: refit without example i, choose k heads, classify it
+            keep = [j for j in range(12) if j != i]
+            others = HeadActivations(acts.layout, [b[keep] for b in acts.blocks])
+            alone = HeadActivations(acts.layout, [b[i : i + 1] for b in acts.blocks])
+            refit = SAVClassifier(k=k).fit(others, [labels[j] for j in keep])
+            right += refit.predict(alone)[0] == labels[i]
+        assert nested == pytest.approx(right / 12)
+    assert len(set(curve.loo)) > 1  # accuracy does move with k here

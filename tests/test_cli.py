@@ -11,6 +11,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
+from sav_explorer import SAVClassifier
 from sav_explorer.__main__ import main
 from sav_explorer.manifest import _digest
 from tests.conftest import REPO
@@ -233,3 +234,13 @@ def test_compare_prints_shared_heads_jaccard_and_spearman(fitted, tiny_llava, tm
     first = {tuple(h) for h in json.loads((fitted / "manifest.json").read_text())["selected"]}
     second = {tuple(h) for h in json.loads((other / "manifest.json").read_text())["selected"]}
     assert result["shared"] == len(first & second) and result["jaccard"] == pytest.approx(len(first & second) / len(first | second))
+
+
+def test_curve_json_gives_accuracy_for_every_k(fitted, capsys):
+    status, out, err = run(capsys, "curve", "--classifier", fitted, "--data", COLOUR / "queries.jsonl", "--json")
+    curve = json.loads(out)
+    assert status == 0, err
+    assert set(curve) == {"k", "loo", "nested_loo", "test"} and curve["k"] == list(range(1, 9))  # 2 layers x 4 heads
+    assert len(curve["loo"]) == len(curve["test"]) == 8 and curve["nested_loo"] is not None  # activations were saved at fit
+    clf = SAVClassifier.load(fitted)
+    assert curve["loo"][3] == pytest.approx(clf.select(k=4).leave_one_out_accuracy())
