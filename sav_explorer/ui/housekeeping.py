@@ -113,8 +113,15 @@ def sweep_stale_sessions(max_age_s: float, root: Path | None = None) -> int:
     return removed
 
 
+_sweeper: threading.Thread | None = None
+
+
 def start_sweeper(max_age_s: float, every_s: float = 15 * 60) -> threading.Thread:
-    """Sweeps once now, then every `every_s` seconds in a daemon thread."""
+    """Sweeps once now, then every `every_s` seconds in a daemon thread; one thread per process,
+    however many apps the process builds."""
+    global _sweeper
+    if _sweeper is not None and _sweeper.is_alive():
+        return _sweeper
 
     def loop() -> None:
         while True:
@@ -126,6 +133,6 @@ def start_sweeper(max_age_s: float, every_s: float = 15 * 60) -> threading.Threa
                 log.exception("session sweep failed")
             time.sleep(every_s)
 
-    thread = threading.Thread(target=loop, name="sav-session-sweeper", daemon=True)
-    thread.start()
-    return thread
+    _sweeper = threading.Thread(target=loop, name="sav-session-sweeper", daemon=True)
+    _sweeper.start()
+    return _sweeper
