@@ -154,7 +154,7 @@ def run_fit(args) -> int:
     examples = load_examples(args.data, question=args.question)
     loaded = _load(args, args.model)
     k = args.k if args.k is not None else min(DEFAULT_K, loaded.layout.n_heads)
-    _warn_unseen_words(loaded, {e.question_or(args.question) for e in examples})
+    _warn_unseen_words(loaded, dict.fromkeys(e.question_or(args.question) for e in examples))
     clf, activations = fit_examples(
         loaded,
         examples,
@@ -169,6 +169,7 @@ def run_fit(args) -> int:
     clf.save(args.out, model_id=loaded.model_id, revision=loaded.revision, question=question)
     if args.save_activations:
         save_activations(args.out, activations, labels_of(examples), clf.classes_)
+    loo = clf.leave_one_out_accuracy()
     summary = {
         "classifier": str(args.out),
         "model": loaded.model_id,
@@ -176,8 +177,8 @@ def run_fit(args) -> int:
         "labels": clf.classes_,
         "k": clf.k,
         "selected": [list(h) for h in clf.selected_heads],
-        "leave_one_out_accuracy_heads_fixed": clf.leave_one_out_accuracy(),
-        "leave_one_out_interval": list(wilson_interval(round(clf.leave_one_out_accuracy() * len(examples)), len(examples))),
+        "leave_one_out_accuracy_heads_fixed": loo,
+        "leave_one_out_interval": list(wilson_interval(round(loo * len(examples)), len(examples))),
     }
     if args.json:
         print(json.dumps(summary))
@@ -189,7 +190,7 @@ def run_fit(args) -> int:
 
 
 def _warn_unseen_words(loaded, questions) -> None:
-    unseen = list(dict.fromkeys(word for question in questions for word in unseen_words(loaded.processor, question)))
+    unseen = unseen_words(loaded.processor, questions)
     if unseen:
         print(
             f"warning: the model does not know these words of the question and will not see them: {', '.join(map(repr, unseen))}",

@@ -104,7 +104,7 @@ class HeadActivations:
 
     def uniform(self) -> torch.Tensor | None:
         """All heads as one (n_examples, n_heads_total, head_dim) tensor, or None if sizes differ."""
-        if len({block.shape[-1] for block in self.blocks}) != 1:
+        if self.layout.uniform_head_dim is None:
             return None
         return torch.cat(self.blocks, dim=1)
 

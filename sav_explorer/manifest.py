@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_args
 
@@ -110,9 +110,6 @@ class Manifest:
             raise ClassifierFileError(
                 f"this classifier was made for {self.model_id!r} at revision {self.revision}; the loaded model is at revision {revision}"
             )
-
-    def with_selection(self, selected: list[Head]) -> Manifest:
-        return replace(self, selected=selected, settings=replace(self.settings, k=len(selected)))
 
 
 def _digest(body: dict) -> str:

@@ -14,6 +14,7 @@ import hashlib
 import os
 import socket
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -238,13 +239,13 @@ def build_prompt(processor, question: str, n_images: int = 1) -> str:
     return image_token * n_images + question
 
 
-def unseen_words(processor, text: str) -> list[str]:
-    """Words of `text` that the tokenizer turns into its unknown token: the model never sees them."""
+def unseen_words(processor, texts: Iterable[str]) -> list[str]:
+    """Words of `texts` (each once, in order) that the tokenizer turns into its unknown token: the model never sees them."""
     tokenizer = getattr(processor, "tokenizer", processor)
     unknown = getattr(tokenizer, "unk_token_id", None)
     if unknown is None:
         return []
-    words = dict.fromkeys(text.split())
+    words = dict.fromkeys(word for text in texts for word in text.split())
     return [word for word in words if unknown in tokenizer(word, add_special_tokens=False)["input_ids"]]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -48,7 +48,6 @@ class ImageTokenLayout:
     kinds: list[str]  # per sequence position: "image", "layout" or "text"
     known: bool = True
     note: str = ""  # why the layout is unknown
-    image_positions: list[int] = field(default_factory=list)
 
 
 def image_token_layout(loaded: LoadedModel, inputs: dict, sizes: list[tuple[int, int]]) -> ImageTokenLayout:
@@ -72,16 +71,16 @@ def image_token_layout(loaded: LoadedModel, inputs: dict, sizes: list[tuple[int,
     reader = _READERS.get(family)
     if reader is None:
         note = f"layout unknown for {type(loaded.model).__name__}"
-        return ImageTokenLayout([[] for _ in sizes], kinds, False, note, image_positions)
+        return ImageTokenLayout([[] for _ in sizes], kinds, False, note)
     try:
         grids = reader(loaded, inputs, tokens, image_positions, sizes)
     except _Mismatch as mismatch:
-        return ImageTokenLayout([[] for _ in sizes], kinds, False, f"layout unknown: {mismatch}", image_positions)
+        return ImageTokenLayout([[] for _ in sizes], kinds, False, f"layout unknown: {mismatch}")
     in_grids = {p for views in grids for grid in views for p in grid.positions}
     for position in image_positions:
         if position not in in_grids:  # image-token positions outside every grid carry newlines
             kinds[position] = "layout"
-    return ImageTokenLayout(grids, kinds, True, "", image_positions)
+    return ImageTokenLayout(grids, kinds, True, "")
 
 
 class _Mismatch(Exception):

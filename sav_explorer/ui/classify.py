@@ -17,7 +17,7 @@ from ..pipeline import evaluate, predict_examples
 from . import plots
 from .common import Handlers, file_paths, md, ui_errors
 from .explore import fitted
-from .housekeeping import disk_use, quota_bytes
+from .housekeeping import room_left
 from .session import MAX_CLASSIFY, MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, MAX_TEST, Classified, Session
 from .support import check_images_per_example
 from .uploads import examples_from_uploads
@@ -46,6 +46,14 @@ def classify_views(session: Session):
     names = [f"{i + 1}: {c.name}" for i, c in enumerate(session.predictions)]
     shown = [(str(c.path), c.prediction.label) for c in session.predictions]
     return (session, rows, gr.update(choices=names, value=names[0]), *prediction_detail(session, 0), shown)
+
+
+def prediction_index(choice: str | None) -> int:
+    """The index of a "N: name" choice of the classified images (0 when there is no number)."""
+    try:
+        return int(str(choice).split(":", 1)[0]) - 1
+    except ValueError:
+        return 0
 
 
 def prediction_detail(session: Session, index: int):
@@ -106,10 +114,7 @@ class ClassifyHandlers(Handlers):
     @ui_errors
     def show_detail(self, choice: str, session: Session | None):
         session = self.session(session)
-        try:
-            index = int(str(choice).split(":", 1)[0]) - 1
-        except ValueError:
-            index = 0
+        index = prediction_index(choice)
         if not 0 <= index < len(session.predictions):
             raise DataError("classify images first")
         return prediction_detail(session, index)
@@ -121,8 +126,9 @@ class ClassifyHandlers(Handlers):
         clf = fitted(session)
         default = question_for_queries(session, question)
         if file_paths(files) or not use_example:  # an uploaded test set wins over the example task's queries
-            room = quota_bytes() - disk_use(session.workdir)
-            examples, _ = examples_from_uploads(file_paths(files), session.subdir("test"), question=default, room=room)
+            examples, _ = examples_from_uploads(
+                file_paths(files), session.subdir("test"), question=default, room=room_left(session.workdir)
+            )
             check_images_per_example(examples)
         else:
             task = session.fit.example_task

@@ -94,6 +94,15 @@ def toggle(session: Session, head: tuple[int, int]):
     return choose_custom(session, selected)
 
 
+def parse_cell(cell: str) -> tuple[int, int]:
+    """ "layer,head" (anything after a second comma is ignored: the browser adds a mode and a nonce)."""
+    try:
+        layer, head = (int(x) for x in str(cell).split(",")[:2])
+    except ValueError:
+        raise DataError(f"expected 'layer,head'; got {cell!r}") from None
+    return layer, head
+
+
 def fitted(session: Session) -> SAVClassifier:
     if session.clf is None:
         raise DataError("extract heads first (or restore a saved classifier)")
@@ -144,8 +153,7 @@ class ExploreHandlers(Handlers):
             return explore_views(session, f"Extraction {md(stopped)}; the previous result (if any) is kept.")
         finally:
             flag.clear()
-        questions = {e.question_or(question) for e in session.support}
-        unseen = list(dict.fromkeys(w for q in questions for w in unseen_words(loaded.processor, q)))
+        unseen = unseen_words(loaded.processor, dict.fromkeys(e.question_or(question) for e in session.support))
         note = ""
         if unseen:
             note = f" The model does not know these words of the question and will not see them: {', '.join(map(repr, unseen))}."
@@ -215,12 +223,7 @@ class ExploreHandlers(Handlers):
     @ui_errors
     def toggle_head(self, cell: str, session: Session | None):
         """`cell` is "layer,head" (anything after a second comma is ignored: the browser adds a nonce)."""
-        session = self.session(session)
-        try:
-            layer, head = (int(x) for x in str(cell).split(",")[:2])
-        except ValueError:
-            raise DataError(f"expected 'layer,head'; got {cell!r}") from None
-        return toggle(session, (layer, head))
+        return toggle(self.session(session), parse_cell(cell))
 
     @ui_errors
     def set_heads(self, names: Sequence[str], session: Session | None):

@@ -49,6 +49,11 @@ def disk_use(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
+def room_left(workdir: Path) -> int:
+    """Bytes the session may still write (negative once past its quota)."""
+    return quota_bytes() - disk_use(workdir)
+
+
 def check_quota(workdir: Path, incoming: int) -> None:
     """Refuses a write that would take the session past its disk quota, before anything is written."""
     used, limit = disk_use(workdir), quota_bytes()

@@ -19,8 +19,9 @@ from ..data import Example, open_image
 from ..errors import DataError
 from ..heads import Head
 from ..lens import Lens, class_averages, density_on_image, look, overlay
+from .classify import prediction_index
 from .common import Handlers, md, ui_errors
-from .explore import fitted, toggle
+from .explore import fitted, parse_cell, toggle
 from .session import Session
 
 MAX_CACHED = 256  # lens results kept per session
@@ -48,15 +49,6 @@ def chosen_image(session: Session, choice: str | None) -> tuple[str, Example]:
         return choice, session.fit.examples[index]
     item = session.predictions[index]
     return choice, Example((item.path,), item.question)
-
-
-def parse_cell(cell: str) -> Head:
-    """ "layer,head" (anything after a second comma is ignored: the browser adds a mode and a nonce)."""
-    try:
-        layer, head = (int(x) for x in str(cell).split(",")[:2])
-    except ValueError:
-        raise DataError(f"expected 'layer,head'; got {cell!r}") from None
-    return layer, head
 
 
 def shares_text(lens: Lens, head: Head) -> str:
@@ -148,10 +140,7 @@ class InspectHandlers(Handlers):
         fitted(session)
         if not session.predictions:
             return []
-        try:
-            index = int(str(choice).split(":", 1)[0]) - 1
-        except ValueError:
-            index = 0
+        index = prediction_index(choice)
         item = session.predictions[max(0, min(index, len(session.predictions) - 1))]
         heads = [(h.layer, h.head) for h in item.prediction.heads]
         progress(0, desc="where the voting heads look")
@@ -162,11 +151,11 @@ class InspectHandlers(Handlers):
     def inspect_vote_row(self, evt: gr.SelectData, choice: str | None, session: Session | None):
         """A click on a row of the per-head votes: that head, on that classified image, goes to Inspect."""
         session = self.session(session)
+        index = prediction_index(choice)
         try:
-            index = int(str(choice).split(":", 1)[0]) - 1
             item = session.predictions[index]
             vote = item.prediction.heads[evt.index[0]]
-        except (ValueError, IndexError, TypeError):
+        except (IndexError, TypeError):
             raise DataError("classify an image first, then click a row of its per-head votes") from None
         query = f"query {index + 1}: {item.name}"
         return f"{vote.layer},{vote.head},row,{time.time()}", query  # a new value even for the same head

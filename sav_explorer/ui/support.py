@@ -22,7 +22,7 @@ from ..data import Example, load_examples, open_image
 from ..errors import DataError
 from ..models import EXAMPLES_DIR, model_location
 from .common import Handlers, example_tasks, file_paths, md, ui_errors
-from .housekeeping import check_quota, disk_use, prune_uploads, quota_bytes
+from .housekeeping import check_quota, prune_uploads, room_left
 from .registry import ModelKey, check_allowed
 from .session import MAX_IMAGES_PER_EXAMPLE, MAX_SUPPORT, Session
 from .uploads import examples_from_uploads
@@ -161,8 +161,7 @@ class SupportHandlers(Handlers):
     @ui_errors
     def upload_support(self, files, session: Session | None):
         session = self.session(session)
-        room = quota_bytes() - disk_use(session.workdir)
-        examples, skipped = examples_from_uploads(file_paths(files), session.subdir("support"), room=room)
+        examples, skipped = examples_from_uploads(file_paths(files), session.subdir("support"), room=room_left(session.workdir))
         return self._set_support(session, examples, ", ".join(p.name for p in file_paths(files))[:200], skipped=skipped)
 
     @ui_errors

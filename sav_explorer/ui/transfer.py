@@ -19,7 +19,7 @@ from ..pipeline import save_activations, save_head_scores
 from . import plots
 from .common import Handlers, file_paths, ui_errors
 from .explore import explore_views, fitted
-from .housekeeping import disk_use, quota_bytes
+from .housekeeping import room_left
 from .session import Fit, Session
 from .uploads import classifier_member, extract_zip
 
@@ -51,7 +51,7 @@ class TransferHandlers(Handlers):
             raise ClassifierFileError("upload the classifier zip that Export made (one .zip file)")
         folder = session.fresh_dir("restored")
         try:
-            extract_zip(paths[0], folder, accept=classifier_member, room=quota_bytes() - disk_use(session.workdir))
+            extract_zip(paths[0], folder, accept=classifier_member, room=room_left(session.workdir))
         except DataError as error:
             raise ClassifierFileError(f"not a classifier zip: {error}") from None
         root = folder if (folder / MANIFEST).exists() else next((p.parent for p in folder.rglob(MANIFEST)), folder)
