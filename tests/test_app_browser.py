@@ -89,6 +89,8 @@ def test_whole_flow_in_the_browser(browser, url, tmp_path):
     heads = page.locator("#sav-k").locator("xpath=following::*[contains(@class,'token')]")
     assert heads.count() >= after
     expect(page.get_by_text("L7 H7", exact=True)).to_have_count(1 if after == 6 else 0)
+    inspected = page.locator("#sav-inspect").first  # the inspected head's line follows the toggle, never stale
+    expect(inspected).to_contain_text("selected, rank" if after == 6 else "not selected")
     page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
 
     page.get_by_role("tab", name="Classify").click()

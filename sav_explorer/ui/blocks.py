@@ -121,8 +121,11 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             return event.then(explorer.banners, [ui.question, session], banners, **instant)
 
         def then_explore(event):
-            """After anything that changes the voting heads: the top-k / custom switch and the banners follow."""
-            return then_banners(event.then(explorer.mode_view, [session], [ui.mode], **instant))
+            """After anything that changes the voting heads: the top-k / custom switch, the inspected head's
+            rank and button, and the banners follow."""
+            event = event.then(explorer.mode_view, [session], [ui.mode], **instant)
+            event = event.then(explorer.inspect_header_views, [session], [ui.inspect_title, ui.inspect_toggle], **instant)
+            return then_banners(event)
 
         # ------------------------------------------------------------------ model and support set
         then_banners(

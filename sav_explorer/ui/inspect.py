@@ -60,6 +60,23 @@ def shares_text(lens: Lens, head: Head) -> str:
     )
 
 
+def inspect_header(session: Session):
+    """(title, add/remove button) for the inspected head: its scores, and whether and where it votes."""
+    head, clf = session.inspected, session.clf
+    if head is None or clf is None or head not in clf.layout_:
+        return gr.update(), gr.update()
+    position = clf.layout_.position(*head)
+    selected = clf.selected_heads
+    rank = f"selected, rank {selected.index(head) + 1} of {len(selected)}" if head in selected else "not selected"
+    title = (
+        f"### Layer {head[0]}, head {head[1]}\n"
+        f"in-sample accuracy {float(clf.in_sample_scores_[position]):.2f} · leave-one-out "
+        f"{float(clf.loo_scores_[position]):.2f} · {rank}"
+    )
+    button = gr.update(value="Remove from the selection" if head in selected else "Add to the selection", interactive=True)
+    return title, button
+
+
 class InspectHandlers(Handlers):
     def _lens(self, session: Session, example: Example, heads: list[Head]) -> Lens:
         fit = session.fit
@@ -89,19 +106,15 @@ class InspectHandlers(Handlers):
         choice, example = chosen_image(session, choice)
         progress(0, desc=f"where layer {head[0]} head {head[1]} looks")
         lens = self._lens(session, example, [head])
-        position = clf.layout_.position(*head)
-        selected = clf.selected_heads
-        rank = f"selected, rank {selected.index(head) + 1} of {len(selected)}" if head in selected else "not selected"
-        title = (
-            f"### Layer {head[0]}, head {head[1]}\n"
-            f"in-sample accuracy {float(clf.in_sample_scores_[position]):.2f} · leave-one-out "
-            f"{float(clf.loo_scores_[position]):.2f} · {rank}"
-        )
         averages = self._class_averages(session, head)
-        button = gr.update(value="Remove from the selection" if head in selected else "Add to the selection", interactive=True)
         choices = gr.update(choices=image_choices(session), value=choice)
         picture = self._overlay(lens, head, example.images[0])
+        title, button = inspect_header(session)
         return session, title, choices, picture, shares_text(lens, head), averages, button
+
+    def inspect_header_views(self, session: Session | None):
+        """The inspected head's title and button again, after the voting heads changed (no model call)."""
+        return inspect_header(self.session(session))
 
     @ui_errors
     def toggle_inspected(self, session: Session | None):
@@ -110,8 +123,7 @@ class InspectHandlers(Handlers):
         if session.inspected is None:
             raise DataError("click a cell of the heatmap to inspect a head first")
         views = toggle(session, session.inspected)
-        added = session.inspected in session.clf.selected_heads
-        return (*views, gr.update(value="Remove from the selection" if added else "Add to the selection"))
+        return (*views, inspect_header(session)[1])
 
     def _class_averages(self, session: Session, head: Head) -> list[tuple[Image.Image, str]]:
         fit = session.fit
