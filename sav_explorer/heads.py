@@ -80,6 +80,12 @@ class HeadLayout:
     def __contains__(self, head: object) -> bool:
         return head in self._positions
 
+    def block(self, layer: int) -> LayerBlock:
+        for block in self.blocks:
+            if block.layer == layer:
+                return block
+        raise KeyError(f"no layer {layer} among {self.layers}")
+
     def position(self, layer: int, head: int) -> int:
         """Index of (layer, head) along the head axis of tensors laid out by this layout."""
         try:

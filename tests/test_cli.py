@@ -244,3 +244,42 @@ def test_curve_json_gives_accuracy_for_every_k(fitted, capsys):
     assert len(curve["loo"]) == len(curve["test"]) == 8 and curve["nested_loo"] is not None  # activations were saved at fit
     clf = SAVClassifier.load(fitted)
     assert curve["loo"][3] == pytest.approx(clf.select(k=4).leave_one_out_accuracy())
+
+
+def test_eval_zero_shot_adds_the_models_own_answers_beside_sav(fitted, capsys):
+    status, out, _ = run(capsys, "eval", "--classifier", fitted, "--data", COLOUR / "queries.jsonl", "--zero-shot", "--json")
+    report = json.loads(out)
+    assert status == 0 and report["zero_shot_method"] == "generate"
+    low, high = report["zero_shot_interval"]
+    assert 0 <= low <= report["zero_shot_accuracy"] <= high <= 1
+    samples = report["zero_shot_samples"]
+    assert set(samples) == {"right", "wrong", "unmatched"} and all(len(rows) <= 3 for rows in samples.values())
+    assert 0 <= report["zero_shot_unmatched"] <= 60 and (report["zero_shot_unmatched"] > 0) == bool(samples["unmatched"])
+    status, out, _ = run(capsys, "eval", "--classifier", fitted, "--data", COLOUR / "queries.jsonl", "--zero-shot", "likelihood", "--json")
+    report = json.loads(out)
+    assert report["zero_shot_method"] == "likelihood" and report["zero_shot_unmatched"] == 0  # forced choice: always a label
+
+
+def test_ablate_json_gives_baseline_ablated_and_random_accuracies(fitted, capsys):
+    args = ["ablate", "--classifier", fitted, "--data", COLOUR / "queries.jsonl", "--mode", "zero", "--random", "2", "--json"]
+    status, out, _ = run(capsys, *args)
+    report = json.loads(out)
+    assert status == 0
+    assert {"baseline_accuracy", "ablated_accuracy", "random_accuracy", "random_accuracies", "n", "heads"} <= set(report)
+    assert report["n"] == 60 and len(report["heads"]) == 4 and len(report["random_accuracies"]) == 2
+    assert report["random_accuracy"] == pytest.approx(sum(report["random_accuracies"]) / 2)
+    status, out, _ = run(capsys, *args[:-1], "--heads", "0:1", "1:2", "--json")
+    assert json.loads(out)["heads"] == [[0, 1], [1, 2]]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--mode", "mean"], "needs the support set"),
+        (["--mode", "zero", "--heads", "7:0"], "no head 7:0"),
+        (["--mode", "zero", "--heads", "two"], "layer:head"),
+    ],
+)
+def test_ablate_refuses_unclear_requests_with_one_line(fitted, capsys, extra, message):
+    status, _, err = run(capsys, "ablate", "--classifier", fitted, "--data", COLOUR / "queries.jsonl", *extra)
+    assert status == 2 and message in err and len(err.strip().splitlines()) == 1

@@ -65,10 +65,10 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_processor() -> LlavaProcessor:
+    # The whole image, squeezed to a square: a centre crop cut the ends off wide drawings.
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        do_center_crop=True,
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        do_center_crop=False,
         do_convert_rgb=True,
     )
     return LlavaProcessor(

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 
 from ..capture import capture_heads
 from ..classifier import SAVClassifier
-from ..data import load_examples
+from ..data import Example, load_examples
 from ..method import select_heads
 from ..models import EXAMPLES_DIR, LoadedModel, generate_answers, load_model, quiet_transformers
-from ..pipeline import evaluate, fit_examples
+from ..pipeline import evaluate, fit_examples, predict_examples
 from .examples import TASK_NAMES
-from .shapes import QUESTION_KINDS, ShapesWorld, parse_description
+from .shapes import COLOURS, QUESTION_KINDS, SHAPES, ShapesWorld, parse_description
+from .sketches import STYLES, draw
 
 RESULTS = EXAMPLES_DIR / "results.json"  # each task's SAV accuracy, which a test reproduces
 ATTRIBUTES = ("count", "size", "colour", "shape")
@@ -79,6 +80,41 @@ def sav_task(loaded: LoadedModel, name: str, k: int = 20, batch_size: int = 16) 
     loo = SAVClassifier(k=k, scoring="loo").fit(activations, [e.label for e in support])
     accuracy, loo_accuracy = (evaluate(c.predict(query_activations), truth, c.classes_).accuracy for c in (clf, loo))
     return TaskResult(name, accuracy, len(queries), clf, loo_accuracy)
+
+
+@dataclass
+class DrawnResult:
+    task: str
+    accuracy: float
+    n: int
+    per_style: dict[str, float]
+
+
+def sketches_for(task: str, n_per_class: int, seed: str = "sketch") -> list[tuple[Example, str]]:
+    """(example, drawing style) pairs for the colour or shape task, drawn by `sketches` (never trained on):
+    each class `n_per_class` times, the styles in turn, every fourth a small tinted thumbnail, the
+    other attribute at random."""
+    labels = COLOURS if task == "colour" else SHAPES
+    question = load_examples(EXAMPLES_DIR / task / "support.jsonl")[0].question
+    rows = []
+    for label in labels:
+        for i in range(n_per_class):
+            rng = random.Random(f"{seed}-{task}-{label}-{i}")
+            colour, shape = (label, rng.choice(SHAPES)) if task == "colour" else (rng.choice(tuple(COLOURS)), label)
+            style, small = STYLES[i % len(STYLES)], i % 4 == 3
+            rows.append((Example((draw(rng, colour, shape, style, small),), question, label), f"{style}{' small' if small else ''}"))
+    return rows
+
+
+def drawn_accuracy(loaded: LoadedModel, task: str, n_per_class: int = 20, k: int = 20, batch_size: int = 16) -> DrawnResult:
+    """SAV on drawings: fitted on the task's bundled support set (the world's renders), asked about sketches."""
+    clf, _ = fit_examples(loaded, load_examples(EXAMPLES_DIR / task / "support.jsonl"), k=k, batch_size=batch_size)
+    rows = sketches_for(task, n_per_class)
+    predictions = predict_examples(loaded, clf, [example for example, _ in rows], batch_size=batch_size)
+    right = [p.label == example.label for p, (example, _) in zip(predictions, rows)]
+    styles = sorted({s for _, s in rows})
+    per_style = {style: sum(r for r, (_, s) in zip(right, rows) if s == style) / sum(s == style for _, s in rows) for style in styles}
+    return DrawnResult(task, sum(right) / len(right), len(right), per_style)
 
 
 def top_heads(clf: SAVClassifier, n: int = 10) -> set[tuple[int, int]]:

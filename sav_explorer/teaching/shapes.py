@@ -166,21 +166,19 @@ class ShapesWorld:
 
     def sample(self, rng: random.Random, kind: str) -> tuple[Image.Image, str, str]:
         """A random (image, question, answer) of the given kind, from a scene that fits it."""
-        image, question, answer, _ = self.sample_with_scene(rng, kind)
-        return image, question, answer
-
-    def sample_with_scene(self, rng: random.Random, kind: str) -> tuple[Image.Image, str, str, Scene]:
-        """As `sample`, plus the scene itself (training reads its objects' attributes)."""
-        if kind in ("colour", "shape", "size"):
-            scene = self.sample_scene(rng, n_objects=1)
-        elif kind == "position":
-            scene = self.sample_scene(rng, n_objects=1, side=rng.choice(("left", "right")))
-        elif kind == "relation":
-            scene = self.sample_scene(rng, n_objects=rng.randint(2, MAX_OBJECTS), distinct_colours=True)
-        else:
-            scene = self.sample_scene(rng)
+        scene = self.sample_scene_for(rng, kind)
         question, answer = self.question(scene, kind, rng)
-        return self.render(scene, rng), question, answer, scene
+        return self.render(scene, rng), question, answer
+
+    def sample_scene_for(self, rng: random.Random, kind: str) -> Scene:
+        """A random scene that a question of this kind can be asked about."""
+        if kind in ("colour", "shape", "size"):
+            return self.sample_scene(rng, n_objects=1)
+        if kind == "position":
+            return self.sample_scene(rng, n_objects=1, side=rng.choice(("left", "right")))
+        if kind == "relation":
+            return self.sample_scene(rng, n_objects=rng.randint(2, MAX_OBJECTS), distinct_colours=True)
+        return self.sample_scene(rng)
 
 
 def describe(scene: Scene) -> str:

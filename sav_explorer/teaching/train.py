@@ -1,8 +1,9 @@
 """Trains the bundled teaching model from scratch, in stages, on the shapes world.
 
-    python -m sav_explorer.teaching.train --out assets/shapes-llava            # all three stages
+    python -m sav_explorer.teaching.train --out assets/shapes-llava            # all four stages (about 2 h on 2 cores)
     python -m sav_explorer.teaching.train --out DIR --checkpoints CHECKPOINTS    # also saves after every stage
     python -m sav_explorer.teaching.train --out DIR --resume CHECKPOINTS/after-answering   # what follows a checkpoint
+    python -m sav_explorer.teaching.train --out DIR --resume CHECKPOINTS/after-binding     # stage 4 only (about 35 min)
 
 1. Seeing: the vision tower alone learns what each object is. Linear probes read, under every
    patch and from each object's pooled patches, its colour, shape and size, and the count from
@@ -17,6 +18,11 @@
    or list the objects; the tower trains slowly, its probes still on, and new probes teach every
    patch its object's side of the image and place counting from the left, so that the decoder
    can look a place up instead of sorting.
+4. Drawing: half the images are drawn as people draw (`drawn`: canvases of any size and aspect,
+   tinted grounds, outlines and scribbles, thick anti-aliased strokes, JPEG). First the tower
+   alone learns them from its probes, held by a frozen copy of itself to what it read of the
+   renders; then everything trains on questions about drawings and renders alike. Trained on
+   renders only, the model read a drawing's colour but guessed its shape.
 
 The run is seeded and writes a folder that `from_pretrained` loads offline, plus
 `training_log.json` with the probes', the pointers' and each kind of question's accuracy
@@ -26,6 +32,7 @@ during training.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -41,6 +48,7 @@ from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from ..models import BUNDLED_MODEL, build_prompt
 from .build import PATCH_SIZE, build_config, build_processor
+from .drawn import Picture, render_drawn
 from .shapes import COLOURS, IMAGE_SIZE, MAX_OBJECTS, QUESTION_KINDS, SHAPES, SIZES, Scene, ShapesWorld, draw_shape
 
 log = logging.getLogger(__name__)
@@ -79,6 +87,18 @@ BINDING_WEIGHTS = {
     "relation": 2.0,
     "describe": 3.0,
 }
+# The last stage, on drawings as well as renders: shape is what drawings got wrong, presence
+# what the model answered worst.
+DRAWING_WEIGHTS = {
+    "colour": 1.0,
+    "shape": 1.5,
+    "size": 0.5,
+    "position": 0.5,
+    "count": 1.0,
+    "presence": 2.5,
+    "relation": 1.0,
+    "describe": 2.0,
+}
 # Per-patch attributes the tower is taught: what an object is, and where it is (side of the
 # image, place counting from the left).
 SEEING = ("colour", "shape", "size")
@@ -100,6 +120,12 @@ class TrainConfig:
     reading_steps: int = 800  # stage 2, first questions about one attribute: projector + decoder, tower frozen
     qa_steps: int = 2200  # stage 2, then every kind of question
     binding_steps: int = 2500  # stage 3: everything, binding-heavy questions, the probes kept on
+    redrawing_steps: int = 1000  # stage 4: the tower on drawings as well as renders, held to what it saw of renders
+    drawing_steps: int = 3000  # stage 4, then everything on questions about drawings and renders
+    drawn_share: float = 0.5  # of stage 4's images, drawn in the style of `drawn`
+    redrawing_lr: float = 6e-4  # the tower in stage 4's first part
+    drawing_lr: float = 3e-4  # decoder and projector in stage 4
+    anchor_weight: float = 1.0  # keeps the tower's reading of renders while it learns drawings
     batch: int = 32
     lr: float = 2e-3
     finetune_lr: float = 3e-4  # the tower and projector in stage 3
@@ -111,8 +137,25 @@ class TrainConfig:
     threads: int = 2
 
 
-def patch_targets(scene: Scene) -> dict[str, torch.Tensor]:
-    """Training targets for the vision tower, from the scene's pixel-exact object masks.
+def index_map(scene: Scene) -> Image.Image:
+    """Which object covers which pixel of the world's own render: object i has value i + 1."""
+    objects = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+    draw = ImageDraw.Draw(objects)
+    for i, obj in enumerate(scene.objects):
+        draw_shape(draw, obj, i + 1)
+    return objects
+
+
+def picture(world: ShapesWorld, scene: Scene, rng: random.Random, drawn_share: float = 0.0) -> Picture:
+    """The scene rendered by the world, or with chance `drawn_share` drawn as people draw (`drawn`)."""
+    if drawn_share and rng.random() < drawn_share:
+        return render_drawn(scene, rng)
+    return Picture(world.render(scene, rng), index_map(scene))
+
+
+def patch_targets(scene: Scene, objects: Image.Image | None = None) -> dict[str, torch.Tensor]:
+    """Training targets for the vision tower, from the objects' pixel-exact masks (`objects`, the
+    picture's index map; the world's own render when None).
 
     Per patch (n_patches,): colour, shape, size, side (left/right half) and rank (place counting
     from the left) of the object covering most of it, as classes from 1 (0 = background). Per
@@ -120,11 +163,8 @@ def patch_targets(scene: Scene) -> dict[str, torch.Tensor]:
     `object_weights` (MAX_OBJECTS, n_patches), the share of the object's pixels in each patch,
     to pool its tokens. `count` is the object count minus one.
     """
-    index_map = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
-    draw = ImageDraw.Draw(index_map)
-    for i, obj in enumerate(scene.objects):
-        draw_shape(draw, obj, i + 1)
-    pixels = torch.tensor(bytearray(index_map.tobytes()), dtype=torch.int64).view(IMAGE_SIZE, IMAGE_SIZE)
+    objects = objects if objects is not None else index_map(scene)
+    pixels = torch.tensor(bytearray(objects.tobytes()), dtype=torch.int64).view(IMAGE_SIZE, IMAGE_SIZE)
     grid = IMAGE_SIZE // PATCH_SIZE
     patches = pixels.view(grid, PATCH_SIZE, grid, PATCH_SIZE).permute(0, 2, 1, 3).reshape(grid * grid, -1)  # (n_patches, pixels)
     counts = torch.stack([(patches == i + 1).sum(1) for i in range(MAX_OBJECTS)], 1).float()  # (n_patches, MAX_OBJECTS)
@@ -187,20 +227,27 @@ class VisionProbe(nn.Module):
 @dataclass
 class QABatch:
     """A batch of (image, question, answer): model inputs with labels on the answer tokens and
-    the end token only, and for each row the kind of question, the question and the scene."""
+    the end token only, and for each row the kind of question, the question, the scene and its
+    picture's index map."""
 
     inputs: dict[str, torch.Tensor]
     kinds: list[str]
     questions: list[str]
     scenes: list[Scene]
+    index_maps: list[Image.Image]
 
 
-def qa_batch(processor: LlavaProcessor, world: ShapesWorld, rng: random.Random, batch: int, weights: dict[str, float]) -> QABatch:
+def qa_batch(
+    processor: LlavaProcessor, world: ShapesWorld, rng: random.Random, batch: int, weights: dict[str, float], drawn_share: float = 0.0
+) -> QABatch:
     kinds = rng.choices(QUESTION_KINDS, weights=[weights[k] for k in QUESTION_KINDS], k=batch)
-    images, texts, questions, answer_lengths, scenes = [], [], [], [], []
+    images, texts, questions, answer_lengths, scenes, index_maps = [], [], [], [], [], []
     for kind in kinds:
-        image, question, answer, scene = world.sample_with_scene(rng, kind)
-        images.append(image)
+        scene = world.sample_scene_for(rng, kind)
+        question, answer = world.question(scene, kind, rng)
+        drawn = picture(world, scene, rng, drawn_share)
+        images.append(drawn.image)
+        index_maps.append(drawn.index_map)
         questions.append(question)
         scenes.append(scene)
         texts.append(f"{build_prompt(processor, question)} {answer} </s>")
@@ -210,7 +257,7 @@ def qa_batch(processor: LlavaProcessor, world: ShapesWorld, rng: random.Random, 
     for row, length in enumerate(answer_lengths):  # left padding: the answer ends every row
         labels[row, -length:] = inputs["input_ids"][row, -length:]
     inputs["labels"] = labels
-    return QABatch(dict(inputs), kinds, questions, scenes)
+    return QABatch(dict(inputs), kinds, questions, scenes, index_maps)
 
 
 def pointer_targets(batch: QABatch, object_weights: torch.Tensor, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,8 +336,8 @@ class PointerSupervision:
         self.hook.remove()
 
 
-def stack_targets(scenes: list[Scene]) -> dict[str, torch.Tensor]:
-    per_scene = [patch_targets(s) for s in scenes]
+def stack_targets(scenes: list[Scene], index_maps: list[Image.Image] | None = None) -> dict[str, torch.Tensor]:
+    per_scene = [patch_targets(s, m) for s, m in zip(scenes, index_maps or [None] * len(scenes))]
     return {k: torch.stack([t[k] for t in per_scene]) for k in per_scene[0]}
 
 
@@ -344,13 +391,13 @@ def run_stage(name, groups, steps, cfg, make_loss, report) -> dict:
     return {"stage": name, "steps": steps, "seconds": round(time.time() - start, 1), "history": history}
 
 
-STAGES = ("seeing", "aligning", "reading", "answering", "binding")
+STAGES = ("seeing", "aligning", "reading", "answering", "binding", "redrawing", "drawing")
 
 
 def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: Path | None = None) -> None:
-    """Runs the three stages and saves the model; `resume` loads a checkpoint this script saved
-    (`--checkpoints`) and runs the parts after it. Every part seeds itself, so both paths agree
-    but for the stage-1 probe heads, which a resumed stage 3 learns afresh."""
+    """Runs the four stages and saves the model; `resume` loads a checkpoint this script saved
+    (`--checkpoints`, or a model it wrote) and runs the parts after it. Every part seeds itself,
+    so both paths agree but for the probe heads, which a resumed stage learns afresh."""
     torch.set_num_threads(cfg.threads)
     world = ShapesWorld()
     processor = build_processor()
@@ -360,7 +407,7 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
         torch.manual_seed(cfg.seed + len(stages))
         return random.Random(f"{cfg.seed}-{stage}")
 
-    seeing = None
+    seeing = probe = None
     if resume is None:
         seeded("init")
         model = LlavaForConditionalGeneration(build_config(processor.tokenizer))
@@ -387,7 +434,7 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
             )
         elif name == "answering":
             stages.append(train_answering(name, model, None, processor, world, seeded(name), cfg, cfg.qa_steps, READING_WEIGHTS, cfg.lr))
-        elif cfg.binding_steps:
+        elif name == "binding":
             rng = seeded(name)
             # Where objects are is taught only now, once the decoder reads what they are; the
             # stage-1 probe heads carry over when there.
@@ -396,6 +443,18 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
                 probe.load_state_dict(seeing.state_dict(), strict=False)
             stages.append(
                 train_answering(name, model, probe, processor, world, rng, cfg, cfg.binding_steps, BINDING_WEIGHTS, cfg.binding_lr)
+            )
+        elif name == "redrawing":
+            rng = seeded(name)
+            probe = probe or VisionProbe(model.config.vision_config.hidden_size, SEEING + PLACING)
+            stages.append(train_redrawing(model, probe, processor, world, rng, cfg))
+        elif name == "drawing":
+            rng = seeded(name)
+            probe = probe or VisionProbe(model.config.vision_config.hidden_size, SEEING + PLACING)
+            stages.append(
+                train_answering(
+                    name, model, probe, processor, world, rng, cfg, cfg.drawing_steps, DRAWING_WEIGHTS, cfg.drawing_lr, cfg.drawn_share
+                )
             )
         if checkpoints is not None and name != STAGES[-1]:
             save(model, processor, checkpoints / f"after-{name}", cfg, stages)
@@ -468,10 +527,47 @@ def train_aligning(model, probe: VisionProbe, processor, world, rng, cfg: TrainC
     )
 
 
-def train_answering(name, model, probe: VisionProbe | None, processor, world, rng, cfg: TrainConfig, steps, weights, lr) -> dict:
-    """Stages 2 and 3: the decoder learns to answer, with the pointer heads told where to look.
+def train_redrawing(model, probe: VisionProbe, processor, world, rng, cfg: TrainConfig) -> dict:
+    """Stage 4, first part: the tower alone learns drawings (`drawn`) from its probes, as stage 1
+    taught it renders, while a frozen copy of it holds its reading of renders where the decoder
+    expects it: the anchor, a relative squared error on the renders of each batch."""
+    tower = model.model.vision_tower
+    anchor = copy.deepcopy(tower).requires_grad_(False).eval()
+    probe_metrics = [{}]
+
+    def redrawing_loss():
+        scenes = [world.sample_scene(rng) for _ in range(cfg.vision_batch)]
+        pictures = [picture(world, s, rng, cfg.drawn_share) for s in scenes]
+        pixels = processor.image_processor([p.image for p in pictures], return_tensors="pt")["pixel_values"]
+        hidden = tower(pixel_values=pixels).last_hidden_state
+        loss, probe_metrics[0] = probe.loss(hidden, stack_targets(scenes, [p.index_map for p in pictures]))
+        renders = torch.tensor([not p.drawn for p in pictures])
+        if renders.any():
+            with torch.no_grad():
+                held = anchor(pixel_values=pixels[renders]).last_hidden_state
+            drift = (hidden[renders] - held).pow(2).mean() / held.pow(2).mean()
+            probe_metrics[0]["anchor"] = round(drift.item(), 4)
+            loss = loss + cfg.anchor_weight * drift
+        return loss
+
+    model.train()
+    return run_stage(
+        "redrawing",
+        [{"params": list(tower.parameters()), "lr": cfg.redrawing_lr}, {"params": list(probe.parameters()), "lr": cfg.lr}],
+        cfg.redrawing_steps,
+        cfg,
+        redrawing_loss,
+        lambda: probe_metrics[0],
+    )
+
+
+def train_answering(
+    name, model, probe: VisionProbe | None, processor, world, rng, cfg: TrainConfig, steps, weights, lr, drawn_share: float = 0.0
+) -> dict:
+    """Stages 2 to 4: the decoder learns to answer, with the pointer heads told where to look.
     Without a probe, tower and projector stay frozen (stage 2); with one they train at
-    `finetune_lr`, the probes' loss added so that the tower keeps seeing what stage 1 taught it."""
+    `finetune_lr`, the probes' loss added so that the tower keeps seeing what stage 1 taught it.
+    `drawn_share` of the images are drawings (stage 4)."""
     tower, projector = model.model.vision_tower, model.model.multi_modal_projector
     tower.requires_grad_(probe is not None)
     projector.requires_grad_(probe is not None)
@@ -480,9 +576,9 @@ def train_answering(name, model, probe: VisionProbe | None, processor, world, rn
     hook = tower.register_forward_hook(lambda module, args, output: tower_output.update(hidden=output.last_hidden_state))
 
     def answering_loss():
-        batch = qa_batch(processor, world, rng, cfg.batch, weights)
+        batch = qa_batch(processor, world, rng, cfg.batch, weights, drawn_share)
         output = model(**batch.inputs)
-        seen = stack_targets(batch.scenes)
+        seen = stack_targets(batch.scenes, batch.index_maps)
         pointer_loss, pointer_metric[0] = pointers.loss(batch, seen["object_weights"])
         tally.add(output.logits.detach(), batch.inputs["labels"], batch.kinds)
         loss = output.loss + cfg.pointer_weight * pointer_loss

@@ -1,0 +1,95 @@
+"""Commands that fit and use classifiers: fit, eval, predict."""
+
+from __future__ import annotations
+
+import json
+
+from ..analysis import wilson_interval
+from ..answers import zero_shot
+from ..data import Example, labels_of, load_examples
+from ..pipeline import evaluate, fit_examples, predict_examples, save_activations
+from .common import DEFAULT_K, classifier_and_model, load, progress, warn_unseen_words
+
+
+def run_fit(args) -> int:
+    examples = load_examples(args.data, question=args.question)
+    loaded = load(args, args.model)
+    k = args.k if args.k is not None else min(DEFAULT_K, loaded.layout.n_heads)
+    warn_unseen_words(loaded, dict.fromkeys(e.question_or(args.question) for e in examples))
+    clf, activations = fit_examples(
+        loaded,
+        examples,
+        k=k,
+        scoring=args.scoring,
+        tie_break=args.tie_break,
+        question=args.question,
+        batch_size=args.batch_size,
+        on_batch=progress("capturing heads"),
+    )
+    question = args.question or examples[0].question
+    clf.save(args.out, model_id=loaded.model_id, revision=loaded.revision, question=question)
+    if args.save_activations:
+        save_activations(args.out, activations, labels_of(examples), clf.classes_)
+    loo = clf.leave_one_out_accuracy()
+    summary = {
+        "classifier": str(args.out),
+        "model": loaded.model_id,
+        "n": len(examples),
+        "labels": clf.classes_,
+        "k": clf.k,
+        "selected": [list(h) for h in clf.selected_heads],
+        "leave_one_out_accuracy_heads_fixed": loo,
+        "leave_one_out_interval": list(wilson_interval(round(loo * len(examples)), len(examples))),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"fitted {len(clf.classes_)} classes on {len(examples)} examples; {clf.k} heads: {summary['selected']}")
+        print(f"leave-one-out accuracy (heads not re-selected): {summary['leave_one_out_accuracy_heads_fixed']:.3f}")
+        print(f"saved to {args.out}")
+    return 0
+
+
+def run_eval(args) -> int:
+    clf, loaded = classifier_and_model(args)
+    examples = load_examples(args.data, question=args.question or clf.manifest_.question)
+    truth = labels_of(examples)
+    predictions = predict_examples(loaded, clf, examples, batch_size=args.batch_size, on_batch=progress("classifying"))
+    report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])
+    own = zero_shot(loaded, examples, clf.classes_, method=args.zero_shot, batch_size=args.batch_size) if args.zero_shot else None
+    if args.json:
+        print(json.dumps({**report.to_json(), **(own.to_json() if own else {})}))
+        return 0
+    low, high = report.interval
+    print(f"accuracy {report.accuracy:.3f} on {report.n} examples (95 % interval {low:.3f}-{high:.3f})")
+    if own is not None:
+        low, high = own.interval
+        print(
+            f"the model's own answers ({own.method}): accuracy {own.accuracy:.3f} (95 % interval {low:.3f}-{high:.3f}), "
+            f"{own.unmatched} answers naming no label"
+        )
+        for kind, rows in own.samples.items():
+            for row in rows:
+                print(f"  {kind}: {row['example']} answered {row['answer']!r} (label {row['label']})")
+    for label, accuracy in report.per_class_accuracy.items():
+        print(f"  {label}: {accuracy:.3f}")
+    width = max(len(x) for x in report.confusion_labels + report.confusion_predicted) + 1
+    print("confusion (rows: true, columns: predicted)")
+    print(" " * width + "".join(p.rjust(width) for p in report.confusion_predicted))
+    for label, row in zip(report.confusion_labels, report.confusion_matrix):
+        print(label.rjust(width) + "".join(str(v).rjust(width) for v in row))
+    return 0
+
+
+def run_predict(args) -> int:
+    clf, loaded = classifier_and_model(args)
+    question = args.question or clf.manifest_.question
+    examples = [Example((path,), question) for path in args.images]
+    predictions = predict_examples(loaded, clf, examples, batch_size=args.batch_size, default_question=question)
+    rows = [{"image": str(path), "label": p.label, "votes": p.votes} for path, p in zip(args.images, predictions)]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print(f"{row['image']}: {row['label']}  votes {row['votes']}")
+    return 0

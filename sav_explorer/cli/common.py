@@ -1,0 +1,69 @@
+"""What every command shares: model options, loading, progress, a classifier with its model, head names."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+from ..classifier import SAVClassifier
+from ..errors import DataError
+from ..models import load_model, unseen_words
+
+DEFAULT_K = 20  # the paper's
+
+
+def model_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    help_model = (
+        "hub id or local folder (default: $SAV_MODEL or the bundled teaching model)" if default else "default: the classifier's model"
+    )
+    parser.add_argument("--model", default=default, help=help_model)
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), help="default float32 on CPU, bfloat16 on GPU")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    parser.add_argument("--device-map", help="e.g. auto: shard across GPUs with accelerate (replaces --device)")
+    parser.add_argument("--batch-size", type=int, default=8)
+
+
+def load(args, model_id: str):
+    return load_model(model_id, dtype=args.dtype, device=args.device, device_map=args.device_map)
+
+
+def progress(total_label: str):
+    bar = tqdm(desc=total_label, unit="example", file=sys.stderr, disable=None)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def warn_unseen_words(loaded, questions) -> None:
+    unseen = unseen_words(loaded.processor, questions)
+    if unseen:
+        print(
+            f"warning: the model does not know these words of the question and will not see them: {', '.join(map(repr, unseen))}",
+            file=sys.stderr,
+        )
+
+
+def classifier_and_model(args):
+    clf = SAVClassifier.load(args.classifier)
+    manifest = clf.manifest_
+    loaded = load(args, args.model or manifest.model_id)
+    manifest.check_matches(loaded.model_id, loaded.revision, loaded.layout)
+    return clf, loaded
+
+
+def parse_heads(texts: list[str]) -> list[tuple[int, int]]:
+    heads = []
+    for text in texts:
+        layer, _, head = text.partition(":")
+        if not (layer.isdigit() and head.isdigit()):
+            raise DataError(f"heads are written layer:head, e.g. 2:0; got {text!r}")
+        heads.append((int(layer), int(head)))
+    return list(dict.fromkeys(heads))

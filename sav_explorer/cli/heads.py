@@ -1,0 +1,151 @@
+"""Commands that look at heads: curve (accuracy against k), compare (two tasks), attention (where heads
+look), ablate (whether the model needs them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..analysis import accuracy_curve, compare_tasks
+from ..capture import capture_heads
+from ..classifier import SAVClassifier
+from ..data import Example, labels_of, load_examples, open_image
+from ..errors import DataError
+from ..interventions import ablation_study
+from ..lens import density_on_image, look, overlay
+from ..models import default_model_id
+from ..pipeline import load_activations
+from .common import classifier_and_model, load, parse_heads, progress
+
+
+def run_curve(args) -> int:
+    clf = SAVClassifier.load(args.classifier)
+    saved = load_activations(args.classifier, clf.layout_)
+    test_sims = test_labels = None
+    if args.data:
+        clf, loaded = classifier_and_model(args)
+        examples = load_examples(args.data, question=args.question or clf.manifest_.question)
+        activations = capture_heads(loaded, examples, batch_size=args.batch_size, on_batch=progress("capturing heads"))
+        test_sims = clf.similarities(activations)
+        test_labels = torch.tensor([clf.classes_.index(e) if e in clf.classes_ else -1 for e in labels_of(examples)])
+    curve = accuracy_curve(clf, saved[0] if saved else None, test_sims, test_labels)
+    if args.json:
+        print(json.dumps(curve.to_json()))
+        return 0
+    print("k    leave-one-out (optimistic)  nested  test")
+    for i, k in enumerate(curve.k):
+        nested = f"{curve.nested_loo[i]:.3f}" if curve.nested_loo else "  -  "
+        test = f"{curve.test[i]:.3f}" if curve.test else "  -  "
+        print(f"{k:<4} {curve.loo[i]:.3f}{'':22}{nested}   {test}")
+    return 0
+
+
+def run_compare(args) -> int:
+    first, second = (SAVClassifier.load(folder) for folder in args.classifiers)
+    k = args.k if args.k is not None else min(first.k, second.k)
+    comparison = compare_tasks(first, second, k)
+    if args.json:
+        print(json.dumps(comparison.to_json()))
+    else:
+        print(
+            f"top {k} heads: {comparison.shared} shared, Jaccard {comparison.jaccard:.3f}; "
+            f"rank correlation of the head scores (Spearman) {comparison.spearman:.3f}"
+        )
+    return 0
+
+
+def run_attention(args) -> int:
+    # `--heads 2:0 picture.png` hands the picture to --heads: give files found there back to the images
+    args.images += [Path(text) for text in args.heads or [] if ":" not in text and Path(text).is_file()]
+    args.heads = [text for text in args.heads or [] if ":" in text or not Path(text).is_file()] or None
+    if not args.images:
+        raise DataError("name one or more images to look at")
+    if args.classifier:
+        clf, loaded = classifier_and_model(args)
+        question = args.question or clf.manifest_.question
+        heads = parse_heads(args.heads) if args.heads else clf.selected_heads
+    else:
+        if not args.heads:
+            raise DataError("name the heads to look at with --heads L:H ... (or give --classifier to use its selected heads)")
+        heads = parse_heads(args.heads)
+        loaded = load(args, args.model or default_model_id())
+        question = args.question
+    if not question:
+        raise DataError("no question: give --question (the lens reads the prompt that capture reads)")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    report = []
+    for path in args.images:
+        lens = look(loaded, Example((path,), question), heads, weighting=args.weighting)
+        views = [lens.heads[h] for h in heads]
+        report.append({"image": str(path), "layout": lens.layout.note or "known", "heads": [_lens_json(v) for v in views]})
+        if args.out:
+            image = open_image(path)
+            for view in views:
+                density = density_on_image(view.maps[0], image.size) if view.maps[0] else None
+                if density is not None:
+                    overlay(image, density).save(args.out / f"{path.stem}_L{view.layer}H{view.head}.png")
+    if args.json:
+        print(json.dumps({"images": report}))
+        return 0
+    for entry in report:
+        print(f"{entry['image']} (layout: {entry['layout']})")
+        for head in entry["heads"]:
+            print(
+                f"  L{head['layer']} H{head['head']}: image {head['image_share']:.3f}  layout {head['layout_share']:.3f}  "
+                f"text {head['text_share']:.3f}  first token {head['first_token_share']:.3f}"
+            )
+    if args.out:
+        print(f"overlays written to {args.out}")
+    return 0
+
+
+def _lens_json(view) -> dict:
+    maps = [{"view": m.view, "rows": m.rows, "cols": m.cols, "grid": m.grid, "box": list(m.box)} for m in view.maps[0]]
+    shares = {name: getattr(view, name) for name in ("image_share", "layout_share", "text_share", "first_token_share")}
+    return {"layer": view.layer, "head": view.head, **shares, "maps": maps}
+
+
+def run_ablate(args) -> int:
+    clf, loaded = classifier_and_model(args)
+    question = args.question or clf.manifest_.question
+    queries = load_examples(args.data, question=question)
+    support = load_examples(args.support, question=question) if args.support else None
+    if args.heads == ["selected"]:
+        heads = clf.selected_heads
+    elif args.heads == ["all"]:
+        heads = loaded.layout.heads
+    else:
+        heads = parse_heads(args.heads)
+    report = ablation_study(
+        loaded,
+        queries,
+        clf.classes_,
+        heads,
+        mode=args.mode,
+        support=support,
+        n_random=args.random,
+        seed=args.seed,
+        method=args.zero_shot,
+        question=question,
+        batch_size=args.batch_size,
+    )
+    if args.json:
+        print(json.dumps(report.to_json()))
+        return 0
+
+    def line(name: str, answers) -> str:
+        low, high = answers.interval
+        return f"{name:<34} {answers.accuracy:.3f}  (95 % interval {low:.3f}-{high:.3f})"
+
+    print(f"the model's own answers ({args.zero_shot}) on {report.baseline.n} queries, {len(heads)} heads {args.mode}-ablated:")
+    print(line("nothing ablated", report.baseline))
+    print(line("these heads ablated", report.ablated))
+    if report.random:
+        spread = f", spread {report.random_spread:.3f}" if report.random_spread is not None else ""
+        print(f"{'as many random heads, same layers':<34} {report.random_accuracy:.3f}  (mean of {len(report.random)} draws{spread})")
+    else:
+        print("no random control: the layers of these heads have too few other heads to draw as many")
+    return 0

@@ -1,0 +1,360 @@
+"""Interventions: the model run with chosen heads ablated, to see whether it needs them.
+
+    means = support_means(loaded, support, heads)             # only for mode "mean"
+    with ablated_heads(loaded, heads, mode="mean", means=means):
+        answers = generate_answers(loaded, images, questions)  # or a capture, or any forward pass
+
+A head's output is its slice of the attention output projection's input (what SAV reads). Two
+ablations replace that slice at every position of every forward pass inside the block, the
+prompt's and each generated token's:
+
+- `zero`: 0. The head then adds nothing but its share of the projection's bias.
+- `mean`: the head's mean output over a support set, position by position, so that the head
+  keeps its typical contribution and loses only what depends on the image and question. Positions
+  are matched by what they are: text before the first image by its offset from the first real
+  token; image tokens by their index in the image block when every support example and the query
+  have the same number of image tokens, else by the mean over all image tokens; text after the
+  first image by its offset from the end of the prompt (for a fixed question the text after the
+  image is the same template). A position the support set never had (a longer prompt) takes the
+  mean over all text positions; every generated position takes the last prompt position's mean.
+  Padding is excluded from the means.
+
+The hooks are removed when the block ends, whatever happened inside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .answers import ZeroShotReport, zero_shot
+from .data import Example
+from .errors import DataError
+from .heads import Head, HeadLayout
+from .models import LoadedModel, build_prompt, image_token_id, prepare_inputs
+
+ABLATION_MODES = ("mean", "zero")
+Key = tuple  # ("start", offset) | ("image", index) | ("end", offset) | ("image-all",) | ("text-all",)
+LAST_PROMPT_POSITION = ("end", 0)
+
+
+def position_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token: int | None) -> list[Key | None]:
+    """What each position of one row is (see the module's doc); None for padding."""
+    real = attention_mask.bool().tolist()
+    ids = input_ids.tolist()
+    positions = [p for p, r in enumerate(real) if r]
+    if not positions:
+        return [None] * len(ids)
+    first, last = positions[0], positions[-1]
+    images = [p for p in positions if ids[p] == image_token]
+    first_image = images[0] if images else None
+    image_index = {p: i for i, p in enumerate(images)}
+    keys: list[Key | None] = []
+    for p, is_real in enumerate(real):
+        if not is_real:
+            keys.append(None)
+        elif p in image_index:
+            keys.append(("image", image_index[p]))
+        elif first_image is None or p < first_image:
+            keys.append(("start", p - first))
+        else:
+            keys.append(("end", last - p))
+    return keys
+
+
+def _columns(layout: HeadLayout, heads: Sequence[Head]) -> dict[int, torch.Tensor]:
+    """Per layer, the o_proj input columns that hold the given heads' slices."""
+    columns: dict[int, list[int]] = {}
+    for layer, head in heads:
+        dim = layout.block(layer).head_dim
+        columns.setdefault(layer, []).extend(range(head * dim, (head + 1) * dim))
+    return {layer: torch.tensor(cols) for layer, cols in sorted(columns.items())}
+
+
+@dataclass
+class PositionMeans:
+    """The ablated heads' mean outputs over a support set, per layer and position key."""
+
+    heads: tuple[Head, ...]
+    means: dict[int, dict[Key, torch.Tensor]]  # layer -> key -> (n_columns,) over the layer's ablated heads
+    image_count: int | None  # image tokens per support example, when all agree
+
+    def for_row(self, layer: int, keys: list[Key | None], n_image_tokens: int) -> torch.Tensor:
+        """(seq, n_columns): the mean for each position of one prompt (padding gets the text mean)."""
+        table = self.means[layer]
+        by_index = self.image_count is not None and n_image_tokens == self.image_count
+        rows = []
+        for key in keys:
+            if key is None:
+                key = ("text-all",)
+            elif key[0] == "image" and not by_index:
+                key = ("image-all",)
+            rows.append(table.get(key, table[("image-all",)] if key[0] == "image" else table[("text-all",)]))
+        return torch.stack(rows)
+
+
+@torch.no_grad()
+def support_means(
+    loaded: LoadedModel, support: Sequence[Example], heads: Sequence[Head], *, question: str | None = None, batch_size: int = 8
+) -> PositionMeans:
+    """Runs the support set once and averages the heads' outputs per position key."""
+    heads = tuple(heads)
+    columns = _columns(loaded.layout, heads)
+    image_token = image_token_id(loaded)
+    sums: dict[int, dict[Key, torch.Tensor]] = {layer: {} for layer in columns}
+    counts: dict[Key, int] = {}
+    image_counts: set[int] = set()
+    current: dict = {}
+
+    def accumulate(layer: int):
+        def hook(module, args):
+            hidden = args[0].detach().float().cpu()[..., columns[layer]]
+            for row, keys in enumerate(current["keys"]):
+                for position, key in enumerate(keys):
+                    if key is None:
+                        continue
+                    pooled = ("image-all",) if key[0] == "image" else ("text-all",)
+                    for k in (key, pooled):
+                        table = sums[layer]
+                        table[k] = table.get(k, 0) + hidden[row, position]
+
+        return hook
+
+    sites = [site for site in loaded.sites if site.layer in columns]
+    handles = [site.module.register_forward_pre_hook(accumulate(site.layer)) for site in sites]
+    try:
+        for start in range(0, len(support), batch_size):
+            batch = support[start : start + batch_size]
+            images = [example.load_images() for example in batch]
+            prompts = [build_prompt(loaded.processor, e.question_or(question), len(row)) for e, row in zip(batch, images)]
+            inputs = prepare_inputs(loaded, images, prompts)
+            current["keys"] = [position_keys(ids, mask, image_token) for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+            for keys in current["keys"]:
+                image_counts.add(sum(1 for key in keys if key is not None and key[0] == "image"))
+                for key in keys:
+                    if key is not None:
+                        for k in (key, ("image-all",) if key[0] == "image" else ("text-all",)):
+                            counts[k] = counts.get(k, 0) + 1
+            loaded.model(**inputs, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not support:
+        raise DataError("mean ablation needs a support set to average over; it is empty")
+    means = {layer: {key: total / counts[key] for key, total in table.items()} for layer, table in sums.items()}
+    for table in means.values():  # families without image tokens in the sequence (Mllama) still need a fallback
+        table.setdefault(("image-all",), table[("text-all",)])
+    return PositionMeans(heads, means, image_counts.pop() if len(image_counts) == 1 else None)
+
+
+@dataclass
+class _Prompt:
+    """The prompt of the current forward passes: its ids and, per layer, its replacement rows."""
+
+    input_ids: torch.Tensor | None = None
+    keys: list[list[Key | None]] = field(default_factory=list)
+    image_counts: list[int] = field(default_factory=list)
+    rows: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def ablated_heads(loaded: LoadedModel, heads: Sequence[Head], mode: str = "zero", means: PositionMeans | None = None) -> Iterator[None]:
+    """Every forward pass in the block runs with the heads ablated (see the module's doc)."""
+    heads = tuple(heads)
+    if mode not in ABLATION_MODES:
+        raise DataError(f"unknown ablation mode {mode!r}; choose one of {', '.join(ABLATION_MODES)}")
+    _check_heads(loaded.layout, heads)
+    if mode == "mean" and (means is None or not set(heads) <= set(means.heads)):
+        raise DataError("mean ablation needs the support set's means of the same heads (support_means)")
+    columns = _columns(loaded.layout, heads)
+    if means is not None and mode == "mean":
+        means = _restricted(means, loaded.layout, heads)
+    image_token = image_token_id(loaded)
+    prompt = _Prompt()
+
+    def watch_prompt(module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None or mode == "zero":
+            return
+        known = prompt.input_ids
+        continuing = input_ids.shape[1] == 1 or (
+            known is not None
+            and input_ids.shape[1] > known.shape[1]
+            and input_ids.shape[0] == known.shape[0]
+            and torch.equal(input_ids[:, : known.shape[1]], known)
+        )
+        if continuing and known is not None:
+            return
+        mask = kwargs.get("attention_mask")
+        mask = torch.ones_like(input_ids) if mask is None else mask[:, : input_ids.shape[1]]
+        prompt.input_ids = input_ids.detach().clone()
+        prompt.keys = [position_keys(ids, m, image_token) for ids, m in zip(input_ids.cpu(), mask.cpu())]
+        prompt.image_counts = [sum(1 for k in keys if k is not None and k[0] == "image") for keys in prompt.keys]
+        prompt.rows = {}
+
+    def replace(layer: int):
+        cols = columns[layer]
+
+        def hook(module, args):
+            hidden = args[0].clone()
+            if mode == "zero":
+                hidden[..., cols.to(hidden.device)] = 0
+                return (hidden, *args[1:])
+            if layer not in prompt.rows:
+                prompt.rows[layer] = torch.stack(
+                    [means.for_row(layer, keys, n) for keys, n in zip(prompt.keys, prompt.image_counts)]
+                )  # (batch, prompt_len, n_columns)
+            rows = prompt.rows[layer]
+            table = means.means[layer]
+            last = table.get(LAST_PROMPT_POSITION, table[("text-all",)])
+            batch, seq, length = hidden.shape[0], hidden.shape[1], rows.shape[1]
+            if seq == length:
+                fill = rows
+            elif seq < length:  # the tokens generated after the prompt, one at a time (with a cache)
+                fill = last.expand(batch, seq, -1)
+            else:  # no cache: the prompt again, then the tokens generated so far
+                fill = torch.cat([rows, last.expand(batch, seq - length, -1)], 1)
+            hidden[..., cols.to(hidden.device)] = fill.to(hidden.device, hidden.dtype)
+            return (hidden, *args[1:])
+
+        return hook
+
+    handles = [loaded.model.register_forward_pre_hook(watch_prompt, with_kwargs=True)]
+    try:
+        for site in loaded.sites:
+            if site.layer in columns:
+                handles.append(site.module.register_forward_pre_hook(replace(site.layer)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _check_heads(layout: HeadLayout, heads: Sequence[Head]) -> None:
+    unknown = [head for head in heads if head not in layout]
+    if unknown:
+        layer, head = unknown[0]
+        raise DataError(f"this model has no head {layer}:{head} ({len(layout.layers)} layers of attention heads)")
+
+
+def _restricted(means: PositionMeans, layout: HeadLayout, heads: tuple[Head, ...]) -> PositionMeans:
+    """The means of a subset of the heads they were computed for."""
+    kept = {}
+    for layer in {layer for layer, _ in heads}:
+        dim = layout.block(layer).head_dim
+        computed = [h for at, h in means.heads if at == layer]
+        wanted = [h for at, h in heads if at == layer]
+        index = torch.tensor([computed.index(h) * dim + d for h in wanted for d in range(dim)])
+        kept[layer] = {key: mean[index] for key, mean in means.means[layer].items()}
+    return PositionMeans(heads, kept, means.image_count)
+
+
+def random_heads(layout: HeadLayout, heads: Sequence[Head], rng: random.Random) -> list[Head]:
+    """As many other heads as `heads`, from the layers they are in, none of them: the control for
+    "ablating these heads hurts", which ablating any heads of those layers might. Each draw takes
+    a head from the layer of its ablated head; where a layer has too few heads left, from the other
+    layers of the ablated heads."""
+    chosen = set(heads)
+    layers = sorted({layer for layer, _ in heads})
+    free = {layer: [(layer, h) for h in range(layout.block(layer).n_heads) if (layer, h) not in chosen] for layer in layers}
+    drawn: list[Head] = []
+    short = 0
+    for layer, _ in heads:
+        if free[layer]:
+            drawn.append(free[layer].pop(rng.randrange(len(free[layer]))))
+        else:
+            short += 1
+    rest = [head for layer in layers for head in free[layer]]
+    if short > len(rest):
+        raise DataError(
+            f"{len(heads)} heads are ablated in layers {layers}, which have only {len(heads) - short + len(rest)} others: "
+            "too few to draw as many random heads as a control"
+        )
+    return drawn + rng.sample(rest, short)
+
+
+@dataclass
+class AblationReport:
+    """The model's own answers with nothing ablated, with the heads ablated, and with random heads ablated."""
+
+    heads: list[Head]
+    mode: str
+    baseline: ZeroShotReport
+    ablated: ZeroShotReport
+    random: list[ZeroShotReport]  # one per draw of random heads
+    random_heads: list[list[Head]]
+
+    @property
+    def random_accuracies(self) -> list[float]:
+        return [report.accuracy for report in self.random]
+
+    @property
+    def random_accuracy(self) -> float | None:
+        return sum(self.random_accuracies) / len(self.random) if self.random else None
+
+    @property
+    def random_spread(self) -> float | None:
+        """The standard deviation of the random draws' accuracies."""
+        if len(self.random) < 2:
+            return None
+        mean = self.random_accuracy
+        return (sum((a - mean) ** 2 for a in self.random_accuracies) / (len(self.random) - 1)) ** 0.5
+
+    def to_json(self) -> dict:
+        return {
+            "n": self.baseline.n,
+            "heads": [list(h) for h in self.heads],
+            "mode": self.mode,
+            "method": self.baseline.method,
+            "baseline_accuracy": self.baseline.accuracy,
+            "baseline_interval": list(self.baseline.interval),
+            "ablated_accuracy": self.ablated.accuracy,
+            "ablated_interval": list(self.ablated.interval),
+            "random_accuracy": self.random_accuracy,
+            "random_accuracies": self.random_accuracies,
+            "random_spread": self.random_spread,
+            "random_heads": [[list(h) for h in heads] for heads in self.random_heads],
+        }
+
+
+def ablation_study(
+    loaded: LoadedModel,
+    queries: Sequence[Example],
+    classes: Sequence[str],
+    heads: Sequence[Head],
+    *,
+    mode: str = "mean",
+    support: Sequence[Example] | None = None,
+    n_random: int = 5,
+    seed: int = 0,
+    method: str = "generate",
+    question: str | None = None,
+    batch_size: int = 8,
+) -> AblationReport:
+    """Does the model need these heads? Its accuracy on the queries without them, beside the same
+    number of random heads from the same layers (`n_random` draws; none when every head of a layer is
+    ablated). Mean ablation averages over `support` (the heads and the random heads in one pass)."""
+    heads = list(dict.fromkeys(heads))
+    if not heads:
+        raise DataError("choose at least one head to ablate")
+    _check_heads(loaded.layout, heads)
+    rng = random.Random(seed)
+    try:
+        draws = [random_heads(loaded.layout, heads, rng) for _ in range(n_random)]
+    except DataError:
+        draws = []  # too few other heads in those layers to draw a control
+    means = None
+    if mode == "mean":
+        if not support:
+            raise DataError("mean ablation needs the support set (--support) to average the heads over")
+        means = support_means(loaded, support, list(dict.fromkeys([*heads, *(h for d in draws for h in d)])), question=question)
+
+    def answers(ablate: Sequence[Head]) -> ZeroShotReport:
+        with ablated_heads(loaded, ablate, mode=mode, means=means):
+            return zero_shot(loaded, queries, classes, method=method, question=question, batch_size=batch_size)
+
+    return AblationReport(heads, mode, answers([]), answers(heads), [answers(d) for d in draws], draws)

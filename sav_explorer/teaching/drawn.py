@@ -1,0 +1,138 @@
+"""The shapes world as people draw it: what the teaching model trains on besides its own renders.
+
+    picture = render_drawn(scene, random.Random(0))     # Picture(image, index_map)
+
+A student's drawing differs from the world's 64-pixel renders in every way a renderer can: a
+white or tinted canvas of a few hundred pixels in any aspect ratio, outlines or scribbled fills
+instead of flat shapes, thick anti-aliased strokes, wobbly hands, shapes larger or smaller, JPEG.
+Trained only on its renders, the model read the colour of such drawings but guessed their shape.
+The scene keeps its 64-pixel coordinates: the canvas stretches them to its size, as the image
+processor squeezes the canvas back to 64 pixels, so that every object stays where the scene
+puts it. Each picture comes with the map of which object covers which pixel (drawn filled, at
+64 pixels), which the training's per-patch targets are read from.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+from .shapes import COLOURS, IMAGE_SIZE, SIZES, Scene, ShapeObject
+
+FILLS = ("filled", "outline", "scribble")
+
+
+@dataclass(frozen=True)
+class Picture:
+    image: Image.Image
+    index_map: Image.Image  # "L", IMAGE_SIZE a side: object i covers the pixels of value i + 1
+    drawn: bool = False  # drawn as people draw, not the world's own render
+
+
+@dataclass(frozen=True)
+class DrawnStyle:
+    width: int  # canvas pixels
+    height: int
+    background: tuple[int, int, int]
+    fill: str  # one of FILLS
+    stroke: float  # line width, in pixels of the 64-pixel scene
+    antialias: bool
+    scale: float  # shapes' size against the world's
+    wobble: float  # a hand's unsteadiness: vertices moved by this share of the shape's size
+    jpeg_quality: int | None
+    colour_jitter: int
+
+
+def sample_style(rng: random.Random) -> DrawnStyle:
+    width = rng.randint(IMAGE_SIZE, 400)
+    height = max(IMAGE_SIZE, min(400, round(width * rng.uniform(0.625, 1.6))))
+    tint = rng.random()
+    if tint < 0.45:
+        background = (255, 255, 255)
+    elif tint < 0.9:
+        background = tuple(rng.randint(215, 255) for _ in range(3))
+    else:
+        background = (236, 236, 236)
+    return DrawnStyle(
+        width=width,
+        height=height,
+        background=background,
+        fill=rng.choice(FILLS),
+        stroke=rng.uniform(1.0, 4.0),
+        antialias=rng.random() < 0.7,
+        scale=rng.uniform(0.8, 1.2),  # "small" stays smaller than "large" at either end
+        wobble=rng.choice((0.0, rng.uniform(0.0, 0.12))),
+        jpeg_quality=rng.randint(50, 95) if rng.random() < 0.5 else None,
+        colour_jitter=rng.randint(10, 30),
+    )
+
+
+def outline(obj: ShapeObject, half: float, rng: random.Random, wobble: float) -> list[tuple[float, float]]:
+    """The shape's outline around (0, 0), `half` pixels from centre to edge, vertices moved by up to `wobble` × half."""
+    if obj.shape == "circle":
+        points = [(half * math.cos(2 * math.pi * i / 32), half * math.sin(2 * math.pi * i / 32)) for i in range(32)]
+    elif obj.shape == "square":
+        inner = half * 0.85
+        points = [(-inner, -inner), (inner, -inner), (inner, inner), (-inner, inner)]
+    elif obj.shape == "triangle":
+        points = [(0.0, -half), (half, half), (-half, half)]
+    elif obj.shape == "cross":
+        arm = max(half / 2.5, 1.0)
+        points = [
+            (-arm, -half), (arm, -half), (arm, -arm), (half, -arm), (half, arm), (arm, arm),
+            (arm, half), (-arm, half), (-arm, arm), (-half, arm), (-half, -arm), (-arm, -arm),
+        ]  # fmt: skip
+    else:
+        raise ValueError(f"unknown shape {obj.shape!r}")
+    return [(x + rng.uniform(-wobble, wobble) * half, y + rng.uniform(-wobble, wobble) * half) for x, y in points]
+
+
+def render_drawn(scene: Scene, rng: random.Random, style: DrawnStyle | None = None) -> Picture:
+    style = style or sample_style(rng)
+    supersample = 2 if style.antialias else 1
+    sx, sy = style.width / IMAGE_SIZE * supersample, style.height / IMAGE_SIZE * supersample
+    unit = min(sx, sy)  # canvas pixels per scene pixel, for sizes: shapes stay round on any canvas
+    canvas = Image.new("RGB", (style.width * supersample, style.height * supersample), style.background)
+    index_map = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+    stroke = max(1, round(style.stroke * unit))
+    for i, obj in enumerate(scene.objects):
+        half = SIZES[obj.size] * style.scale * unit
+        shape = [(obj.x * sx + x, obj.y * sy + y) for x, y in outline(obj, half, rng, style.wobble)]
+        colour = tuple(max(0, min(255, c + rng.randint(-style.colour_jitter, style.colour_jitter))) for c in COLOURS[obj.colour])
+        mask = Image.new("L", canvas.size, 0)
+        ImageDraw.Draw(mask).polygon(shape, fill=255)
+        if style.fill == "filled":
+            canvas.paste(colour, mask=mask)
+        elif style.fill == "scribble":
+            canvas.paste(colour, mask=_scribble(mask, shape, stroke, rng))
+        if style.fill != "filled":
+            ImageDraw.Draw(canvas).line([*shape, shape[0], shape[1]], fill=colour, width=stroke, joint="curve")
+        ImageDraw.Draw(index_map).polygon([(x / sx, y / sy) for x, y in shape], fill=i + 1)
+    image = canvas.resize((style.width, style.height), Image.LANCZOS) if supersample > 1 else canvas
+    if style.jpeg_quality is not None:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=style.jpeg_quality)
+        image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    return Picture(image, index_map, drawn=True)
+
+
+def _scribble(mask: Image.Image, shape: list[tuple[float, float]], stroke: int, rng: random.Random) -> Image.Image:
+    """Zig-zag strokes across the shape at a random angle, kept inside it: a filled-in drawing."""
+    xs, ys = [x for x, _ in shape], [y for _, y in shape]
+    cx, cy, reach = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(max(xs) - min(xs), max(ys) - min(ys))
+    angle = rng.uniform(0, math.pi)
+    along, across = (math.cos(angle), math.sin(angle)), (-math.sin(angle), math.cos(angle))
+    gap = stroke * rng.uniform(1.0, 2.2)
+    points, offset, side = [], -reach / 2, 1
+    while offset <= reach / 2:
+        tip = side * reach / 2
+        points.append((cx + across[0] * offset + along[0] * tip, cy + across[1] * offset + along[1] * tip))
+        offset, side = offset + gap, -side
+    strokes = Image.new("L", mask.size, 0)
+    if len(points) > 1:
+        ImageDraw.Draw(strokes).line(points, fill=255, width=stroke, joint="curve")
+    return Image.composite(strokes, Image.new("L", mask.size, 0), mask)
