@@ -18,7 +18,7 @@ import torch
 from .checks import check_k
 from .classifier import SAVClassifier
 from .errors import DataError
-from .method import class_means, cosine_to_means, head_scores, select_heads, vote
+from .method import class_means, cosine_to_means, head_margins, head_scores, select_heads, vote
 
 Z_95 = 1.959964  # the normal quantile of a two-sided 95 % interval
 
@@ -69,8 +69,8 @@ def compare_tasks(a: SAVClassifier, b: SAVClassifier, k: int) -> TaskComparison:
     if a.layout_ != b.layout_:
         raise DataError("the two classifiers were fitted on models with different heads; compare tasks of one model")
     check_k(k, a.layout_.n_heads)
-    top_a = {a.heads_[i] for i in select_heads(a.head_scores_, k).tolist()}
-    top_b = {b.heads_[i] for i in select_heads(b.head_scores_, k).tolist()}
+    top_a = {a.heads_[i] for i in a.ranking()[:k].tolist()}
+    top_b = {b.heads_[i] for i in b.ranking()[:k].tolist()}
     shared = len(top_a & top_b)
     return TaskComparison(k, shared, shared / len(top_a | top_b), spearman(a.head_scores_, b.head_scores_))
 
@@ -96,7 +96,7 @@ def accuracy_curve(
     `test_labels` (class indices) adds held-out accuracy."""
     n_heads = clf.layout_.n_heads
     ks = list(range(1, n_heads + 1))
-    order = select_heads(clf.head_scores_, n_heads)  # ranking once; the top k are its first k
+    order = clf.ranking()  # ranking once; the top k are its first k
     labels = clf.support_labels_
 
     def accuracy(sims: torch.Tensor, truth: torch.Tensor, ranking: torch.Tensor, k: int) -> float:
@@ -124,7 +124,7 @@ def _nested_loo(clf: SAVClassifier, activations, ks: list[int]) -> list[float]:
             [cosine_to_means(block, class_means(block[keep], labels[keep], n_classes)) for block in activations.blocks], 1
         )  # (n, heads, classes): every example against the means without example i
         scores = head_scores(sims[keep], labels[keep])
-        ranking = select_heads(scores, len(scores))
+        ranking = select_heads(scores, len(scores), clf.head_order, head_margins(sims[keep], labels[keep]))
         for j, k in enumerate(ks):
             predicted, _ = vote(sims[i : i + 1], ranking[:k], clf.tie_break)
             right[j] += float(predicted[0] == labels[i])

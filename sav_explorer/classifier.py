@@ -28,6 +28,7 @@ from .heads import Head
 from .manifest import Manifest, Settings
 
 TENSORS = "tensors.safetensors"
+DEFAULT_HEAD_ORDER: method.HeadOrder = "layer-head"  # see the README's "Ranking heads within a tie"
 
 
 @dataclass(frozen=True)
@@ -50,18 +51,27 @@ class SAVClassifier:
 
     k: how many top-scoring heads vote. scoring: "in-sample" (the paper's: an example counts
     towards its own class mean) or "loo" (leave-one-out; needs 2+ examples per class).
-    tie_break: "similarity" or "rank" (see `method.vote`).
+    tie_break: "similarity" or "rank" (see `method.vote`). head_order: the order of heads with
+    equal scores, "margin", "layer-head" or "official" (see `method.select_heads`).
     """
 
-    def __init__(self, k: int = 20, scoring: method.Scoring = "in-sample", tie_break: method.TieBreak = "similarity"):
+    def __init__(
+        self,
+        k: int = 20,
+        scoring: method.Scoring = "in-sample",
+        tie_break: method.TieBreak = "similarity",
+        head_order: method.HeadOrder = DEFAULT_HEAD_ORDER,
+    ):
         self.k = k
         self.scoring = scoring
         self.tie_break = tie_break
+        self.head_order = head_order
 
     # ----------------------------------------------------------------------------- fitting
     def fit(self, activations: HeadActivations, labels: Sequence[str]) -> SAVClassifier:
         check_choice(self.scoring, method.Scoring, "scoring")
         check_choice(self.tie_break, method.TieBreak, "tie break")
+        check_choice(self.head_order, method.HeadOrder, "head order")
         labels = [clean_label(label, f"support example {i + 1}") for i, label in enumerate(labels)]
         if len(labels) != activations.n_examples:
             raise DataError(f"expected one label per example ({activations.n_examples}); got {len(labels)}")
@@ -80,8 +90,16 @@ class SAVClassifier:
         self.loo_similarities_ = torch.cat([method.leave_one_out_cosine(b, targets, len(classes)) for b in activations.blocks], 1)
         self.in_sample_scores_ = method.head_scores(in_sample, targets)
         self.loo_scores_ = method.head_scores(self.loo_similarities_, targets)
-        self.selected_ = method.select_heads(self.head_scores_, self.k)
+        self.in_sample_margins_ = method.head_margins(in_sample, targets)
+        self.loo_margins_ = method.head_margins(self.loo_similarities_, targets)
+        self.selected_ = self.ranking()[: self.k]
         return self
+
+    def ranking(self) -> torch.Tensor:
+        """Every head's index, best first: by score, ties by the `head_order` setting."""
+        self._check_fitted(during_fit=True)
+        margins = self.in_sample_margins_ if self.scoring == "in-sample" else self.loo_margins_
+        return method.select_heads(self.head_scores_, self.layout_.n_heads, self.head_order, margins)
 
     @property
     def heads_(self) -> list[Head]:
@@ -108,7 +126,7 @@ class SAVClassifier:
             self.k = len(heads)
         else:
             self.k = check_k(self.k if k is None else k, self.layout_.n_heads)
-            self.selected_ = method.select_heads(self.head_scores_, self.k)
+            self.selected_ = self.ranking()[: self.k]
         return self
 
     @property
@@ -183,6 +201,8 @@ class SAVClassifier:
         tensors["loo_similarities"] = self.loo_similarities_.contiguous()
         tensors["in_sample_scores"] = self.in_sample_scores_
         tensors["loo_scores"] = self.loo_scores_
+        tensors["in_sample_margins"] = self.in_sample_margins_
+        tensors["loo_margins"] = self.loo_margins_
         save_file(tensors, folder / TENSORS)
         manifest = Manifest(
             model_id=model_id,
@@ -192,7 +212,7 @@ class SAVClassifier:
             layout=self.layout_,
             selected=self.selected_heads,
             head_scores=self.head_scores_.tolist(),
-            settings=Settings(k=self.k, scoring=self.scoring, tie_break=self.tie_break),
+            settings=Settings(k=self.k, scoring=self.scoring, tie_break=self.tie_break, head_order=self.head_order),
             tensors_sha256=_sha256(folder / TENSORS),
         )
         manifest.write(folder)
@@ -214,7 +234,7 @@ class SAVClassifier:
         except (SafetensorError, OSError) as error:
             raise ClassifierFileError(f"{tensor_path} is not a readable safetensors file ({error})") from None
         settings = manifest.settings
-        clf = cls(k=settings.k, scoring=settings.scoring, tie_break=settings.tie_break)
+        clf = cls(k=settings.k, scoring=settings.scoring, tie_break=settings.tie_break, head_order=settings.head_order)
         clf.classes_ = list(manifest.labels)
         clf.layout_ = manifest.layout
         try:
@@ -223,6 +243,10 @@ class SAVClassifier:
             clf.loo_similarities_ = tensors["loo_similarities"]
             clf.in_sample_scores_ = tensors["in_sample_scores"]
             clf.loo_scores_ = tensors["loo_scores"]
+            if "in_sample_margins" in tensors or settings.head_order == "margin":
+                clf.in_sample_margins_, clf.loo_margins_ = tensors["in_sample_margins"], tensors["loo_margins"]
+            else:  # saved before margins were kept: the (layer, head) order never reads them
+                clf.in_sample_margins_ = clf.loo_margins_ = torch.zeros_like(clf.in_sample_scores_)
         except KeyError as missing:
             raise ClassifierFileError(f"{tensor_path} lacks tensor {missing}") from None
         _check_tensors(clf, tensor_path)
@@ -252,8 +276,8 @@ def _check_tensors(clf: SAVClassifier, path: Path) -> None:
         raise ClassifierFileError(f"{path}: support labels must be class indices below {n_classes}")
     if tuple(clf.loo_similarities_.shape) != (labels.numel(), n_heads, n_classes) or clf.in_sample_scores_.shape != (n_heads,):
         raise ClassifierFileError(f"{path}: stored similarities or scores do not match the manifest's heads and labels")
-    if clf.loo_scores_.shape != (n_heads,):
-        raise ClassifierFileError(f"{path}: stored leave-one-out scores do not match the manifest's heads")
+    if clf.loo_scores_.shape != (n_heads,) or clf.in_sample_margins_.shape != (n_heads,) or clf.loo_margins_.shape != (n_heads,):
+        raise ClassifierFileError(f"{path}: stored leave-one-out scores or head margins do not match the manifest's heads")
 
 
 def _sha256(path: Path) -> str:

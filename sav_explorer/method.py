@@ -20,7 +20,7 @@ from .checks import check_choice, check_k
 
 TieBreak = Literal["similarity", "rank"]
 Scoring = Literal["in-sample", "loo"]
-HeadOrder = Literal["layer-head"]  # order of heads within a tie of scores
+HeadOrder = Literal["layer-head", "margin", "official"]  # order of heads within a tie of scores (see `select_heads`)
 
 
 def class_means(acts: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -60,11 +60,33 @@ def head_scores(sims: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (sims.argmax(-1) == labels.view(-1, 1)).float().mean(0)
 
 
-def select_heads(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k best heads: score descending, ties by head index (layer, head) ascending."""
+def head_margins(sims: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per head, the mean over examples of the cosine to the example's own class mean minus the
+    cosine to the nearest other class mean: how clearly a head separates, where scores only count
+    right and wrong. (n_heads,); 0 with a single class."""
+    own = sims.gather(-1, labels.view(-1, 1, 1).expand(-1, sims.shape[1], 1)).squeeze(-1)  # (n, heads)
+    if sims.shape[-1] < 2:
+        return torch.zeros(sims.shape[1], dtype=sims.dtype)
+    others = sims.scatter(-1, labels.view(-1, 1, 1).expand(-1, sims.shape[1], 1), float("-inf")).max(-1).values
+    return (own - others).mean(0)
+
+
+def select_heads(scores: torch.Tensor, k: int, order: HeadOrder = "layer-head", margins: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of the k best heads, score descending. Within a tie of scores, by `order`:
+    "layer-head" (index ascending: early layers first), "official" (index descending, as the
+    official code's sort leaves them) or "margin" (`margins` descending, then index ascending).
+    With few examples scores are coarse fractions and many heads tie, so the order matters."""
     check_k(k, len(scores))
-    order = torch.sort(-scores, stable=True).indices  # stable sort keeps index order within ties
-    return order[:k]
+    check_choice(order, HeadOrder, "head order")
+    index = torch.arange(len(scores))
+    if order == "official":
+        index = index.flip(0)
+    elif order == "margin":
+        if margins is None:
+            raise ValueError("the margin order needs the heads' margins")
+        index = torch.sort(-margins, stable=True).indices
+    ranked = torch.sort(-scores[index], stable=True).indices  # a stable sort keeps the tie order of `index`
+    return index[ranked][:k]
 
 
 def vote(sims: torch.Tensor, selected: torch.Tensor, tie_break: TieBreak = "similarity") -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from .analysis import wilson_interval
 from .capture import HeadActivations, capture_heads, sites_for_heads
 from .checks import check_classes, check_k
-from .classifier import Prediction, SAVClassifier
+from .classifier import DEFAULT_HEAD_ORDER, Prediction, SAVClassifier
 from .data import Example, labels_of
 from .errors import ClassifierFileError
 from .models import LoadedModel
@@ -36,6 +36,7 @@ def fit_examples(
     k: int = 20,
     scoring: str = "in-sample",
     tie_break: str = "similarity",
+    head_order: str = DEFAULT_HEAD_ORDER,
     question: str | None = None,
     batch_size: int = 8,
     max_pixels: int | None = None,
@@ -58,7 +59,7 @@ def fit_examples(
         should_stop=should_stop,
         max_image_tokens_total=max_image_tokens_total,
     )
-    clf = SAVClassifier(k=k, scoring=scoring, tie_break=tie_break).fit(activations, labels)
+    clf = SAVClassifier(k=k, scoring=scoring, tie_break=tie_break, head_order=head_order).fit(activations, labels)
     return clf, activations
 
 

@@ -7,6 +7,7 @@ import torch
 
 from sav_explorer import ClassifierFileError, DataError, HeadLayout, LayerBlock, SAVClassifier
 from sav_explorer.capture import HeadActivations
+from sav_explorer.classifier import DEFAULT_HEAD_ORDER
 from sav_explorer.manifest import _digest
 
 
@@ -108,7 +109,9 @@ def saved(tmp_path, **settings):
     return clf, acts, folder
 
 
-@pytest.mark.parametrize("settings", [{}, {"scoring": "loo", "tie_break": "rank"}])
+@pytest.mark.parametrize(
+    "settings", [{}, {"scoring": "loo", "tie_break": "rank"}, {"head_order": "margin"}, {"head_order": "official", "scoring": "loo"}]
+)
 def test_save_load_predict_is_identical(tmp_path, settings):
     clf, acts, folder = saved(tmp_path, **settings)
     loaded = SAVClassifier.load(folder)
@@ -120,8 +123,9 @@ def test_save_load_predict_is_identical(tmp_path, settings):
     assert manifest.labels == ["cat", "dog", "eel"] and manifest.format_version == 2
     assert manifest.layout == acts.layout
     assert manifest.layout.heads[:4] == [(0, 0), (0, 1), (0, 2), (1, 0)] and manifest.layout.sizes == [4, 4, 4, 6, 6]
-    expected = {"k": 3, "scoring": "in-sample", "tie_break": "similarity", **settings}
+    expected = {"k": 3, "scoring": "in-sample", "tie_break": "similarity", "head_order": DEFAULT_HEAD_ORDER, **settings}
     assert {name: getattr(manifest.settings, name) for name in expected} == expected
+    assert loaded.select(k=5).selected_heads == clf.select(k=5).selected_heads  # a new k ranks the same after loading
 
 
 def test_a_reselected_classifier_saves_its_selection(tmp_path):

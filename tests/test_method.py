@@ -49,6 +49,28 @@ def test_selection_breaks_ties_by_head_index_not_by_chance():
     assert method.select_heads(scores, 4).tolist() == [1, 2, 4, 0]
 
 
+def test_the_official_order_puts_the_highest_index_first_within_a_tie():
+    scores = torch.tensor([0.5, 0.9, 0.9, 0.5, 0.9])
+    assert method.select_heads(scores, 5, "official").tolist() == [4, 2, 1, 3, 0]
+
+
+def test_the_margin_order_ranks_tied_heads_by_how_clearly_they_separate():
+    scores = torch.tensor([0.5, 0.9, 0.9, 0.5, 0.9])
+    margins = torch.tensor([0.3, 0.1, 0.4, 0.3, 0.2])
+    assert method.select_heads(scores, 5, "margin", margins).tolist() == [2, 4, 1, 0, 3]  # equal margins: index order
+
+
+def test_head_margins_are_the_mean_gap_between_the_own_class_and_the_nearest_other():
+    sims = torch.tensor(
+        [
+            [[0.9, 0.1, 0.2], [0.5, 0.6, 0.0]],  # example of class 0: head 0 gap 0.7, head 1 gap -0.1
+            [[0.3, 0.8, 0.4], [0.2, 0.3, 0.1]],  # example of class 1: head 0 gap 0.4, head 1 gap 0.1
+        ]
+    )
+    margins = method.head_margins(sims, torch.tensor([0, 1]))
+    assert torch.allclose(margins, torch.tensor([0.55, 0.0]))
+
+
 @pytest.mark.parametrize("k", [0, 6, -1])
 def test_select_heads_refuses_k_out_of_range(k):
     with pytest.raises(ValueError, match="k must be between 1 and the number of heads"):

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import get_args
 
 from ..answers import ZERO_SHOT_METHODS
+from ..classifier import DEFAULT_HEAD_ORDER
 from ..errors import SAVError
 from ..interventions import ABLATION_MODES
 from ..lens import Weighting
-from ..method import Scoring, TieBreak
+from ..method import HeadOrder, Scoring, TieBreak
 from ..models import default_model_id, quiet_transformers
 from .classify import run_eval, run_fit, run_predict
 from .common import model_options
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--k", type=int, help="number of heads that vote (default: 20, or every head of a smaller model)")
     fit.add_argument("--scoring", choices=get_args(Scoring), default="in-sample")
     fit.add_argument("--tie-break", choices=get_args(TieBreak), default="similarity")
+    fit.add_argument("--head-order", choices=get_args(HeadOrder), default=DEFAULT_HEAD_ORDER, help="order of heads with equal scores")
     fit.add_argument("--save-activations", action="store_true", help="also write activations.safetensors")
     fit.add_argument("--json", action="store_true", help="print a JSON summary")
     fit.set_defaults(run=run_fit)

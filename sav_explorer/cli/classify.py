@@ -22,6 +22,7 @@ def run_fit(args) -> int:
         k=k,
         scoring=args.scoring,
         tie_break=args.tie_break,
+        head_order=args.head_order,
         question=args.question,
         batch_size=args.batch_size,
         on_batch=progress("capturing heads"),

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from ..capture import capture_heads
 from ..classifier import SAVClassifier
 from ..data import Example, load_examples
-from ..method import select_heads
 from ..models import EXAMPLES_DIR, LoadedModel, generate_answers, load_model, quiet_transformers
 from ..pipeline import evaluate, fit_examples, predict_examples
 from .examples import TASK_NAMES
@@ -118,7 +117,7 @@ def drawn_accuracy(loaded: LoadedModel, task: str, n_per_class: int = 20, k: int
 
 
 def top_heads(clf: SAVClassifier, n: int = 10) -> set[tuple[int, int]]:
-    return {clf.heads_[i] for i in select_heads(clf.in_sample_scores_, n).tolist()}
+    return {clf.heads_[i] for i in clf.ranking()[:n].tolist()}
 
 
 def specialisation(colour: SAVClassifier, shape: SAVClassifier) -> dict:
