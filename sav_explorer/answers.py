@@ -17,7 +17,7 @@ The paper sets SAV beside the model answering by itself. Two ways to read an ans
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -94,6 +94,7 @@ def zero_shot(
     question: str | None = None,
     batch_size: int = 8,
     max_new_tokens: int = 16,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> ZeroShotReport:
     """The model's own answers to each query's question, read as one of `classes` (see the module's doc)."""
     if method not in ZERO_SHOT_METHODS:
@@ -117,6 +118,8 @@ def zero_shot(
             chosen = _most_likely(loaded, images, questions, classes)
             answers += chosen
             predicted += chosen
+        if on_batch is not None:
+            on_batch(min(start + batch_size, len(queries)), len(queries))
     samples: dict[str, list[dict]] = {"right": [], "wrong": [], "unmatched": []}
     for example, answer, guess, label in zip(queries, answers, predicted, truth):
         kind = "unmatched" if guess is None else "right" if guess == label else "wrong"

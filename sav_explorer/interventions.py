@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .answers import ZeroShotReport, zero_shot
 from .data import Example
 from .errors import DataError
 from .heads import Head, HeadLayout
@@ -167,7 +166,7 @@ def ablated_heads(loaded: LoadedModel, heads: Sequence[Head], mode: str = "zero"
     heads = tuple(heads)
     if mode not in ABLATION_MODES:
         raise DataError(f"unknown ablation mode {mode!r}; choose one of {', '.join(ABLATION_MODES)}")
-    _check_heads(loaded.layout, heads)
+    check_heads(loaded.layout, heads)
     if mode == "mean" and (means is None or not set(heads) <= set(means.heads)):
         raise DataError("mean ablation needs the support set's means of the same heads (support_means)")
     columns = _columns(loaded.layout, heads)
@@ -234,7 +233,7 @@ def ablated_heads(loaded: LoadedModel, heads: Sequence[Head], mode: str = "zero"
             handle.remove()
 
 
-def _check_heads(layout: HeadLayout, heads: Sequence[Head]) -> None:
+def check_heads(layout: HeadLayout, heads: Sequence[Head]) -> None:
     unknown = [head for head in heads if head not in layout]
     if unknown:
         layer, head = unknown[0]
@@ -275,86 +274,3 @@ def random_heads(layout: HeadLayout, heads: Sequence[Head], rng: random.Random) 
             "too few to draw as many random heads as a control"
         )
     return drawn + rng.sample(rest, short)
-
-
-@dataclass
-class AblationReport:
-    """The model's own answers with nothing ablated, with the heads ablated, and with random heads ablated."""
-
-    heads: list[Head]
-    mode: str
-    baseline: ZeroShotReport
-    ablated: ZeroShotReport
-    random: list[ZeroShotReport]  # one per draw of random heads
-    random_heads: list[list[Head]]
-
-    @property
-    def random_accuracies(self) -> list[float]:
-        return [report.accuracy for report in self.random]
-
-    @property
-    def random_accuracy(self) -> float | None:
-        return sum(self.random_accuracies) / len(self.random) if self.random else None
-
-    @property
-    def random_spread(self) -> float | None:
-        """The standard deviation of the random draws' accuracies."""
-        if len(self.random) < 2:
-            return None
-        mean = self.random_accuracy
-        return (sum((a - mean) ** 2 for a in self.random_accuracies) / (len(self.random) - 1)) ** 0.5
-
-    def to_json(self) -> dict:
-        return {
-            "n": self.baseline.n,
-            "heads": [list(h) for h in self.heads],
-            "mode": self.mode,
-            "method": self.baseline.method,
-            "baseline_accuracy": self.baseline.accuracy,
-            "baseline_interval": list(self.baseline.interval),
-            "ablated_accuracy": self.ablated.accuracy,
-            "ablated_interval": list(self.ablated.interval),
-            "random_accuracy": self.random_accuracy,
-            "random_accuracies": self.random_accuracies,
-            "random_spread": self.random_spread,
-            "random_heads": [[list(h) for h in heads] for heads in self.random_heads],
-        }
-
-
-def ablation_study(
-    loaded: LoadedModel,
-    queries: Sequence[Example],
-    classes: Sequence[str],
-    heads: Sequence[Head],
-    *,
-    mode: str = "mean",
-    support: Sequence[Example] | None = None,
-    n_random: int = 5,
-    seed: int = 0,
-    method: str = "generate",
-    question: str | None = None,
-    batch_size: int = 8,
-) -> AblationReport:
-    """Does the model need these heads? Its accuracy on the queries without them, beside the same
-    number of random heads from the same layers (`n_random` draws; none when every head of a layer is
-    ablated). Mean ablation averages over `support` (the heads and the random heads in one pass)."""
-    heads = list(dict.fromkeys(heads))
-    if not heads:
-        raise DataError("choose at least one head to ablate")
-    _check_heads(loaded.layout, heads)
-    rng = random.Random(seed)
-    try:
-        draws = [random_heads(loaded.layout, heads, rng) for _ in range(n_random)]
-    except DataError:
-        draws = []  # too few other heads in those layers to draw a control
-    means = None
-    if mode == "mean":
-        if not support:
-            raise DataError("mean ablation needs the support set (--support) to average the heads over")
-        means = support_means(loaded, support, list(dict.fromkeys([*heads, *(h for d in draws for h in d)])), question=question)
-
-    def answers(ablate: Sequence[Head]) -> ZeroShotReport:
-        with ablated_heads(loaded, ablate, mode=mode, means=means):
-            return zero_shot(loaded, queries, classes, method=method, question=question, batch_size=batch_size)
-
-    return AblationReport(heads, mode, answers([]), answers(heads), [answers(d) for d in draws], draws)

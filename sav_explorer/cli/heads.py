@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
+from ..ablation import ablation_study
 from ..analysis import accuracy_curve, compare_tasks
 from ..capture import capture_heads
 from ..classifier import SAVClassifier
 from ..data import Example, labels_of, load_examples, open_image
 from ..errors import DataError
-from ..interventions import ablation_study
 from ..lens import density_on_image, look, overlay
 from ..models import default_model_id
 from ..pipeline import load_activations

@@ -15,6 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..models import ASSETS, default_model_id
+from .analyse import AnalyseHandlers
 from .classify import ClassifyHandlers
 from .common import example_tasks
 from .explore import ExploreHandlers
@@ -30,7 +31,7 @@ from .transfer import TransferHandlers
 MODEL_GROUP = "model"
 
 
-class Explorer(SupportHandlers, ExploreHandlers, InspectHandlers, ClassifyHandlers, LiveHandlers, TransferHandlers):
+class Explorer(SupportHandlers, ExploreHandlers, InspectHandlers, AnalyseHandlers, ClassifyHandlers, LiveHandlers, TransferHandlers):
     """Every view's handlers over one model registry: what the layout wires to events."""
 
 
@@ -227,6 +228,41 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             api_name="evaluate",
             show_progress_on=[ui.accuracy],
             **model_events,
+        )
+
+        # ------------------------------------------------------------------ analyse
+        test_inputs = [ui.analyse_files, ui.analyse_example]
+        ui.ask_model.click(
+            gpu(explorer.own_answers),
+            [*test_inputs, ui.answer_method, ui.query_question, session],
+            [ui.analysis_summary, ui.analysis_rows],
+            api_name="own_answers",
+            show_progress_on=[ui.analysis_summary],
+            **model_events,
+        )
+        ui.run_ablation.click(
+            gpu(explorer.ablate),
+            [*test_inputs, ui.ablation_mode, ui.answer_method, ui.random_draws, ui.query_question, session],
+            [ui.analysis_summary, ui.analysis_rows],
+            api_name="ablate",
+            show_progress_on=[ui.analysis_summary],
+            **model_events,
+        )
+        ui.draw_curve.click(
+            gpu(explorer.curve),
+            [*test_inputs, ui.curve_test, ui.query_question, session],
+            [ui.curve_plot, ui.curve_note],
+            api_name="curve",
+            show_progress_on=[ui.curve_plot],
+            **model_events,
+        )
+        ui.analyse_tab.select(explorer.task_choices, [session], [ui.first_task, ui.second_task], api_name="task_choices", **instant)
+        ui.compare.click(
+            explorer.compare,
+            [ui.first_task, ui.second_task, ui.compare_k, session],
+            [ui.first_map, ui.second_map, ui.comparison],
+            api_name="compare",
+            concurrency_limit=None,
         )
 
         # ------------------------------------------------------------------ export and restore

@@ -119,24 +119,31 @@ class ClassifyHandlers(Handlers):
             raise DataError("classify images first")
         return prediction_detail(session, index)
 
+    def test_set(self, session: Session, files, use_example: bool, question: str | None, limit: int = MAX_TEST) -> list[Example]:
+        """The labeled test set: an upload wins over the example task's bundled queries."""
+        default = question_for_queries(session, question)
+        if file_paths(files) or not use_example:
+            examples, _ = examples_from_uploads(
+                file_paths(files), session.subdir("test"), question=default, room=room_left(session.workdir)
+            )
+            check_images_per_example(examples)
+        else:
+            task = session.fit.example_task if session.fit else None
+            if not task:
+                raise DataError("this classifier was not fitted on an example task: upload a labeled test set instead")
+            examples = load_examples(EXAMPLES_DIR / task / "queries.jsonl", question=default)
+        if len(examples) > limit:
+            raise DataError(f"the test set has {len(examples)} examples; the limit here is {limit}")
+        labels_of(examples)  # every example labeled
+        return examples
+
     @ui_errors
     def evaluate_test(self, files, use_example: bool, question: str, session: Session | None, progress=gr.Progress()):
         """Held-out accuracy and confusion matrix on a labeled test set."""
         session = self.session(session)
         clf = fitted(session)
         default = question_for_queries(session, question)
-        if file_paths(files) or not use_example:  # an uploaded test set wins over the example task's queries
-            examples, _ = examples_from_uploads(
-                file_paths(files), session.subdir("test"), question=default, room=room_left(session.workdir)
-            )
-            check_images_per_example(examples)
-        else:
-            task = session.fit.example_task
-            if not task:
-                raise DataError("this classifier was not fitted on an example task: upload a labeled test set instead")
-            examples = load_examples(EXAMPLES_DIR / task / "queries.jsonl", question=default)
-        if len(examples) > MAX_TEST:
-            raise DataError(f"the test set has {len(examples)} examples; the limit here is {MAX_TEST}")
+        examples = self.test_set(session, files, use_example, question)
         truth = labels_of(examples)
         loaded = self.model(session, progress)
         check_same_model(session, loaded)

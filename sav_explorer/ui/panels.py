@@ -1,5 +1,5 @@
-"""The page's widgets, by panel: the support column on the left; Explore (heatmap and Inspect), Classify
-and Export on the right. `build_panels` returns them by name; `blocks.build_demo` wires their events.
+"""The page's widgets, by panel: the support column on the left; Explore (heatmap and Inspect), Classify,
+Analyse and Export on the right. `build_panels` returns them by name; `blocks.build_demo` wires their events.
 
     with gr.Blocks() as demo:
         ui = build_panels(default_model, tasks)
@@ -212,6 +212,46 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     with gr.Row():
                         confusion = gr.Plot(plots.confusion_chart(None), show_label=False, scale=3)
                         per_class = gr.Dataframe(headers=["class", "accuracy"], interactive=False, scale=2)
+                with gr.Tab("Analyse") as analyse_tab:
+                    gr.Markdown(
+                        "Does the model **need** the voting heads, and does SAV beat the model's **own answers**? "
+                        "Both ask the model itself, on a labeled test set: the example task's queries or an upload.",
+                        elem_classes="sav-small",
+                    )
+                    with gr.Row():
+                        analyse_files = gr.File(
+                            file_count="multiple", file_types=[".zip", ".jsonl", ".csv", "image"], label="Labeled test set", scale=3
+                        )
+                        with gr.Column(scale=2):
+                            analyse_example = gr.Checkbox(label="No upload: use the example task's queries", value=True)
+                            answer_method = gr.Radio(
+                                ["generate", "likelihood"], value="generate", label="The model's answer: free text, or the likeliest class"
+                            )
+                    with gr.Row():
+                        ask_model = gr.Button("Compare with the model's own answers")
+                        ablation_mode = gr.Radio(["mean", "zero"], value="mean", label="Ablation", scale=1)
+                        random_draws = gr.Slider(0, 5, value=3, step=1, label="Random-head draws", scale=1)
+                        run_ablation = gr.Button("Ablate the voting heads", variant="primary")
+                    analysis_summary = gr.Markdown("", elem_id="sav-analysis-summary")
+                    analysis_rows = gr.Dataframe(
+                        headers=["example", "label", "answer", "after ablation"], interactive=False, wrap=True, max_height=300
+                    )
+                    gr.Markdown("### Accuracy against k")
+                    with gr.Row():
+                        curve_test = gr.Checkbox(label="Also on the test set (captures it once)", value=True)
+                        draw_curve = gr.Button("Draw the curve")
+                    curve_plot = gr.Plot(plots.curve_chart(None), show_label=False)
+                    curve_note = gr.Markdown("", elem_classes="sav-small")
+                    gr.Markdown("### Compare two tasks")
+                    with gr.Row():
+                        first_task = gr.Dropdown([], label="Task", scale=2, allow_custom_value=True)  # compare checks the name
+                        second_task = gr.Dropdown([], label="with task", scale=2, allow_custom_value=True)
+                        compare_k = gr.Number(value=10, precision=0, minimum=1, label="top k", scale=1)
+                        compare = gr.Button("Compare", scale=1)
+                    comparison = gr.Markdown("", elem_id="sav-comparison")
+                    with gr.Row():
+                        first_map = gr.Plot(plots.head_heatmap(None, 0), show_label=False)
+                        second_map = gr.Plot(plots.head_heatmap(None, 0), show_label=False)
                 with gr.Tab("Export"):
                     gr.Markdown(
                         "Download the classifier (a zip you can restore below), the per-head scores, the heatmap "
@@ -229,4 +269,6 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     restore_file = gr.File(file_types=[".zip"], label="Classifier zip")
                     restore = gr.Button("Restore")
 
-    return SimpleNamespace(**{name: value for name, value in locals().items() if isinstance(value, gr.components.Component | gr.Button)})
+    return SimpleNamespace(
+        **{name: value for name, value in locals().items() if isinstance(value, gr.components.Component | gr.Button | gr.Tab)}
+    )

@@ -1,4 +1,4 @@
-"""Figures: the layers x heads heatmap, votes per class, the confusion matrix, and a PNG of the heatmap.
+"""Figures: the layers x heads heatmap, votes per class, the confusion matrix, accuracy against k, and a PNG of the heatmap.
 
     fig = head_heatmap(clf, n_layers=8)          # plotly; hover: layer, head, in-sample, leave-one-out
     png = heatmap_png(clf, n_layers=8, path)     # the same picture without a browser (Pillow)
@@ -18,6 +18,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
+from ..analysis import AccuracyCurve
 from ..classifier import Prediction, SAVClassifier
 from ..pipeline import EvalReport
 
@@ -151,6 +152,37 @@ def votes_chart(prediction: Prediction | None) -> go.Figure:
     fig.update_layout(
         title=dict(text=f"Votes per class (winner: {esc(prediction.label)})", font=dict(size=13), x=0.01),
         yaxis=dict(title="votes", dtick=1 if max(prediction.votes.values(), default=0) <= 10 else None),
+    )
+    return fig
+
+
+def curve_chart(curve: AccuracyCurve | None, n_classes: int = 0) -> go.Figure:
+    """Accuracy against k: the support set's leave-one-out (optimistic), nested leave-one-out, and a test set."""
+    fig = go.Figure()
+    fig.update_layout(template="plotly_white", font=FONT, height=340, margin=dict(l=50, r=10, t=40, b=45))
+    if curve is None:
+        fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False))
+        return fig
+    lines = [
+        ("leave-one-out, heads chosen on all (optimistic)", curve.loo, "dot", "#8da0cb"),
+        ("nested leave-one-out (heads re-chosen)", curve.nested_loo, "solid", "#66a61e"),
+        ("test set", curve.test, "solid", SELECTED_COLOUR),
+    ]
+    for name, values, dash, colour in lines:
+        if values:
+            fig.add_trace(
+                go.Scatter(
+                    x=curve.k, y=values, name=name, mode="lines", line=dict(dash=dash, color=colour, width=2),
+                    hovertemplate="k = %{x}: %{y:.3f}<extra>" + name + "</extra>",
+                )
+            )  # fmt: skip
+    if n_classes:
+        fig.add_hline(y=1 / n_classes, line=dict(color="#999", width=1, dash="dash"), annotation_text="chance")
+    fig.update_layout(
+        title=dict(text="Accuracy against k (the number of voting heads)", font=dict(size=13), x=0.01),
+        xaxis=dict(title="k", type="log" if len(curve.k) > 64 else "linear"),
+        yaxis=dict(title="accuracy", range=[0, 1.02]),
+        legend=dict(orientation="h", y=-0.25),
     )
     return fig
 

@@ -1,0 +1,177 @@
+"""Analyse: does the model need the voting heads, how accuracy moves with k, how two tasks' heads relate.
+
+    handlers = AnalyseHandlers(default_model)
+    summary, rows = handlers.own_answers(files, True, "generate", "", session)
+    summary, rows = handlers.ablate(files, True, "mean", "generate", 3, "", session)
+    figure, note = handlers.curve(files, True, True, "", session)
+    left, right, summary = handlers.compare("colour", "shape", 10, session)
+
+Each accuracy carries its 95 % interval: with a few dozen queries, a few points are noise.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import torch
+
+from ..ablation import ablation_study
+from ..analysis import accuracy_curve, compare_tasks
+from ..answers import ZeroShotReport, zero_shot
+from ..capture import capture_heads
+from ..checks import check_k
+from ..errors import DataError
+from ..pipeline import evaluate, predict_examples
+from . import plots
+from .classify import ClassifyHandlers, check_same_model, question_for_queries
+from .common import md, ui_errors
+from .explore import fitted
+from .session import MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, Session
+
+MAX_ABLATION_QUERIES = 200  # every random draw answers every query again
+MAX_RANDOM_DRAWS = 5
+
+
+def interval_text(accuracy: float, interval: tuple[float, float]) -> str:
+    low, high = interval
+    return f"**{accuracy:.3f}** ({low:.3f}–{high:.3f})"
+
+
+def answer_rows(report: ZeroShotReport) -> list[list[str]]:
+    return [[kind, md(row["example"]), md(row["answer"]), md(row["label"])] for kind, rows in report.samples.items() for row in rows]
+
+
+class AnalyseHandlers(ClassifyHandlers):
+    @ui_errors
+    def own_answers(self, files, use_example: bool, method: str, question: str, session: Session | None, progress=gr.Progress()):
+        """SAV's accuracy and the model's own answers' on the same queries, as in the paper's table."""
+        session = self.session(session)
+        clf = fitted(session)
+        examples = self.test_set(session, files, use_example, question)
+        loaded = self.model(session, progress)
+        check_same_model(session, loaded)
+        default = question_for_queries(session, question)
+        predictions = predict_examples(
+            loaded,
+            clf,
+            examples,
+            batch_size=8,
+            default_question=default,
+            max_pixels=MAX_PIXELS_CAP,
+            max_image_tokens_total=MAX_IMAGE_TOKENS,
+        )
+        sav = evaluate([p.label for p in predictions], [e.label for e in examples], clf.classes_)
+        own = zero_shot(
+            loaded,
+            examples,
+            clf.classes_,
+            method=method,
+            question=default,
+            on_batch=lambda done, n: progress((done, n), desc=f"the model answers ({method})", unit="queries"),
+        )
+        unmatched = f"; {own.unmatched} answers named no class" if method == "generate" else ""
+        summary = (
+            f"On {own.n} queries: **SAV** ({clf.k} heads) {interval_text(sav.accuracy, sav.interval)} · "
+            f"**the model's own answers** ({method}) {interval_text(own.accuracy, own.interval)}{unmatched}. "
+            "95 % intervals in brackets."
+        )
+        return summary, answer_rows(own)
+
+    @ui_errors
+    def ablate(
+        self, files, use_example: bool, mode: str, method: str, draws: float, question: str, session: Session | None, progress=gr.Progress()
+    ):
+        """The model's own answers with the voting heads ablated, beside random heads of the same layers."""
+        session = self.session(session)
+        clf = fitted(session)
+        examples = self.test_set(session, files, use_example, question, limit=MAX_ABLATION_QUERIES)
+        support = session.fit.examples
+        if mode == "mean" and not support:
+            raise DataError("mean ablation averages over the support set, which a restored classifier lacks: choose zero")
+        loaded = self.model(session, progress)
+        check_same_model(session, loaded)
+        draws = max(0, min(MAX_RANDOM_DRAWS, int(draws or 0)))
+        report = ablation_study(
+            loaded,
+            examples,
+            clf.classes_,
+            clf.selected_heads,
+            mode=mode,
+            support=support,
+            n_random=draws,
+            method=method,
+            question=question_for_queries(session, question),
+            on_run=lambda what: progress(None, desc=what),
+        )
+        random_line = (
+            f"as many **random heads** of the same layers ablated: **{report.random_accuracy:.3f}** "
+            f"(mean of {len(report.random)} draws: {', '.join(f'{a:.3f}' for a in report.random_accuracies)})"
+            if report.random
+            else ("no random control asked for" if not draws else "no random control: those layers have too few other heads")
+        )
+        summary = (
+            f"The model's own answers ({method}) on {report.baseline.n} queries, {len(report.heads)} voting heads "
+            f"{mode}-ablated. Nothing ablated: {interval_text(report.baseline.accuracy, report.baseline.interval)} · "
+            f"**voting heads ablated**: {interval_text(report.ablated.accuracy, report.ablated.interval)} · {random_line}."
+        )
+        rows = [
+            [md(example.name), md(example.label), md(before), md(after)]
+            for example, before, after in zip(examples, report.baseline.answers, report.ablated.answers)
+        ]
+        return summary, rows
+
+    @ui_errors
+    def curve(self, files, use_example: bool, with_test: bool, question: str, session: Session | None, progress=gr.Progress()):
+        """Accuracy for every k: from cached similarities, plus a test set captured once (every layer)."""
+        session = self.session(session)
+        clf = fitted(session)
+        test_sims = test_labels = None
+        if with_test:
+            examples = self.test_set(session, files, use_example, question)
+            loaded = self.model(session, progress)
+            check_same_model(session, loaded)
+            activations = capture_heads(
+                loaded,
+                examples,
+                batch_size=8,
+                default_question=question_for_queries(session, question),
+                max_pixels=MAX_PIXELS_CAP,
+                max_image_tokens_total=MAX_IMAGE_TOKENS,
+                on_batch=lambda done, n: progress((done, n), desc="capturing the test set once", unit="examples"),
+            )
+            test_sims = clf.similarities(activations)
+            test_labels = torch.tensor([clf.classes_.index(e.label) if e.label in clf.classes_ else -1 for e in examples])
+        result = accuracy_curve(clf, session.fit.activations, test_sims, test_labels)
+        best = max(range(len(result.k)), key=lambda i: (result.test or result.nested_loo or result.loo)[i])
+        nested = "" if result.nested_loo else " Nested leave-one-out needs the support set's activations (not kept in a restored file)."
+        note = (
+            f"Leave-one-out on the support set is optimistic: the heads were chosen on every example. "
+            f"Best k by the {'test set' if result.test else 'nested estimate' if result.nested_loo else 'optimistic estimate'}: "
+            f"{result.k[best]}.{nested}"
+        )
+        return plots.curve_chart(result, len(clf.classes_)), note
+
+    def task_choices(self, session: Session | None):
+        names = list(self.session(session).fits)
+        first = names[-2] if len(names) > 1 else (names[0] if names else None)
+        return gr.update(choices=names, value=first), gr.update(choices=names, value=names[-1] if names else None)
+
+    @ui_errors
+    def compare(self, first: str | None, second: str | None, k: float, session: Session | None):
+        """Two fitted tasks' heatmaps side by side, with their shared top-k heads, Jaccard and rank correlation."""
+        session = self.session(session)
+        if len(session.fits) < 2:
+            raise DataError("compare needs two fitted tasks: extract another task (or restore a classifier), then come back")
+        if first not in session.fits or second not in session.fits:
+            raise DataError("choose two of this session's fitted tasks")
+        a, b = session.fits[first], session.fits[second]
+        k = check_k(int(k or 0), min(a.clf.layout_.n_heads, b.clf.layout_.n_heads))
+        result = compare_tasks(a.clf, b.clf, k)
+        summary = (
+            f"Top {k} heads of **{md(first)}** and **{md(second)}**: **{result.shared}** shared, Jaccard **{result.jaccard:.3f}**; "
+            f"rank correlation of all head scores (Spearman) **{result.spearman:.3f}**."
+        )
+        return (
+            plots.head_heatmap(a.clf, a.n_layers, a.describe()),
+            plots.head_heatmap(b.clf, b.n_layers, b.describe()),
+            summary,
+        )
