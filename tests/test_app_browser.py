@@ -164,3 +164,24 @@ def test_labels_show_as_text_never_as_html(browser, url, tmp_path):
     expect(toast).to_contain_text("<b>x</b>")
     assert page.locator("b:text-is('x'), img[src='x']").count() == 0
     page.close()
+
+
+def test_the_analyse_tab_ablates_the_voting_heads_and_draws_the_curve(browser, url, tmp_path):
+    """The colour task: ablating its voting heads, beside random heads; accuracy against k; a screenshot."""
+    page = open_page(browser, url, TIMEOUT_MS)
+    load_task_and_extract(page, "colour")
+    page.get_by_role("tab", name="Analyse").click()
+    page.get_by_role("button", name="Ablate the voting heads").click()
+    summary = page.locator("#sav-analysis-summary")
+    expect(summary).to_contain_text("voting heads ablated", timeout=4 * TIMEOUT_MS)
+    expect(summary).to_contain_text("random heads")
+    page.get_by_role("button", name="Draw the curve").click()
+    expect(page.locator("#sav-curve .scatterlayer .trace")).to_have_count(3)
+    page.locator("#sav-curve").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    shot = tmp_path / "analyse.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert Image.open(shot).size[0] >= 1400
+    if os.environ.get("SAV_REFRESH_SCREENSHOT"):
+        page.locator("#sav-analyse").screenshot(path=str(REPO / "assets" / "screenshot-analyse.png"))
+    page.close()

@@ -12,7 +12,7 @@ import torch
 
 from sav_explorer import load_model
 from sav_explorer.models import BUNDLED_ID, BUNDLED_MODEL
-from sav_explorer.teaching.evaluate import ATTRIBUTES, RESULTS, answer_accuracy, sav_task, specialisation
+from sav_explorer.teaching.evaluate import ATTRIBUTES, RESULTS, answer_accuracy, drawn_accuracy, sav_task, specialisation
 from sav_explorer.teaching.examples import TASK_NAMES
 from sav_explorer.teaching.shapes import QUESTION_KINDS
 
@@ -119,3 +119,37 @@ def test_comparing_colour_and_shape_equals_a_direct_set_computation(tasks):
     comparison = compare_tasks(colour, shape, 10)
     shared = top_heads(colour) & top_heads(shape)
     assert comparison.shared == len(shared) and comparison.jaccard == pytest.approx(len(shared) / (20 - len(shared)))
+
+
+@pytest.mark.parametrize("task", ["colour", "shape"])
+def test_sav_reads_drawings_by_another_program_with_the_bundled_support_sets(teaching_model, task):
+    """Fitted on the world's 64-pixel renders, asked about sketches on canvases of 64 to 400 pixels
+    (filled, outlined, scribbled; every fourth a small tinted thumbnail) that training never saw."""
+    result = drawn_accuracy(teaching_model, task)
+    assert result.n >= 80 and result.accuracy >= FLOOR, (task, result.accuracy, result.per_style)
+
+
+def test_the_sketches_are_drawn_by_a_program_the_training_never_imports():
+    import ast
+    import inspect
+
+    from sav_explorer.teaching import drawn, train
+
+    for module in (train, drawn):
+        imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(module))) if isinstance(node, ast.ImportFrom)}
+        assert not any(name and name.endswith("sketches") for name in imported), module.__name__
+
+
+def test_ablating_savs_colour_heads_hurts_the_models_own_answers_more_than_random_heads(teaching_model, tasks):
+    """The heads SAV picks are heads the model uses: mean-ablating the colour task's 20 drops its own
+    colour answers far below ablating as many random heads of the same layers."""
+    from sav_explorer.ablation import ablation_study
+    from sav_explorer.data import load_examples
+    from sav_explorer.models import EXAMPLES_DIR
+
+    clf = tasks["colour"].classifier
+    queries = load_examples(EXAMPLES_DIR / "colour" / "queries.jsonl")
+    support = load_examples(EXAMPLES_DIR / "colour" / "support.jsonl")
+    study = ablation_study(teaching_model, queries, clf.classes_, clf.selected_heads, support=support, n_random=2, batch_size=30)
+    assert study.baseline.accuracy >= FLOOR
+    assert study.ablated.accuracy <= min(study.random_accuracies) - 0.2, study.to_json()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..models import EXAMPLES_DIR
+from .drawn import render_drawn
 from .shapes import COLOURS, COUNT_WORDS, QUESTIONS, SHAPES, SIZES, Scene, ShapesWorld
 
 SUPPORT_PER_CLASS = 5
@@ -36,6 +37,7 @@ class Task:
     scene_for: Callable[..., Scene]  # (world, rng, label, **pinned attributes): a scene whose answer is the label
     description: str
     attribute: str | None = None  # the single object's attribute the label names; its other attributes are balanced
+    drawn: bool = False  # images drawn as people draw (`drawn`), not the world's own renders
 
 
 def balanced_attributes(task: Task, index: int) -> dict[str, str]:
@@ -112,6 +114,17 @@ TASKS = (
         "is the red shape left of the blue one?",
     ),
 )
+TASKS += (
+    Task(
+        "drawn",
+        QUESTIONS["shape"],
+        SHAPES,
+        TASKS[1].scene_for,
+        "shape of a single shape drawn as people draw: any canvas, outlines, scribbles, thick strokes (4 classes)",
+        "shape",
+        drawn=True,
+    ),
+)
 TASK_NAMES = tuple(task.name for task in TASKS)
 
 
@@ -126,7 +139,8 @@ def write_task(task: Task, folder: Path, seed: int = 0) -> None:
                 pinned = balanced_attributes(task, i) if split == "support" else {}
                 scene = task.scene_for(world, rng, label, **pinned)
                 name = f"{split}_{label}_{i}.png"
-                world.render(scene, rng).save(folder / name, optimize=True)
+                image = render_drawn(scene, rng).image if task.drawn else world.render(scene, rng)
+                image.save(folder / name, optimize=True)
                 rows.append({"image": name, "question": task.question, "label": label})
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     (folder / "README.md").write_text(
@@ -146,9 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=EXAMPLES_DIR)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=TASK_NAMES)
     args = parser.parse_args(argv)
     for task in TASKS:
-        write_task(task, args.out / task.name, args.seed)
+        if task.name in args.tasks:
+            write_task(task, args.out / task.name, args.seed)
 
 
 if __name__ == "__main__":

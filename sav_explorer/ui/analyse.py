@@ -37,7 +37,8 @@ def interval_text(accuracy: float, interval: tuple[float, float]) -> str:
 
 
 def answer_rows(report: ZeroShotReport) -> list[list[str]]:
-    return [[kind, md(row["example"]), md(row["answer"]), md(row["label"])] for kind, rows in report.samples.items() for row in rows]
+    """A few answers of each kind (right, wrong, unmatched); table cells show text as text."""
+    return [[f"{kind}: {row['example']}", row["label"], row["answer"], ""] for kind, rows in report.samples.items() for row in rows]
 
 
 class AnalyseHandlers(ClassifyHandlers):
@@ -114,7 +115,7 @@ class AnalyseHandlers(ClassifyHandlers):
             f"**voting heads ablated**: {interval_text(report.ablated.accuracy, report.ablated.interval)} · {random_line}."
         )
         rows = [
-            [md(example.name), md(example.label), md(before), md(after)]
+            [example.name, example.label, before, after]
             for example, before, after in zip(examples, report.baseline.answers, report.ablated.answers)
         ]
         return summary, rows

@@ -212,7 +212,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     with gr.Row():
                         confusion = gr.Plot(plots.confusion_chart(None), show_label=False, scale=3)
                         per_class = gr.Dataframe(headers=["class", "accuracy"], interactive=False, scale=2)
-                with gr.Tab("Analyse") as analyse_tab:
+                with gr.Tab("Analyse", elem_id="sav-analyse") as analyse_tab:
                     gr.Markdown(
                         "Does the model **need** the voting heads, and does SAV beat the model's **own answers**? "
                         "Both ask the model itself, on a labeled test set: the example task's queries or an upload.",
@@ -240,7 +240,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     with gr.Row():
                         curve_test = gr.Checkbox(label="Also on the test set (captures it once)", value=True)
                         draw_curve = gr.Button("Draw the curve")
-                    curve_plot = gr.Plot(plots.curve_chart(None), show_label=False)
+                    curve_plot = gr.Plot(plots.curve_chart(None), show_label=False, elem_id="sav-curve")
                     curve_note = gr.Markdown("", elem_classes="sav-small")
                     gr.Markdown("### Compare two tasks")
                     with gr.Row():
@@ -250,8 +250,8 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         compare = gr.Button("Compare", scale=1)
                     comparison = gr.Markdown("", elem_id="sav-comparison")
                     with gr.Row():
-                        first_map = gr.Plot(plots.head_heatmap(None, 0), show_label=False)
-                        second_map = gr.Plot(plots.head_heatmap(None, 0), show_label=False)
+                        first_map = gr.Plot(plots.head_heatmap(None, 0, empty="Extract two tasks, then Compare"), show_label=False)
+                        second_map = gr.Plot(plots.head_heatmap(None, 0, empty=" "), show_label=False)
                 with gr.Tab("Export"):
                     gr.Markdown(
                         "Download the classifier (a zip you can restore below), the per-head scores, the heatmap "

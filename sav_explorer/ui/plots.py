@@ -55,7 +55,9 @@ def chance_scale(n_classes: int) -> list:
     return [[0.0, rgb(BELOW_CHANCE)], [chance, rgb(AT_CHANCE)], [1.0, rgb(ABOVE_CHANCE)]]
 
 
-def head_heatmap(clf: SAVClassifier | None, n_layers: int, about: str = "") -> go.Figure:
+def head_heatmap(
+    clf: SAVClassifier | None, n_layers: int, about: str = "", empty: str = "Extract heads to see how well each one separates the classes"
+) -> go.Figure:
     """Per-head accuracy, layers down and heads across, on a scale centred at chance; selected heads
     carry an orange frame. `about` names the task, question, model and classes (user text: escaped here)."""
     fig = go.Figure()
@@ -65,9 +67,7 @@ def head_heatmap(clf: SAVClassifier | None, n_layers: int, about: str = "") -> g
             height=360,
             font=FONT,
             margin=dict(l=40, r=20, t=40, b=40),
-            annotations=[
-                dict(text="Extract heads to see how well each one separates the classes", showarrow=False, font=dict(size=14, color="#666"))
-            ],
+            annotations=[dict(text=esc(empty), showarrow=False, font=dict(size=14, color="#666"))],
             xaxis=dict(visible=False),
             yaxis=dict(visible=False),
         )
