@@ -83,9 +83,18 @@ class AccuracyCurve:
     loo: list[float]  # support set, each example left out of its class mean; heads chosen on all (optimistic)
     nested_loo: list[float] | None  # heads re-chosen without the left-out example too (needs the activations)
     test: list[float] | None  # a held-out test set, captured once and re-scored for each k
+    n_support: int = 0  # examples behind `loo` and `nested_loo`
+    n_test: int = 0
+
+    def intervals(self, name: str) -> list[tuple[float, float]] | None:
+        """The 95 % Wilson interval of each accuracy of one series ("loo", "nested_loo" or "test")."""
+        values, n = getattr(self, name), self.n_test if name == "test" else self.n_support
+        return None if values is None else [wilson_interval(round(v * n), n) for v in values]
 
     def to_json(self) -> dict:
-        return {"k": self.k, "loo": self.loo, "nested_loo": self.nested_loo, "test": self.test}
+        series = ("loo", "nested_loo", "test")
+        intervals = {f"{name}_interval": (None if (i := self.intervals(name)) is None else [list(x) for x in i]) for name in series}
+        return {"k": self.k, "loo": self.loo, "nested_loo": self.nested_loo, "test": self.test, **intervals}
 
 
 def accuracy_curve(
@@ -110,7 +119,7 @@ def accuracy_curve(
     nested = None
     if activations is not None and activations.n_examples <= 200:
         nested = _nested_loo(clf, activations, ks)
-    return AccuracyCurve(ks, loo, nested, test)
+    return AccuracyCurve(ks, loo, nested, test, len(labels), 0 if test_labels is None else len(test_labels))
 
 
 def _nested_loo(clf: SAVClassifier, activations, ks: list[int]) -> list[float]:

@@ -72,6 +72,7 @@ def test_the_curve_shows_loo_nested_and_test_accuracy_for_every_k(visitor, model
     clf, activations, _, queries = reference
     figure, note = visitor.predict([], True, True, "", api_name="/curve")
     traces = {trace["name"]: trace["y"] for trace in json.loads(figure["plot"])["data"]}
+    assert len(traces["95 % interval"]) == 2 * len(traces["test set"])  # a band around the test line
     test = capture_heads(model, queries)
     labels = torch.tensor([clf.classes_.index(q.label) for q in queries])
     expected = accuracy_curve(clf, activations, clf.similarities(test), labels)

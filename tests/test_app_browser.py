@@ -176,7 +176,7 @@ def test_the_analyse_tab_ablates_the_voting_heads_and_draws_the_curve(browser, u
     expect(summary).to_contain_text("voting heads ablated", timeout=4 * TIMEOUT_MS)
     expect(summary).to_contain_text("random heads")
     page.get_by_role("button", name="Draw the curve").click()
-    expect(page.locator("#sav-curve .scatterlayer .trace")).to_have_count(3)
+    expect(page.locator("#sav-curve .scatterlayer .trace")).to_have_count(4)  # three lines and a band
     page.locator("#sav-curve").scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     shot = tmp_path / "analyse.png"

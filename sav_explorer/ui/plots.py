@@ -168,6 +168,15 @@ def curve_chart(curve: AccuracyCurve | None, n_classes: int = 0) -> go.Figure:
         ("nested leave-one-out (heads re-chosen)", curve.nested_loo, "solid", "#66a61e"),
         ("test set", curve.test, "solid", SELECTED_COLOUR),
     ]
+    band = curve.intervals("test") or curve.intervals("nested_loo")
+    if band:  # the 95 % interval of the lowest line that has one: how much of a wiggle is noise
+        fig.add_trace(
+            go.Scatter(
+                x=[*curve.k, *curve.k[::-1]], y=[high for _, high in band] + [low for low, _ in band][::-1],
+                fill="toself", fillcolor="rgba(228,87,46,0.12)" if curve.test else "rgba(102,166,30,0.12)",
+                line=dict(width=0), hoverinfo="skip", name="95 % interval",
+            )
+        )  # fmt: skip
     for name, values, dash, colour in lines:
         if values:
             fig.add_trace(
