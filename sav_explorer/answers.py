@@ -25,6 +25,7 @@ import torch
 from .analysis import wilson_interval
 from .data import Example
 from .errors import DataError
+from .interventions import answer_tokens
 from .models import LoadedModel, build_prompt, generate_answers, prepare_inputs
 
 ZERO_SHOT_METHODS = ("generate", "likelihood")
@@ -137,10 +138,11 @@ def _most_likely(loaded: LoadedModel, images: list[list], questions: list[str], 
     for column, label in enumerate(classes):
         texts = [p + label if p[-1:].isspace() else f"{p} {label}" for p in prompts]
         inputs = prepare_inputs(loaded, images, texts)
-        logits = loaded.model(**inputs).logits.float()
-        log_probs = logits[:, :-1].log_softmax(-1).gather(-1, inputs["input_ids"][:, 1:, None])[..., 0]
         lengths = [len(tokenizer(text, add_special_tokens=False).input_ids) for text in [*texts, *prompts]]
-        label_lengths = [a - b for a, b in zip(lengths[: len(texts)], lengths[len(texts) :])]
+        label_lengths = [max(a - b, 1) for a, b in zip(lengths[: len(texts)], lengths[len(texts) :])]
+        with answer_tokens(label_lengths):  # under an ablation, the label's tokens count as answer, not prompt
+            logits = loaded.model(**inputs).logits.float()
+        log_probs = logits[:, :-1].log_softmax(-1).gather(-1, inputs["input_ids"][:, 1:, None])[..., 0]
         for row, n in enumerate(label_lengths):  # left padding: the label's tokens end every row
-            scores[row, column] = log_probs[row, -max(n, 1) :].sum()
+            scores[row, column] = log_probs[row, -n:].sum()
     return [classes[i] for i in scores.argmax(1).tolist()]

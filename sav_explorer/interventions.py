@@ -25,6 +25,7 @@ The hooks are removed when the block ends, whatever happened inside it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -189,9 +190,13 @@ def ablated_heads(loaded: LoadedModel, heads: Sequence[Head], mode: str = "zero"
         if continuing and known is not None:
             return
         mask = kwargs.get("attention_mask")
-        mask = torch.ones_like(input_ids) if mask is None else mask[:, : input_ids.shape[1]]
+        mask = (torch.ones_like(input_ids) if mask is None else mask[:, : input_ids.shape[1]]).cpu()
         prompt.input_ids = input_ids.detach().clone()
-        prompt.keys = [position_keys(ids, m, image_token) for ids, m in zip(input_ids.cpu(), mask.cpu())]
+        answers = _ANSWER_TOKENS.get() or [0] * len(input_ids)
+        prompt.keys = []
+        for ids, m, n_answer in zip(input_ids.cpu(), mask, answers):  # an answer's tokens are keyed as generated ones
+            keys = position_keys(ids, torch.cat([m[: len(m) - n_answer], torch.zeros(n_answer, dtype=m.dtype)]), image_token)
+            prompt.keys.append(keys[: len(keys) - n_answer] + [LAST_PROMPT_POSITION] * n_answer)
         prompt.image_counts = [sum(1 for k in keys if k is not None and k[0] == "image") for keys in prompt.keys]
         prompt.rows = {}
 
@@ -238,6 +243,21 @@ def check_heads(layout: HeadLayout, heads: Sequence[Head]) -> None:
     if unknown:
         layer, head = unknown[0]
         raise DataError(f"this model has no head {layer}:{head} ({len(layout.layers)} layers of attention heads)")
+
+
+_ANSWER_TOKENS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("answer_tokens", default=None)
+
+
+@contextlib.contextmanager
+def answer_tokens(per_row: Sequence[int]) -> Iterator[None]:
+    """Forward passes in the block end each row with an answer of so many tokens after the prompt
+    (scoring a label's likelihood): under mean ablation those positions take the last prompt
+    position's mean, as generated tokens do, and the prompt's own positions keep their keys."""
+    token = _ANSWER_TOKENS.set(list(per_row))
+    try:
+        yield
+    finally:
+        _ANSWER_TOKENS.reset(token)
 
 
 def _restricted(means: PositionMeans, layout: HeadLayout, heads: tuple[Head, ...]) -> PositionMeans:

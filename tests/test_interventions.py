@@ -9,7 +9,7 @@ from transformers import AutoConfig, LlavaForConditionalGeneration
 
 from sav_explorer.data import Example
 from sav_explorer.errors import DataError
-from sav_explorer.interventions import ablated_heads, position_keys, random_heads, support_means
+from sav_explorer.interventions import ablated_heads, answer_tokens, position_keys, random_heads, support_means
 from sav_explorer.models import build_prompt, load_model, prepare_inputs
 from tiny_models import build_tiny
 
@@ -171,3 +171,28 @@ def test_random_heads_borrow_from_the_other_ablated_layers_when_one_runs_short(m
     assert (0, 3) in drawn and sum(layer == 1 for layer, _ in drawn) == 3
     with pytest.raises(DataError, match="too few"):
         random_heads(layout, [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)], random.Random(0))
+
+
+def test_an_answer_scored_after_the_prompt_is_ablated_like_generated_tokens(models):
+    """Likelihood scoring runs prompt + label in one pass: the label's tokens take the last prompt
+    position's mean, and the prompt's positions keep theirs (not shifted by the label)."""
+    loaded = models["llava"]
+    site = loaded.sites[0]
+    heads = [(site.layer, 0)]
+    image = noise(5)
+    means = support_means(loaded, [Example((image,), "What is it?")], heads)
+    prompt = build_prompt(loaded.processor, "What is it?", 1)
+    inputs = prepare_inputs(loaded, [[image]], [prompt + "ab"])
+    n_answer = inputs["input_ids"].shape[1] - prepare_inputs(loaded, [[image]], [prompt])["input_ids"].shape[1]
+    seen, handle = o_proj_inputs(loaded, 0)
+    try:
+        with torch.no_grad(), ablated_heads(loaded, heads, mode="mean", means=means), answer_tokens([n_answer]):
+            loaded.model(**inputs)
+    finally:
+        handle.remove()
+    head = seen[0][0, :, : site.head_dim]
+    last = means.means[site.layer][("end", 0)]
+    assert n_answer >= 1
+    assert all(torch.allclose(row, last, atol=1e-6) for row in head[-n_answer:])
+    assert torch.allclose(head[-n_answer - 1], last, atol=1e-6)  # the prompt's own last position, matched from its own end
+    assert torch.allclose(head[0], means.means[site.layer][("start", 0)], atol=1e-6)
