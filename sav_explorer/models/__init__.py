@@ -249,15 +249,17 @@ def unseen_words(processor, texts: Iterable[str]) -> list[str]:
     return [word for word in words if unknown in tokenizer(word, add_special_tokens=False)["input_ids"]]
 
 
-def prepare_inputs(loaded: LoadedModel, images: list[list], prompts: list[str]) -> dict:
-    """Processor output for a batch: a list of images per example (nested, as Gemma 3, Mllama and SmolVLM require)."""
+def prepare_inputs(loaded: LoadedModel, images: list[list], prompts: list[str], image_budget=None) -> dict:
+    """Processor output for a batch: a list of images per example (nested, as Gemma 3, Mllama and SmolVLM require).
+    `image_budget` (`budget.BudgetSettings`) adds the processor settings that keep each image within it."""
     processor = loaded.processor
+    settings = image_budget.kwargs if image_budget is not None else {}
     try:
-        inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt")
+        inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt", **settings)
     except (ValueError, TypeError):
         if any(len(row) != 1 for row in images):
             raise
-        inputs = processor(images=[row[0] for row in images], text=prompts, padding=True, return_tensors="pt")
+        inputs = processor(images=[row[0] for row in images], text=prompts, padding=True, return_tensors="pt", **settings)
     device = loaded.input_device
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 

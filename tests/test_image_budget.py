@@ -1,0 +1,65 @@
+"""An image-token budget per image, honoured by every family or refused with the reason."""
+
+import pytest
+from PIL import Image
+
+from sav_explorer.models import build_prompt, count_image_tokens, load_model, prepare_inputs
+from sav_explorer.models.budget import BudgetError, budget_settings
+from tiny_models import FAMILIES, build_tiny
+
+IMAGES = {"small": (40, 30), "square": (800, 800), "wide": (900, 300)}
+NOT_ADJUSTABLE = {"llava_next", "llava_onevision"}  # grid pinpoints live in the model: refused with the reason
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-budget")
+    return {family: load_model(str(build_tiny(family, root / family)), device="cpu") for family in FAMILIES}
+
+
+def tokens_per_image(loaded, size, settings=None) -> int:
+    inputs = prepare_inputs(loaded, [[Image.new("RGB", size, (200, 40, 40))]], [build_prompt(loaded.processor, "What?", 1)], settings)
+    return count_image_tokens(loaded, inputs["input_ids"])[0]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_budget_bounds_every_images_tokens_or_says_why_not(models, family):
+    loaded = models[family]
+    own = max(tokens_per_image(loaded, size) for size in IMAGES.values())
+    honoured = 0
+    for budget in (1, 4, 8, 12, 16, 70, 140, own):
+        try:
+            settings = budget_settings(loaded, budget)
+        except BudgetError as refusal:
+            assert family in NOT_ADJUSTABLE or "below" in str(refusal), (family, budget, str(refusal))
+            continue
+        honoured += 1
+        assert settings.ceiling is None or settings.ceiling <= budget
+        for name, size in IMAGES.items():
+            tokens = tokens_per_image(loaded, size, settings)
+            assert tokens <= budget, (family, budget, name, tokens, settings)
+    assert honoured or family in NOT_ADJUSTABLE
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "idefics3", "smolvlm", "internvl", "mistral3"])
+def test_a_tight_budget_lowers_the_count_below_the_processors_own(models, family):
+    loaded = models[family]
+    own = tokens_per_image(loaded, IMAGES["square"])
+    budget = max(1, own // 3)
+    try:
+        settings = budget_settings(loaded, budget)
+    except BudgetError:
+        settings = budget_settings(loaded, own - 1)
+        budget = own - 1
+    assert tokens_per_image(loaded, IMAGES["square"], settings) <= budget < own
+
+
+def test_budgets_below_a_familys_minimum_get_a_message_naming_it(models):
+    with pytest.raises(BudgetError, match="at least 70 soft tokens"):
+        budget_settings(models["gemma4"], 50)
+    with pytest.raises(BudgetError, match="always turns an image into 16 tokens"):
+        budget_settings(models["llava"], 8)
+    with pytest.raises(BudgetError, match="grid pinpoints"):
+        budget_settings(models["llava_next"], 1000)
+    with pytest.raises(BudgetError, match="whole number"):
+        budget_settings(models["qwen2_vl"], 0)
