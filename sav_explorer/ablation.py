@@ -80,6 +80,7 @@ def ablation_study(
     question: str | None = None,
     batch_size: int = 8,
     on_run: Callable[[str], None] | None = None,
+    max_image_tokens: int | None = None,
 ) -> AblationReport:
     """Does the model need these heads? Its accuracy on the queries without them, beside the same
     number of random heads from the same layers (`n_random` draws; none when every head of a layer is
@@ -98,13 +99,16 @@ def ablation_study(
     if mode == "mean":
         if not support:
             raise DataError("mean ablation needs the support set (--support) to average the heads over")
-        means = support_means(loaded, support, list(dict.fromkeys([*heads, *(h for d in draws for h in d)])), question=question)
+        chosen = list(dict.fromkeys([*heads, *(h for d in draws for h in d)]))
+        means = support_means(loaded, support, chosen, question=question, max_image_tokens=max_image_tokens)
 
     def answers(ablate: Sequence[Head], what: str) -> ZeroShotReport:
         if on_run is not None:
             on_run(what)
         with ablated_heads(loaded, ablate, mode=mode, means=means):
-            return zero_shot(loaded, queries, classes, method=method, question=question, batch_size=batch_size)
+            return zero_shot(
+                loaded, queries, classes, method=method, question=question, batch_size=batch_size, max_image_tokens=max_image_tokens
+            )
 
     baseline, ablated = answers([], "nothing ablated"), answers(heads, "the heads ablated")
     controls = [answers(d, f"random heads ablated, draw {i + 1} of {len(draws)}") for i, d in enumerate(draws)]

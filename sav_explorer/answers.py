@@ -27,6 +27,7 @@ from .data import Example
 from .errors import DataError
 from .interventions import answer_tokens
 from .models import LoadedModel, build_prompt, generate_answers, prepare_inputs
+from .models.budget import budget_settings
 
 ZERO_SHOT_METHODS = ("generate", "likelihood")
 SAMPLES_PER_KIND = 3  # answers shown of each kind: right, wrong, unmatched
@@ -96,13 +97,16 @@ def zero_shot(
     batch_size: int = 8,
     max_new_tokens: int = 16,
     on_batch: Callable[[int, int], None] | None = None,
+    max_image_tokens: int | None = None,
 ) -> ZeroShotReport:
-    """The model's own answers to each query's question, read as one of `classes` (see the module's doc)."""
+    """The model's own answers to each query's question, read as one of `classes` (see the module's doc);
+    `max_image_tokens`: images within that budget, as the classifier saw them."""
     if method not in ZERO_SHOT_METHODS:
         raise DataError(f"unknown zero-shot method {method!r}; choose one of {', '.join(ZERO_SHOT_METHODS)}")
     truth = [q.label for q in queries]
     if any(label is None for label in truth):
         raise DataError("every query needs a label to score the model's own answers")
+    budget = budget_settings(loaded, max_image_tokens) if max_image_tokens is not None else None
     answers: list[str] = []
     predicted: list[str | None] = []
     for start in range(0, len(queries), batch_size):
@@ -110,13 +114,13 @@ def zero_shot(
         images = [example.load_images() for example in batch]
         questions = [example.question_or(question) for example in batch]
         if method == "generate":
-            texts = generate_answers(loaded, images, questions, max_new_tokens=max_new_tokens)
+            texts = generate_answers(loaded, images, questions, max_new_tokens=max_new_tokens, image_budget=budget)
             answers += texts
             for text in texts:
                 named = labels_named(text, classes)
                 predicted.append(named[0] if len(named) == 1 else None if not named else "")  # "": several labels, wrong
         else:
-            chosen = _most_likely(loaded, images, questions, classes)
+            chosen = _most_likely(loaded, images, questions, classes, budget)
             answers += chosen
             predicted += chosen
         if on_batch is not None:
@@ -130,14 +134,14 @@ def zero_shot(
 
 
 @torch.no_grad()
-def _most_likely(loaded: LoadedModel, images: list[list], questions: list[str], classes: Sequence[str]) -> list[str]:
+def _most_likely(loaded: LoadedModel, images: list[list], questions: list[str], classes: Sequence[str], budget=None) -> list[str]:
     """For each row, the label with the highest total log-probability as the answer (one forward per label)."""
     prompts = [build_prompt(loaded.processor, q, len(row)) for row, q in zip(images, questions)]
     scores = torch.empty(len(prompts), len(classes))
     tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
     for column, label in enumerate(classes):
         texts = [p + label if p[-1:].isspace() else f"{p} {label}" for p in prompts]
-        inputs = prepare_inputs(loaded, images, texts)
+        inputs = prepare_inputs(loaded, images, texts, budget)
         lengths = [len(tokenizer(text, add_special_tokens=False).input_ids) for text in [*texts, *prompts]]
         label_lengths = [max(a - b, 1) for a, b in zip(lengths[: len(texts)], lengths[len(texts) :])]
         with answer_tokens(label_lengths):  # under an ablation, the label's tokens count as answer, not prompt

@@ -20,7 +20,8 @@ import torch
 from .data import Example
 from .errors import DataError
 from .heads import Head, HeadLayout
-from .models import AttentionSite, LoadedModel, build_prompt, count_image_tokens, prepare_inputs
+from .models import AttentionSite, LoadedModel, build_prompt, count_image_tokens, image_token_id, prepare_inputs
+from .models.budget import budget_settings
 
 
 class _StopForward(Exception):
@@ -91,6 +92,7 @@ class HeadActivations:
 
     layout: HeadLayout
     blocks: list[torch.Tensor]
+    image_tokens: list[int] | None = None  # per example, as the model saw them (when counted)
 
     def __post_init__(self) -> None:
         shapes = [tuple(block.shape[1:]) for block in self.blocks]
@@ -121,14 +123,19 @@ def capture_heads(
     on_batch: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     max_image_tokens_total: int | None = None,
+    max_image_tokens: int | None = None,
 ) -> HeadActivations:
     """Runs the model once per example (in batches) and keeps the last-token head outputs.
 
     `sites` limits the capture (and the forward pass) to some layers, as prediction does.
     `on_batch(done, total)` reports progress; `should_stop()` is asked between batches and ends
     the work with `CaptureCancelled`. `max_image_tokens_total` caps the image tokens of the whole
-    request: the batch that would pass it is refused before the model runs it.
+    request: the batch that would pass it is refused before the model runs it. `max_image_tokens`
+    is a budget per image, in the family's own processor settings (`models.budget`).
     """
+    image_budget = budget_settings(loaded, max_image_tokens) if max_image_tokens is not None else None
+    counted = image_token_id(loaded) is not None
+    image_tokens: list[int] = []
     tokens_so_far = 0
     sites = list(sites or loaded.sites)
     if batch_size < 1:
@@ -141,9 +148,11 @@ def capture_heads(
         images = [example.load_images(max_pixels) for example in batch]
         questions = [example.question_or(default_question) for example in batch]
         prompts = [build_prompt(loaded.processor, q, len(row)) for row, q in zip(images, questions)]
-        inputs = prepare_inputs(loaded, images, prompts)
-        if max_image_tokens_total is not None:
-            tokens_so_far += sum(count_image_tokens(loaded, inputs["input_ids"]))
+        inputs = prepare_inputs(loaded, images, prompts, image_budget)
+        if counted:
+            image_tokens += count_image_tokens(loaded, inputs["input_ids"])
+        if max_image_tokens_total is not None and counted:
+            tokens_so_far = sum(image_tokens)
             if tokens_so_far > max_image_tokens_total:
                 raise DataError(
                     f"this request needs more than {max_image_tokens_total:,} image tokens, the cap here "
@@ -155,7 +164,8 @@ def capture_heads(
             blocks[index].append(block)
         if on_batch is not None:
             on_batch(min(start + batch_size, len(examples)), len(examples))
-    return HeadActivations(loaded.layout.restricted_to(site.layer for site in sites), [torch.cat(parts) for parts in blocks])
+    layout = loaded.layout.restricted_to(site.layer for site in sites)
+    return HeadActivations(layout, [torch.cat(parts) for parts in blocks], image_tokens if counted else None)
 
 
 class CaptureCancelled(Exception):

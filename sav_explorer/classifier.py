@@ -66,6 +66,7 @@ class SAVClassifier:
         self.scoring = scoring
         self.tie_break = tie_break
         self.head_order = head_order
+        self.max_image_tokens: int | None = None  # the image-token budget its activations were captured under
 
     # ----------------------------------------------------------------------------- fitting
     def fit(self, activations: HeadActivations, labels: Sequence[str]) -> SAVClassifier:
@@ -212,7 +213,13 @@ class SAVClassifier:
             layout=self.layout_,
             selected=self.selected_heads,
             head_scores=self.head_scores_.tolist(),
-            settings=Settings(k=self.k, scoring=self.scoring, tie_break=self.tie_break, head_order=self.head_order),
+            settings=Settings(
+                k=self.k,
+                scoring=self.scoring,
+                tie_break=self.tie_break,
+                head_order=self.head_order,
+                max_image_tokens=self.max_image_tokens,
+            ),
             tensors_sha256=_sha256(folder / TENSORS),
         )
         manifest.write(folder)
@@ -235,6 +242,7 @@ class SAVClassifier:
             raise ClassifierFileError(f"{tensor_path} is not a readable safetensors file ({error})") from None
         settings = manifest.settings
         clf = cls(k=settings.k, scoring=settings.scoring, tie_break=settings.tie_break, head_order=settings.head_order)
+        clf.max_image_tokens = settings.max_image_tokens
         clf.classes_ = list(manifest.labels)
         clf.layout_ = manifest.layout
         try:

@@ -36,6 +36,7 @@ from .data import Example
 from .errors import DataError
 from .heads import Head, HeadLayout
 from .models import LoadedModel, build_prompt, image_token_id, prepare_inputs
+from .models.budget import budget_settings
 
 ABLATION_MODES = ("mean", "zero")
 Key = tuple  # ("start", offset) | ("image", index) | ("end", offset) | ("image-all",) | ("text-all",)
@@ -99,12 +100,19 @@ class PositionMeans:
 
 @torch.no_grad()
 def support_means(
-    loaded: LoadedModel, support: Sequence[Example], heads: Sequence[Head], *, question: str | None = None, batch_size: int = 8
+    loaded: LoadedModel,
+    support: Sequence[Example],
+    heads: Sequence[Head],
+    *,
+    question: str | None = None,
+    batch_size: int = 8,
+    max_image_tokens: int | None = None,
 ) -> PositionMeans:
-    """Runs the support set once and averages the heads' outputs per position key."""
+    """Runs the support set once (images within `max_image_tokens`) and averages the heads' outputs per position key."""
     heads = tuple(heads)
     columns = _columns(loaded.layout, heads)
     image_token = image_token_id(loaded)
+    budget = budget_settings(loaded, max_image_tokens) if max_image_tokens is not None else None
     sums: dict[int, dict[Key, torch.Tensor]] = {layer: {} for layer in columns}
     counts: dict[Key, int] = {}
     image_counts: set[int] = set()
@@ -131,7 +139,7 @@ def support_means(
             batch = support[start : start + batch_size]
             images = [example.load_images() for example in batch]
             prompts = [build_prompt(loaded.processor, e.question_or(question), len(row)) for e, row in zip(batch, images)]
-            inputs = prepare_inputs(loaded, images, prompts)
+            inputs = prepare_inputs(loaded, images, prompts, budget)
             current["keys"] = [position_keys(ids, mask, image_token) for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
             for keys in current["keys"]:
                 image_counts.add(sum(1 for key in keys if key is not None and key[0] == "image"))

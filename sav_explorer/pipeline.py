@@ -43,6 +43,7 @@ def fit_examples(
     on_batch: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     max_image_tokens_total: int | None = None,
+    max_image_tokens: int | None = None,
 ) -> tuple[SAVClassifier, HeadActivations]:
     """Captures every head once per example and fits the classifier. Labels are checked first,
     so that a bad support set fails before any model work."""
@@ -58,13 +59,17 @@ def fit_examples(
         on_batch=on_batch,
         should_stop=should_stop,
         max_image_tokens_total=max_image_tokens_total,
+        max_image_tokens=max_image_tokens,
     )
     clf = SAVClassifier(k=k, scoring=scoring, tie_break=tie_break, head_order=head_order).fit(activations, labels)
+    clf.max_image_tokens = max_image_tokens  # saved with it, so that prediction sees images as fitting did
     return clf, activations
 
 
 def capture_for(loaded: LoadedModel, clf: SAVClassifier, examples: Sequence[Example], **capture_options) -> HeadActivations:
-    """Captures only the layers that hold selected heads; the pass stops after the deepest one."""
+    """Captures only the layers that hold selected heads; the pass stops after the deepest one. Images get
+    the classifier's image-token budget unless `max_image_tokens` says otherwise."""
+    capture_options.setdefault("max_image_tokens", clf.max_image_tokens)
     return capture_heads(loaded, examples, sites=sites_for_heads(loaded, clf.selected_heads), **capture_options)
 
 

@@ -60,7 +60,9 @@ def test_eval_json_reports_accuracy_and_confusion(fitted, capsys):
     report = json.loads(out)
     assert status == 0 and report["n"] == 60
     assert {"accuracy", "n", "per_class_accuracy", "confusion"} <= set(report)  # the keys scripts rely on
-    assert set(report) - {"accuracy", "n", "per_class_accuracy", "confusion"} == {"predictions", "accuracy_interval", "per_class_interval"}
+    extra = {"predictions", "accuracy_interval", "per_class_interval", "max_image_tokens", "image_tokens"}
+    assert set(report) - {"accuracy", "n", "per_class_accuracy", "confusion"} == extra
+    assert report["max_image_tokens"] is None and report["image_tokens"] == {"min": 16, "mean": 16.0, "max": 16}  # 4 x 4 patches
     predictions = report["predictions"]
     rows = [json.loads(line) for line in (COLOUR / "queries.jsonl").read_text().splitlines()]
     assert [(p["example"], p["label"]) for p in predictions] == [(r["image"], r["label"]) for r in rows]  # file order, by name

@@ -63,3 +63,44 @@ def test_budgets_below_a_familys_minimum_get_a_message_naming_it(models):
         budget_settings(models["llava_next"], 1000)
     with pytest.raises(BudgetError, match="whole number"):
         budget_settings(models["qwen2_vl"], 0)
+
+
+def test_a_classifier_fitted_under_a_budget_predicts_under_the_same(models, tmp_path, capsys):
+    """fit --max-image-tokens stores the budget; eval, without the flag, sees the images as fitting did."""
+    import json
+
+    from sav_explorer.__main__ import main
+    from sav_explorer.models import EXAMPLES_DIR
+
+    colour = EXAMPLES_DIR / "colour"
+    model = models["smolvlm"].model_id
+    out = tmp_path / "clf"
+    assert (
+        main(
+            [
+                "fit",
+                "--model",
+                model,
+                "--data",
+                str(colour / "support.jsonl"),
+                "--out",
+                str(out),
+                "--k",
+                "4",
+                "--max-image-tokens",
+                "4",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    fitted = json.loads(capsys.readouterr().out)
+    assert fitted["max_image_tokens"] == 4 and fitted["image_tokens"]["max"] <= 4
+    assert json.loads((out / "manifest.json").read_text())["settings"]["max_image_tokens"] == 4
+    assert main(["eval", "--classifier", str(out), "--data", str(colour / "queries.jsonl"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["max_image_tokens"] == 4 and report["image_tokens"]["max"] <= 4
+    assert (
+        main(["fit", "--model", model, "--data", str(colour / "support.jsonl"), "--out", str(tmp_path / "own"), "--k", "4", "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["image_tokens"]["max"] > 4  # without a budget: the processor's own views

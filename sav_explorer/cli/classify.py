@@ -7,8 +7,8 @@ import json
 from ..analysis import wilson_interval
 from ..answers import zero_shot
 from ..data import Example, labels_of, load_examples
-from ..pipeline import evaluate, fit_examples, predict_examples, save_activations
-from .common import DEFAULT_K, classifier_and_model, load, progress, warn_unseen_words
+from ..pipeline import capture_for, evaluate, fit_examples, predict_examples, save_activations
+from .common import DEFAULT_K, classifier_and_model, image_token_summary, load, progress, warn_unseen_words
 
 
 def run_fit(args) -> int:
@@ -26,6 +26,7 @@ def run_fit(args) -> int:
         question=args.question,
         batch_size=args.batch_size,
         on_batch=progress("capturing heads"),
+        max_image_tokens=args.max_image_tokens,
     )
     question = args.question or examples[0].question
     clf.save(args.out, model_id=loaded.model_id, revision=loaded.revision, question=question)
@@ -41,6 +42,8 @@ def run_fit(args) -> int:
         "selected": [list(h) for h in clf.selected_heads],
         "leave_one_out_accuracy_heads_fixed": loo,
         "leave_one_out_interval": list(wilson_interval(round(loo * len(examples)), len(examples))),
+        "max_image_tokens": args.max_image_tokens,
+        "image_tokens": image_token_summary(activations.image_tokens),
     }
     if args.json:
         print(json.dumps(summary))
@@ -55,11 +58,16 @@ def run_eval(args) -> int:
     clf, loaded = classifier_and_model(args)
     examples = load_examples(args.data, question=args.question or clf.manifest_.question)
     truth = labels_of(examples)
-    predictions = predict_examples(loaded, clf, examples, batch_size=args.batch_size, on_batch=progress("classifying"))
+    budget = args.max_image_tokens or clf.max_image_tokens
+    activations = capture_for(loaded, clf, examples, batch_size=args.batch_size, on_batch=progress("classifying"), max_image_tokens=budget)
+    predictions = clf.explain(activations)
     report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])
-    own = zero_shot(loaded, examples, clf.classes_, method=args.zero_shot, batch_size=args.batch_size) if args.zero_shot else None
+    own = None
+    if args.zero_shot:
+        own = zero_shot(loaded, examples, clf.classes_, method=args.zero_shot, batch_size=args.batch_size, max_image_tokens=budget)
     if args.json:
-        print(json.dumps({**report.to_json(), **(own.to_json() if own else {})}))
+        tokens = {"max_image_tokens": budget, "image_tokens": image_token_summary(activations.image_tokens)}
+        print(json.dumps({**report.to_json(), **tokens, **(own.to_json() if own else {})}))
         return 0
     low, high = report.interval
     print(f"accuracy {report.accuracy:.3f} on {report.n} examples (95 % interval {low:.3f}-{high:.3f})")
@@ -86,7 +94,14 @@ def run_predict(args) -> int:
     clf, loaded = classifier_and_model(args)
     question = args.question or clf.manifest_.question
     examples = [Example((path,), question) for path in args.images]
-    predictions = predict_examples(loaded, clf, examples, batch_size=args.batch_size, default_question=question)
+    predictions = predict_examples(
+        loaded,
+        clf,
+        examples,
+        batch_size=args.batch_size,
+        default_question=question,
+        max_image_tokens=args.max_image_tokens or clf.max_image_tokens,
+    )
     rows = [{"image": str(path), "label": p.label, "votes": p.votes} for path, p in zip(args.images, predictions)]
     if args.json:
         print(json.dumps(rows))

@@ -23,6 +23,20 @@ def model_options(parser: argparse.ArgumentParser, default: str | None) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     parser.add_argument("--device-map", help="e.g. auto: shard across GPUs with accelerate (replaces --device)")
     parser.add_argument("--batch-size", type=int, default=8)
+    help_budget = "image tokens per image at most, in the family's own processor settings"
+    parser.add_argument(
+        "--max-image-tokens",
+        type=int,
+        metavar="N",
+        help=f"{help_budget} (default: the processor's own)" if default else f"{help_budget} (default: the classifier's)",
+    )
+
+
+def image_token_summary(counts: list[int] | None) -> dict | None:
+    """Image tokens per example: min, mean and max, for --json reports."""
+    if not counts:
+        return None
+    return {"min": min(counts), "mean": round(sum(counts) / len(counts), 1), "max": max(counts)}
 
 
 def load(args, model_id: str):

@@ -27,7 +27,13 @@ def run_curve(args) -> int:
     if args.data:
         clf, loaded = classifier_and_model(args)
         examples = load_examples(args.data, question=args.question or clf.manifest_.question)
-        activations = capture_heads(loaded, examples, batch_size=args.batch_size, on_batch=progress("capturing heads"))
+        activations = capture_heads(
+            loaded,
+            examples,
+            batch_size=args.batch_size,
+            on_batch=progress("capturing heads"),
+            max_image_tokens=args.max_image_tokens or clf.max_image_tokens,
+        )
         test_sims = clf.similarities(activations)
         test_labels = torch.tensor([clf.classes_.index(e) if e in clf.classes_ else -1 for e in labels_of(examples)])
     curve = accuracy_curve(clf, saved[0] if saved else None, test_sims, test_labels)
@@ -62,6 +68,8 @@ def run_attention(args) -> int:
     args.heads = [text for text in args.heads or [] if ":" in text or not Path(text).is_file()] or None
     if not args.images:
         raise DataError("name one or more images to look at")
+    if args.max_image_tokens is not None:
+        raise DataError("attention reads images at the processor's own settings; --max-image-tokens is not taken here yet")
     if args.classifier:
         clf, loaded = classifier_and_model(args)
         question = args.question or clf.manifest_.question
@@ -131,6 +139,7 @@ def run_ablate(args) -> int:
         method=args.zero_shot,
         question=question,
         batch_size=args.batch_size,
+        max_image_tokens=args.max_image_tokens or clf.max_image_tokens,
     )
     if args.json:
         print(json.dumps(report.to_json()))

@@ -297,10 +297,12 @@ def count_image_tokens(loaded: LoadedModel, input_ids: torch.Tensor) -> list[int
 
 
 @torch.no_grad()
-def generate_answers(loaded: LoadedModel, images: list[list], questions: list[str], max_new_tokens: int = 24) -> list[str]:
+def generate_answers(
+    loaded: LoadedModel, images: list[list], questions: list[str], max_new_tokens: int = 24, image_budget=None
+) -> list[str]:
     """The model's own greedy answers, as text."""
     prompts = [build_prompt(loaded.processor, q, len(row)) for row, q in zip(images, questions)]
-    inputs = prepare_inputs(loaded, images, prompts)
+    inputs = prepare_inputs(loaded, images, prompts, image_budget)
     output = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     new_tokens = output[:, inputs["input_ids"].shape[1] :]
     return [text.strip() for text in loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)]
