@@ -106,3 +106,25 @@ def test_analysis_before_extraction_says_what_to_do(url):
     for args, api in [(([], True, "generate", ""), "/own_answers"), (([], True, "zero", "generate", 1, ""), "/ablate")]:
         with pytest.raises(AppError, match="extract heads first"):
             visitor.predict(*args, api_name=api)
+
+
+def test_the_image_token_budget_is_counted_before_extraction_and_kept_by_the_fit(tmp_path):
+    """On a SmolVLM-shaped model (tiny): the support set's tokens under the budget show before extraction,
+    the extraction runs under it, and the page says which settings the images got."""
+    from app_harness import running_app
+    from tiny_models import build_tiny
+
+    folder = build_tiny("smolvlm", tmp_path / "smolvlm")
+    with running_app(default_model=str(folder)) as (url, _):
+        visitor = client(url)
+        visitor.predict("colour", api_name="/load_example")
+        preview = visitor.predict(4, api_name="/token_preview")
+        assert "once the model is loaded" in preview
+        visitor.predict("", 200704, 4, 8, "in-sample", 4, api_name="/extract")
+        preview = visitor.predict(4, api_name="/token_preview")
+        assert "Image tokens per example: 4–4" in preview and "one view, no splitting" in preview
+        assert "ms per image token measured" in preview
+        own = visitor.predict(0, api_name="/token_preview")
+        assert "the processor's own settings" in own and "Image tokens per example: 4–4" not in own
+        status = visitor.predict("", 200704, 4, 8, "in-sample", 4, api_name="/extract")[-1]
+        assert "at most 4 image tokens per image" in status

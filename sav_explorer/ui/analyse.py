@@ -68,6 +68,7 @@ class AnalyseHandlers(ClassifyHandlers):
             method=method,
             question=default,
             on_batch=lambda done, n: progress((done, n), desc=f"the model answers ({method})", unit="queries"),
+            max_image_tokens=clf.max_image_tokens,
         )
         unmatched = f"; {own.unmatched} answers named no class" if method == "generate" else ""
         summary = (
@@ -102,6 +103,7 @@ class AnalyseHandlers(ClassifyHandlers):
             method=method,
             question=question_for_queries(session, question),
             on_run=lambda what: progress(None, desc=what),
+            max_image_tokens=clf.max_image_tokens,
         )
         random_line = (
             f"as many **random heads** of the same layers ablated: **{report.random_accuracy:.3f}** "
@@ -138,6 +140,7 @@ class AnalyseHandlers(ClassifyHandlers):
                 max_pixels=MAX_PIXELS_CAP,
                 max_image_tokens_total=MAX_IMAGE_TOKENS,
                 on_batch=lambda done, n: progress((done, n), desc="capturing the test set once", unit="examples"),
+                max_image_tokens=clf.max_image_tokens,
             )
             test_sims = clf.similarities(activations)
             test_labels = torch.tensor([clf.classes_.index(e.label) if e.label in clf.classes_ else -1 for e in examples])

@@ -118,8 +118,10 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         banners = [ui.explore_banner, ui.classify_banner]
 
         def then_banners(event):
-            """After anything that changes the support set, the question, the model or the fit: say what the result belongs to."""
-            return event.then(explorer.banners, [ui.question, session], banners, **instant)
+            """After anything that changes the support set, the question, the model or the fit: say what the result belongs to,
+            and count the support set's image tokens."""
+            event = event.then(explorer.banners, [ui.question, session], banners, **instant)
+            return event.then(explorer.token_preview, [ui.image_tokens, session], [ui.token_preview], **instant)
 
         def then_explore(event):
             """After anything that changes the voting heads: the top-k / custom switch, the inspected head's
@@ -162,11 +164,19 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         )
         then_banners(ui.clear.click(explorer.clear_support, [session], support_views, api_name="clear_support", concurrency_limit=None))
         ui.question.input(explorer.banners, [ui.question, session], banners, api_name="banners", trigger_mode="always_last", **instant)
+        ui.image_tokens.input(
+            explorer.token_preview,
+            [ui.image_tokens, session],
+            [ui.token_preview],
+            api_name="token_preview",
+            trigger_mode="always_last",
+            **instant,
+        )
 
         # ------------------------------------------------------------------ extraction and re-scoring
         extraction = ui.extract.click(explorer.arm_extraction, [session], [ui.status], api_name="arm_extraction", **instant).then(
             gpu(explorer.extract),
-            [ui.question, ui.max_pixels, ui.batch_size, ui.k, ui.scoring, session],
+            [ui.question, ui.max_pixels, ui.batch_size, ui.k, ui.scoring, session, ui.image_tokens],
             explore_views,
             api_name="extract",
             show_progress_on=[ui.heatmap],

@@ -13,6 +13,7 @@ import gradio as gr
 from ..data import Example, labels_of, load_examples, open_image
 from ..errors import ClassifierFileError, DataError
 from ..models import EXAMPLES_DIR, LoadedModel, generate_answers
+from ..models.budget import budget_settings
 from ..pipeline import evaluate, predict_examples
 from . import plots
 from .common import Handlers, file_paths, md, ui_errors
@@ -99,7 +100,8 @@ class ClassifyHandlers(Handlers):
         if with_answers:
             if progress is not None:
                 progress(0.6, desc="the model's own answer")
-            answers = generate_answers(loaded, [[img] for img in images], [question] * len(images))
+            budget = budget_settings(loaded, clf.max_image_tokens) if clf.max_image_tokens else None
+            answers = generate_answers(loaded, [[img] for img in images], [question] * len(images), image_budget=budget)
         session.predictions = [Classified(p.name, p, question, pred, answer) for p, pred, answer in zip(paths, predictions, answers)]
         return classify_views(session)
 

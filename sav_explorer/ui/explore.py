@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from collections.abc import Sequence
 
 import gradio as gr
@@ -21,7 +22,8 @@ from ..errors import DataError
 from ..models import unseen_words
 from ..pipeline import fit_examples
 from . import plots
-from .common import Handlers, md, ui_errors
+from .budget import BudgetHandlers, default_budget, page_budget
+from .common import md, ui_errors
 from .session import MAX_BATCH, MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, Fit, Session, cancel_flag
 
 
@@ -109,10 +111,18 @@ def fitted(session: Session) -> SAVClassifier:
     return session.clf
 
 
-class ExploreHandlers(Handlers):
+class ExploreHandlers(BudgetHandlers):
     @ui_errors
     def extract(
-        self, question: str, max_pixels: float, batch_size: float, k: float, scoring: str, session: Session | None, progress=gr.Progress()
+        self,
+        question: str,
+        max_pixels: float,
+        batch_size: float,
+        k: float,
+        scoring: str,
+        session: Session | None,
+        image_tokens: float | None = None,
+        progress=gr.Progress(),
     ):
         """Runs the model once per support example and fits the classifier: the only slow step."""
         session = self.session(session)
@@ -133,9 +143,11 @@ class ExploreHandlers(Handlers):
             flag.clear()
             return explore_views(session, "Extraction cancelled before it started; the previous result (if any) is kept.")
         loaded = self.model(session, progress)
+        budget, how = page_budget(loaded, default_budget() if image_tokens is None else image_tokens)
         k = max(1, min(int(k), loaded.layout.n_heads))
         total = len(session.support)
         progress((0, total), desc="extracting heads", unit="examples")
+        started = time.perf_counter()
         try:
             clf, activations = fit_examples(
                 loaded,
@@ -148,11 +160,13 @@ class ExploreHandlers(Handlers):
                 on_batch=lambda done, n: progress((done, n), desc="extracting heads", unit="examples"),
                 should_stop=flag.is_set,
                 max_image_tokens_total=MAX_IMAGE_TOKENS,
+                max_image_tokens=budget.budget if budget else None,
             )
         except CaptureCancelled as stopped:
             return explore_views(session, f"Extraction {md(stopped)}; the previous result (if any) is kept.")
         finally:
             flag.clear()
+        self.record_cost(session, time.perf_counter() - started, activations.image_tokens)
         unseen = unseen_words(loaded.processor, dict.fromkeys(e.question_or(question) for e in session.support))
         note = ""
         if unseen:
@@ -174,7 +188,10 @@ class ExploreHandlers(Handlers):
                 top_k=k,
             )
         )
-        done = f"Extracted {loaded.layout.n_heads} heads in {loaded.n_layers} layers from {total} examples with {md(loaded.model_id)}."
+        done = (
+            f"Extracted {loaded.layout.n_heads} heads in {loaded.n_layers} layers from {total} examples with {md(loaded.model_id)}; "
+            f"images at {md(how)}."
+        )
         return explore_views(session, done + md(note))
 
     def arm_extraction(self, session: Session | None) -> str:

@@ -15,6 +15,7 @@ import gradio as gr
 
 from ..method import Scoring
 from . import plots
+from .budget import default_budget
 from .common import md
 from .live import canvas_html
 from .registry import model_choices
@@ -93,7 +94,15 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     elem_id="sav-support-table",
                 )
                 clear = gr.Button("Clear support set", size="sm")
+            token_preview = gr.Markdown("", elem_id="sav-token-preview", elem_classes="sav-small")
             with gr.Accordion("Settings", open=False):
+                image_tokens = gr.Number(
+                    value=default_budget(),
+                    precision=0,
+                    minimum=0,
+                    label="Image tokens per image, at most (0: the processor's own settings)",
+                    elem_id="sav-image-tokens",
+                )
                 max_pixels = gr.Slider(
                     64, MAX_PIXELS_CAP, value=448 * 448, step=64, label="Max pixels per image (larger images are scaled down)"
                 )

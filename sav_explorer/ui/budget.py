@@ -1,0 +1,84 @@
+"""The image-token budget on the page: what each family makes of it, the support set's tokens before
+extraction, and an estimate of the extraction's time from the cost measured on this model.
+
+    settings, note = page_budget(loaded, 256)          # None (the processor's own) when the family cannot take it
+    preview = handlers.token_preview(256, session)     # "Each image: 64 image tokens ... about 3 s"
+
+On a CPU the page asks for 256 tokens per image by default: SmolVLM's own settings make any photo
+903 tokens and 25 s. A family that cannot honour a budget (a fixed count above it, LLaVA-NeXT's
+grid pinpoints) runs at its processor's own settings, and the page says so.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from ..models import LoadedModel, build_prompt, count_image_tokens, image_token_id, prepare_inputs
+from ..models.budget import BudgetError, BudgetSettings, budget_settings
+from .common import Handlers, md
+from .session import MAX_PIXELS_CAP, Session
+
+PREVIEW_EXAMPLES = 64  # support images counted for the preview (the rest are like them)
+
+
+def default_budget() -> int:
+    """256 image tokens per image on a CPU; the processor's own settings (0) where a GPU is present."""
+    return 0 if torch.cuda.is_available() else 256
+
+
+def page_budget(loaded: LoadedModel, requested: float | None) -> tuple[BudgetSettings | None, str]:
+    """The settings for a budget asked for on the page, or None with the reason the family runs at its own."""
+    budget = int(requested or 0)
+    if budget <= 0:
+        return None, "the processor's own settings"
+    try:
+        settings = budget_settings(loaded, budget)
+    except BudgetError as reason:
+        return None, f"the processor's own settings ({reason})"
+    return settings, f"at most {budget} image tokens per image: {settings.note}"
+
+
+class BudgetHandlers(Handlers):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seconds_per_token: dict = {}  # measured on each extraction, per model key
+
+    def record_cost(self, session: Session, seconds: float, tokens: list[int] | None) -> None:
+        if tokens and sum(tokens):
+            self.seconds_per_token[session.model_key] = seconds / sum(tokens)
+
+    def token_preview(self, requested: float, session: Session | None) -> str:
+        """The support set's image tokens under the budget, counted by the processor alone (no model call)."""
+        session = self.session(session)
+        key = session.model_key
+        if not session.support:
+            return ""
+        if key not in self.registry:
+            return "Image tokens are counted here once the model is loaded (press *Load model* or *Extract heads*)."
+        loaded = self.registry.get(key)
+        settings, how = page_budget(loaded, requested)
+        if image_token_id(loaded) is None:
+            return f"Images: {md(how)}."
+        counts = []
+        sample = session.support[:PREVIEW_EXAMPLES]
+        for start in range(0, len(sample), 8):
+            batch = sample[start : start + 8]
+            images = [example.load_images(MAX_PIXELS_CAP) for example in batch]
+            prompts = [
+                build_prompt(loaded.processor, example.question_or(session.question or "?"), len(row))
+                for example, row in zip(batch, images)
+            ]
+            counts += count_image_tokens(loaded, prepare_inputs(loaded, images, prompts, settings)["input_ids"])
+        total = statistics.fmean(counts) * len(session.support)
+        cost = self.seconds_per_token.get(key)
+        estimate = (
+            f" Extraction: about {max(1, round(total * cost))} s at the {1000 * cost:.2f} ms per image token measured on this model."
+            if cost
+            else " The time per image token is measured on the first extraction."
+        )
+        return (
+            f"Image tokens per example: {min(counts)}–{max(counts)} (mean {statistics.fmean(counts):.0f}), {md(how)}; "
+            f"{total:,.0f} for the whole support set.{estimate}"
+        )
