@@ -28,6 +28,7 @@ from .data import Example
 from .errors import DataError
 from .heads import Head
 from .models import LoadedModel, build_prompt, decoder_layers, prepare_inputs
+from .models.budget import budget_settings
 from .models.layouts import Box, ImageGrid, ImageTokenLayout, image_token_layout
 
 Weighting = Literal["attention", "value"]
@@ -152,14 +153,22 @@ def last_token_attention(
 
 
 def look(
-    loaded: LoadedModel, example: Example, heads: Sequence[Head], *, question: str | None = None, weighting: Weighting = "attention"
+    loaded: LoadedModel,
+    example: Example,
+    heads: Sequence[Head],
+    *,
+    question: str | None = None,
+    weighting: Weighting = "attention",
+    max_image_tokens: int | None = None,
 ) -> Lens:
-    """The lens on one example (images plus question, prompted as capture prompts it) for the given heads."""
+    """The lens on one example (images plus question, prompted as capture prompts it, within the
+    image-token budget capture used) for the given heads."""
     images = example.load_images()
     prompt = build_prompt(loaded.processor, example.question_or(question), len(images))
-    inputs = prepare_inputs(loaded, [images], [prompt])
+    budget = budget_settings(loaded, max_image_tokens) if max_image_tokens is not None else None
+    inputs = prepare_inputs(loaded, [images], [prompt], budget)
     sizes = [image.size for image in images]
-    layout = image_token_layout(loaded, inputs, sizes)
+    layout = image_token_layout(loaded, inputs, sizes, budget.kwargs if budget else None)
     tokens = loaded.processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
     views = {}
     for head, weights in last_token_attention(loaded, inputs, heads, weighting).items():

@@ -104,3 +104,16 @@ def test_a_classifier_fitted_under_a_budget_predicts_under_the_same(models, tmp_
         main(["fit", "--model", model, "--data", str(colour / "support.jsonl"), "--out", str(tmp_path / "own"), "--k", "4", "--json"]) == 0
     )
     assert json.loads(capsys.readouterr().out)["image_tokens"]["max"] > 4  # without a budget: the processor's own views
+
+
+@pytest.mark.parametrize(("family", "budget"), [("qwen2_vl", 8), ("smolvlm", 4), ("internvl", 12), ("gemma4", 70), ("mistral3", 9)])
+def test_the_head_lens_lays_out_images_seen_under_a_budget(models, family, budget):
+    """Where a head looks, on an image read under a budget: every image token sits in a grid of the known layout."""
+    from sav_explorer.data import Example
+    from sav_explorer.lens import look
+
+    loaded = models[family]
+    lens = look(loaded, Example((Image.new("RGB", (900, 300), (200, 40, 40)),), "What?"), [(0, 0)], max_image_tokens=budget)
+    assert lens.layout.known, lens.layout.note
+    in_grids = sum(len(grid.positions) for views in lens.layout.grids for grid in views)
+    assert 0 < in_grids <= budget

@@ -68,8 +68,6 @@ def run_attention(args) -> int:
     args.heads = [text for text in args.heads or [] if ":" in text or not Path(text).is_file()] or None
     if not args.images:
         raise DataError("name one or more images to look at")
-    if args.max_image_tokens is not None:
-        raise DataError("attention reads images at the processor's own settings; --max-image-tokens is not taken here yet")
     if args.classifier:
         clf, loaded = classifier_and_model(args)
         question = args.question or clf.manifest_.question
@@ -82,11 +80,12 @@ def run_attention(args) -> int:
         question = args.question
     if not question:
         raise DataError("no question: give --question (the lens reads the prompt that capture reads)")
+    budget = args.max_image_tokens or (clf.max_image_tokens if args.classifier else None)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     report = []
     for path in args.images:
-        lens = look(loaded, Example((path,), question), heads, weighting=args.weighting)
+        lens = look(loaded, Example((path,), question), heads, weighting=args.weighting, max_image_tokens=budget)
         views = [lens.heads[h] for h in heads]
         report.append({"image": str(path), "layout": lens.layout.note or "known", "heads": [_lens_json(v) for v in views]})
         if args.out:

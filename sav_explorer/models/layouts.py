@@ -50,8 +50,9 @@ class ImageTokenLayout:
     note: str = ""  # why the layout is unknown
 
 
-def image_token_layout(loaded: LoadedModel, inputs: dict, sizes: list[tuple[int, int]]) -> ImageTokenLayout:
-    """Token kinds and per-image grids for ONE processed example (batch of 1); `sizes`: (width, height) per image."""
+def image_token_layout(loaded: LoadedModel, inputs: dict, sizes: list[tuple[int, int]], options: dict | None = None) -> ImageTokenLayout:
+    """Token kinds and per-image grids for ONE processed example (batch of 1); `sizes`: (width, height) per image;
+    `options`: the processor settings the call overrode (an image-token budget's), which some arrangements depend on."""
     ids = inputs["input_ids"][0]
     tokens = loaded.processor.tokenizer.convert_ids_to_tokens(ids.tolist())
     kinds = ["text"] * len(tokens)
@@ -73,7 +74,7 @@ def image_token_layout(loaded: LoadedModel, inputs: dict, sizes: list[tuple[int,
         note = f"layout unknown for {type(loaded.model).__name__}"
         return ImageTokenLayout([[] for _ in sizes], kinds, False, note)
     try:
-        grids = reader(loaded, inputs, tokens, image_positions, sizes)
+        grids = reader(loaded, inputs, tokens, image_positions, sizes, options or {})
     except _Mismatch as mismatch:
         return ImageTokenLayout([[] for _ in sizes], kinds, False, f"layout unknown: {mismatch}")
     in_grids = {p for views in grids for grid in views for p in grid.positions}
@@ -133,7 +134,7 @@ def _crop_box(size: tuple[int, int], image_processor) -> Box:
     return (x0, y0, x0 + keep_w, y0 + keep_h)
 
 
-def _one_grid_per_image(loaded, inputs, tokens, positions, sizes) -> list[list[ImageGrid]]:
+def _one_grid_per_image(loaded, inputs, tokens, positions, sizes, options: dict) -> list[list[ImageGrid]]:
     """LLaVA, PaliGemma, Gemma 3: a fixed square grid per image (CLIP-style crop where the processor crops)."""
     processor = getattr(loaded.processor, "image_processor", None)
     if getattr(processor, "do_pan_and_scan", False):
@@ -145,7 +146,7 @@ def _one_grid_per_image(loaded, inputs, tokens, positions, sizes) -> list[list[I
     return [[_square_grid("image", p, _crop_box(size, processor))] for p, size in zip(per_image, sizes)]
 
 
-def _qwen(loaded, inputs, tokens, positions, sizes) -> list[list[ImageGrid]]:
+def _qwen(loaded, inputs, tokens, positions, sizes, options: dict) -> list[list[ImageGrid]]:
     """Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5: `image_grid_thw` counts patches before merging, row-major."""
     merge = loaded.processor.image_processor.merge_size
     grids, start = [], 0
@@ -161,7 +162,7 @@ def _qwen(loaded, inputs, tokens, positions, sizes) -> list[list[ImageGrid]]:
     return grids
 
 
-def _mistral3(loaded, inputs, tokens, positions, sizes) -> list[list[ImageGrid]]:
+def _mistral3(loaded, inputs, tokens, positions, sizes, options: dict) -> list[list[ImageGrid]]:
     """Mistral 3 (Pixtral): rows of image tokens separated by `[IMG_BREAK]`, each image ended by `[IMG_END]`."""
     grids, rows, current = [], [], []
     for position in range(positions[0] if positions else 0, len(tokens)):
@@ -182,7 +183,7 @@ def _mistral3(loaded, inputs, tokens, positions, sizes) -> list[list[ImageGrid]]
     return grids
 
 
-def _idefics3(loaded, inputs, tokens, positions, sizes) -> list[list[ImageGrid]]:
+def _idefics3(loaded, inputs, tokens, positions, sizes, options: dict) -> list[list[ImageGrid]]:
     """Idefics3 and SmolVLM: splits tagged `<row_r_col_c>` in reading order, then the global image."""
     views: list[tuple[str, int, int, list[int]]] = []  # (kind, row, col, positions) in sequence order
     image_positions = set(positions)
@@ -219,7 +220,7 @@ def _idefics3(loaded, inputs, tokens, positions, sizes) -> list[list[ImageGrid]]
     return grids
 
 
-def _internvl(loaded, inputs, tokens, positions, sizes) -> list[list[ImageGrid]]:
+def _internvl(loaded, inputs, tokens, positions, sizes, options: dict) -> list[list[ImageGrid]]:
     """InternVL: tiles in reading order on the processor's own canvas, then a thumbnail when there are several."""
     from transformers.models.got_ocr2.image_processing_got_ocr2 import get_optimal_tiled_canvas
 
@@ -232,9 +233,10 @@ def _internvl(loaded, inputs, tokens, positions, sizes) -> list[list[ImageGrid]]
     width, height = sizes[0]
     views = []
     if n_tiles > 1:
-        if getattr(processor, "crop_to_patches", False) is False:
+        if options.get("crop_to_patches", getattr(processor, "crop_to_patches", False)) is False:
             raise _Mismatch("tiles without crop_to_patches")
-        cols, rows = get_optimal_tiled_canvas((height, width), tile, processor.min_patches, processor.max_patches)
+        max_patches = options.get("max_patches", processor.max_patches)
+        cols, rows = get_optimal_tiled_canvas((height, width), tile, processor.min_patches, max_patches)
         if rows * cols != n_tiles - 1:
             raise _Mismatch(f"a {rows} x {cols} canvas for {n_tiles - 1} tiles")
         for index, tile_positions in enumerate(per_tile[:-1]):
@@ -245,7 +247,7 @@ def _internvl(loaded, inputs, tokens, positions, sizes) -> list[list[ImageGrid]]
     return [views]
 
 
-def _llava_next(loaded, inputs, tokens, positions, sizes) -> list[list[ImageGrid]]:
+def _llava_next(loaded, inputs, tokens, positions, sizes, options: dict) -> list[list[ImageGrid]]:
     """LLaVA-NeXT and LLaVA-OneVision: a base grid, then the anyres tiles stitched and unpadded by the
     model's own `pack_image_features`, with a newline token after each row; run here on markers."""
     model = loaded.model.model
@@ -285,10 +287,10 @@ def _llava_next(loaded, inputs, tokens, positions, sizes) -> list[list[ImageGrid
     return [views]
 
 
-def _gemma4(loaded, inputs, tokens, positions, sizes) -> list[list[ImageGrid]]:
+def _gemma4(loaded, inputs, tokens, positions, sizes, options: dict) -> list[list[ImageGrid]]:
     """Gemma 4: patches pooled k x k by their `image_position_ids` (padding at -1), kernels row-major."""
     position_ids = inputs["image_position_ids"]
-    budget = getattr(loaded.processor.image_processor, "max_soft_tokens", None)
+    budget = options.get("max_soft_tokens", getattr(loaded.processor.image_processor, "max_soft_tokens", None))
     if position_ids.shape[0] != len(sizes) or not budget:
         raise _Mismatch("image_position_ids do not match the images")
     grids = []

@@ -84,7 +84,9 @@ class InspectHandlers(Handlers):
         if key not in session.lens_cache:
             if len(session.lens_cache) >= MAX_CACHED:
                 session.lens_cache.clear()
-            session.lens_cache[key] = look(self.model(session), example, heads, question=fit.question)
+            session.lens_cache[key] = look(
+                self.model(session), example, heads, question=fit.question, max_image_tokens=fit.clf.max_image_tokens
+            )
         return session.lens_cache[key]
 
     def _overlay(self, lens: Lens, head: Head, path: Path) -> Image.Image:

@@ -1,0 +1,130 @@
+"""Image tokens, seconds and peak memory per image on a SmolVLM-256M-shaped model, at image-token budgets.
+
+    python benchmarks/bench_budget.py [--images 4] [--budgets own 1024 256 64]
+
+The model has random weights at SmolVLM-256M-Instruct's published dimensions (Idefics3
+architecture: Llama text, hidden 576, intermediate 1536, 30 layers, 9 heads, 3 key-value heads,
+vocabulary 49,280; SigLIP vision, hidden 768, intermediate 3072, 12 layers, 12 heads, patch 16,
+image 512; pixel-shuffle scale 4: 64 tokens per 512-pixel view) and its processor as published
+(image splitting on, longest edge 2048, 512-pixel splits), built offline and loaded through
+`load_model`. Each setting runs in a fresh process, so that its peak resident memory is its own:
+half the images 1024 x 768 (a photo), half 448 x 336, captured one at a time after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def build(folder: Path) -> Path:
+    """SmolVLM-256M's shape with random weights, and a processor as published, saved with save_pretrained."""
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
+
+    from tiny_models import _ROW_COL, _byte_bpe_tokenizer, _chat_template, _special_ids
+
+    tok = _byte_bpe_tokenizer(
+        ["<|im_start|>", "<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", *_ROW_COL],
+        bos="<|im_start|>",
+        eos="<end_of_utterance>",
+        pad="<|im_end|>",
+        named={
+            "image_token": "<image>",
+            "fake_image_token": "<fake_token_around_image>",
+            "global_image_token": "<global-img>",
+            "end_of_utterance_token": "<end_of_utterance>",
+        },
+    )
+    template = _chat_template(
+        bos="<|im_start|>",
+        headers={"system": "System: ", "user": "User:", "assistant": "Assistant: "},
+        eot="<end_of_utterance>\n",
+        image="<image>",
+        gen="Assistant:",
+    )
+    processor = SmolVLMProcessor(
+        image_processor=SmolVLMImageProcessor(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512}, do_image_splitting=True),
+        tokenizer=tok,
+        video_processor=SmolVLMVideoProcessor(size={"longest_edge": 512}, max_image_size={"longest_edge": 512}),
+        image_seq_len=64,
+        chat_template=template,
+    )
+    text = dict(
+        model_type="llama",
+        vocab_size=49280,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        **_special_ids(tok),
+    )
+    vision = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=512, patch_size=16)
+    config = SmolVLMConfig(vision_config=vision, text_config=text, image_token_id=tok.image_token_id, scale_factor=4, **_special_ids(tok))
+    SmolVLMForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def measure(folder: str, budget: int | None, n_images: int) -> dict:
+    """In this process: tokens, seconds per image (capture, one image at a time) and peak memory."""
+    import torch
+    from PIL import Image
+
+    from sav_explorer.capture import capture_heads
+    from sav_explorer.data import Example
+    from sav_explorer.models import load_model, quiet_transformers
+
+    quiet_transformers()
+    torch.set_num_threads(2)
+    loaded = load_model(folder, device="cpu")
+    sizes = [(1024, 768) if i % 2 == 0 else (448, 336) for i in range(n_images)]
+    examples = [Example((Image.new("RGB", size, (30 + 40 * i, 90, 160)),), "What is in the image?") for i, size in enumerate(sizes)]
+    capture_heads(loaded, examples[:1], batch_size=1, max_image_tokens=budget)  # warm-up
+    start = time.perf_counter()
+    activations = capture_heads(loaded, examples, batch_size=1, max_image_tokens=budget)
+    seconds = (time.perf_counter() - start) / n_images
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"budget": budget, "tokens": activations.image_tokens, "seconds_per_image": round(seconds, 2), "peak_mb": round(peak_mb)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--budgets", nargs="+", default=["own", "1024", "256", "64"])
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: FOLDER:BUDGET, measured in this process
+    args = parser.parse_args()
+    if args.one:
+        folder, _, budget = args.one.rpartition(":")
+        print(json.dumps(measure(folder, None if budget == "own" else int(budget), args.images)))
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        folder = build(Path(scratch) / "smolvlm-256m")
+        print(f"built a SmolVLM-256M-shaped model in {time.perf_counter() - started:.0f} s")
+        print(f"{'budget':>8} {'tokens per image (1024x768, 448x336)':>38} {'s / image':>10} {'peak MB':>8}")
+        for budget in args.budgets:
+            out = subprocess.run(
+                [sys.executable, __file__, "--images", str(args.images), "--one", f"{folder}:{budget}"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            tokens = sorted(set(row["tokens"]), reverse=True)
+            print(f"{budget:>8} {', '.join(map(str, tokens)):>38} {row['seconds_per_image']:>10.2f} {row['peak_mb']:>8}")
+
+
+if __name__ == "__main__":
+    main()
