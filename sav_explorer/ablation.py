@@ -83,8 +83,8 @@ def ablation_study(
     max_image_tokens: int | None = None,
 ) -> AblationReport:
     """Does the model need these heads? Its accuracy on the queries without them, beside the same
-    number of random heads from the same layers (`n_random` draws; none when every head of a layer is
-    ablated). Mean ablation averages over `support` (the heads and the random heads in one pass).
+    number of random heads from the same layers (`n_random` draws; none when those layers have too
+    few other heads). Mean ablation averages over `support` (the heads and the random heads in one pass).
     `on_run(what)` is told before each run over the queries."""
     heads = list(dict.fromkeys(heads))
     if not heads:
