@@ -6,7 +6,7 @@ With 5 examples per class, head scores are fractions like 26/30 and many heads t
 on every bundled task more heads tie at the 20th place than there are places left, so the tie
 order picks a good share of the voters. Each bundled task is fitted once on its support set;
 the queries are fresh scenes from the shapes-world generator (seeds the bundled queries and
-the training never used), captured once; every order and k is then re-scored from the same
+the training never used; drawn for the drawn task), captured once; every order and k is then re-scored from the same
 similarities. Prints accuracy with 95 % Wilson intervals per task and pooled over the tasks.
 """
 
@@ -27,6 +27,7 @@ from sav_explorer.data import Example, load_examples  # noqa: E402
 from sav_explorer.method import HeadOrder, select_heads, vote  # noqa: E402
 from sav_explorer.models import EXAMPLES_DIR, load_model, quiet_transformers  # noqa: E402
 from sav_explorer.pipeline import fit_examples  # noqa: E402
+from sav_explorer.teaching.drawn import render_drawn  # noqa: E402
 from sav_explorer.teaching.examples import TASKS  # noqa: E402
 from sav_explorer.teaching.shapes import ShapesWorld  # noqa: E402
 
@@ -40,7 +41,9 @@ def fresh_queries(task, per_class: int) -> list[Example]:
     for label in task.labels:
         for i in range(per_class):
             rng = random.Random(f"head-order-{task.name}-{label}-{i}")
-            rows.append(Example((world.render(task.scene_for(world, rng, label), rng),), task.question, label))
+            scene = task.scene_for(world, rng, label)
+            image = render_drawn(scene, rng).image if task.drawn else world.render(scene, rng)
+            rows.append(Example((image,), task.question, label))
     return rows
 
 
