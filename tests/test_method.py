@@ -129,13 +129,14 @@ def test_leave_one_out_singleton_class_can_never_be_right():
     assert (method.head_scores(sims, labels) <= 2 / 3).all()
 
 
-def paper_reference(acts, labels, n_classes, k, queries):
+def paper_reference(acts, labels, n_classes, k, queries, official_ties=False):
     """A direct, loop-by-loop transcription of the paper's procedure, with this project's tie order.
 
     Heads that tie on score are taken by (layer, head) ascending. The official code takes
     `np.argsort(scores)[-k:][::-1]`, which within a tie puts the highest index (the deepest layer)
     first and, numpy's default sort not being stable, in an order that can differ between CPUs;
-    so its selection is not reproducible bit for bit. Votes tie-break as its `rank` rule does.
+    so its selection is not reproducible bit for bit; `official_ties` takes the highest index first,
+    as the "official" head order does. Votes tie-break as its `rank` rule does.
     """
     n, n_heads, _ = acts.shape
     means = [[acts[[i for i in range(n) if labels[i] == c], h].mean(0) for h in range(n_heads)] for c in range(n_classes)]
@@ -145,7 +146,7 @@ def paper_reference(acts, labels, n_classes, k, queries):
         return max(range(n_classes), key=lambda c: sims[c])
 
     scores = [sum(nearest(acts[i, h], h) == labels[i] for i in range(n)) / n for h in range(n_heads)]
-    ranked = sorted(range(n_heads), key=lambda h: (-scores[h], h))[:k]
+    ranked = sorted(range(n_heads), key=lambda h: (-scores[h], -h if official_ties else h))[:k]
     predictions = []
     for q in queries:
         head_votes = [nearest(q[h], h) for h in ranked]
@@ -155,8 +156,9 @@ def paper_reference(acts, labels, n_classes, k, queries):
     return ranked, predictions
 
 
+@pytest.mark.parametrize("order", ["layer-head", "official"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fidelity_to_the_papers_procedure(seed):
+def test_fidelity_to_the_papers_procedure(seed, order):
     torch.manual_seed(seed)
     n_classes, n_heads = 3, 12
     labels = torch.tensor([c for c in range(n_classes) for _ in range(4)])
@@ -165,9 +167,9 @@ def test_fidelity_to_the_papers_procedure(seed):
     acts = centres[labels] + noise * torch.randn(len(labels), n_heads, 8)
     queries = centres[torch.tensor([0, 1, 2, 1])] + noise * torch.randn(4, n_heads, 8)
 
-    expected_heads, expected_predictions = paper_reference(acts, labels.tolist(), n_classes, 5, queries)
+    expected_heads, expected_predictions = paper_reference(acts, labels.tolist(), n_classes, 5, queries, order == "official")
     sims = method.cosine_to_means(acts, method.class_means(acts, labels, n_classes))
-    selected = method.select_heads(method.head_scores(sims, labels), 5)
+    selected = method.select_heads(method.head_scores(sims, labels), 5, order)
     predicted, _ = method.vote(method.cosine_to_means(queries, method.class_means(acts, labels, n_classes)), selected, "rank")
     assert selected.tolist() == expected_heads
     assert predicted.tolist() == expected_predictions

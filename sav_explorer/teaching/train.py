@@ -94,10 +94,10 @@ DRAWING_WEIGHTS = {
     "shape": 1.5,
     "size": 0.5,
     "position": 0.5,
-    "count": 1.0,
+    "count": 1.5,
     "presence": 2.5,
     "relation": 1.0,
-    "describe": 2.0,
+    "describe": 3.0,
 }
 # Per-patch attributes the tower is taught: what an object is, and where it is (side of the
 # image, place counting from the left).
