@@ -47,7 +47,7 @@ def answers(teaching_model):
 # questions per kind from `python -m sav_explorer.teaching.evaluate`. Strict: the day a
 # retrained model does it, the test fails until its mark goes.
 SHORTFALLS = {
-    "presence": "binding colour and shape: 78.0 % (82 % on these 100 questions)",
+    "presence": "binding colour and shape: 78.0 % (84 % on these 100 questions; the goal is 90 %)",
 }
 SAV_SHORTFALLS: dict[str, str] = {}
 

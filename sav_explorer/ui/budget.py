@@ -37,7 +37,7 @@ def page_budget(loaded: LoadedModel, requested: float | None) -> tuple[BudgetSet
         settings = budget_settings(loaded, budget)
     except BudgetError as reason:
         return None, f"the processor's own settings ({reason})"
-    return settings, f"at most {budget} image tokens per image: {settings.note}"
+    return settings, f"a budget of {budget} image tokens each ({settings.note})"
 
 
 class BudgetHandlers(Handlers):
