@@ -127,4 +127,4 @@ def test_the_image_token_budget_is_counted_before_extraction_and_kept_by_the_fit
         own = visitor.predict(0, api_name="/token_preview")
         assert "the processor's own settings" in own and "Image tokens per example: 4–4" not in own
         status = visitor.predict("", 200704, 4, 8, "in-sample", 4, api_name="/extract")[-1]
-        assert "a budget of 4 image tokens each (one view, no splitting)" in status
+        assert "a budget of 4 image tokens each" in status and "one view, no splitting" in status
