@@ -109,26 +109,25 @@ def support_means(
     max_image_tokens: int | None = None,
 ) -> PositionMeans:
     """Runs the support set once (images within `max_image_tokens`) and averages the heads' outputs per position key."""
+    if not support:
+        raise DataError("mean ablation needs a support set to average over; it is empty")
     heads = tuple(heads)
     columns = _columns(loaded.layout, heads)
     image_token = image_token_id(loaded)
     budget = budget_settings(loaded, max_image_tokens) if max_image_tokens is not None else None
-    sums: dict[int, dict[Key, torch.Tensor]] = {layer: {} for layer in columns}
-    counts: dict[Key, int] = {}
+    key_index: dict[Key, int] = {("text-all",): 0, ("image-all",): 1}  # each key's row in the sums
+    sums = {layer: torch.zeros(2, len(cols)) for layer, cols in columns.items()}
+    counts = torch.zeros(2)
     image_counts: set[int] = set()
-    current: dict = {}
+    batch_keys: dict = {}  # the current batch's (row, position) of real tokens, each with its key's and pooled key's rows
 
     def accumulate(layer: int):
         def hook(module, args):
             hidden = args[0].detach().float().cpu()[..., columns[layer]]
-            for row, keys in enumerate(current["keys"]):
-                for position, key in enumerate(keys):
-                    if key is None:
-                        continue
-                    pooled = ("image-all",) if key[0] == "image" else ("text-all",)
-                    for k in (key, pooled):
-                        table = sums[layer]
-                        table[k] = table.get(k, 0) + hidden[row, position]
+            picked = hidden[batch_keys["rows"], batch_keys["positions"]]  # (n_real_tokens, n_columns)
+            grown = torch.zeros(len(key_index), picked.shape[1])
+            grown[: len(sums[layer])] = sums[layer]
+            sums[layer] = grown.index_add_(0, batch_keys["keys"], picked).index_add_(0, batch_keys["pooled"], picked)
 
         return hook
 
@@ -140,22 +139,33 @@ def support_means(
             images = [example.load_images() for example in batch]
             prompts = [build_prompt(loaded.processor, e.question_or(question), len(row)) for e, row in zip(batch, images)]
             inputs = prepare_inputs(loaded, images, prompts, budget)
-            current["keys"] = [position_keys(ids, mask, image_token) for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
-            for keys in current["keys"]:
-                image_counts.add(sum(1 for key in keys if key is not None and key[0] == "image"))
-                for key in keys:
+            rows, positions, keys, pooled = [], [], [], []
+            for row, (ids, mask) in enumerate(zip(inputs["input_ids"].cpu(), inputs["attention_mask"].cpu())):
+                row_keys = position_keys(ids, mask, image_token)
+                image_counts.add(sum(1 for key in row_keys if key is not None and key[0] == "image"))
+                for position, key in enumerate(row_keys):
                     if key is not None:
-                        for k in (key, ("image-all",) if key[0] == "image" else ("text-all",)):
-                            counts[k] = counts.get(k, 0) + 1
+                        rows.append(row)
+                        positions.append(position)
+                        keys.append(key_index.setdefault(key, len(key_index)))
+                        pooled.append(1 if key[0] == "image" else 0)
+            batch_keys.update(
+                rows=torch.tensor(rows), positions=torch.tensor(positions), keys=torch.tensor(keys), pooled=torch.tensor(pooled)
+            )
+            grown = torch.zeros(len(key_index))
+            grown[: len(counts)] = counts
+            counts = grown.index_add_(0, batch_keys["keys"], torch.ones(len(keys))).index_add_(
+                0, batch_keys["pooled"], torch.ones(len(keys))
+            )
             loaded.model(**inputs, use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
-    if not support:
-        raise DataError("mean ablation needs a support set to average over; it is empty")
-    means = {layer: {key: total / counts[key] for key, total in table.items()} for layer, table in sums.items()}
-    for table in means.values():  # families without image tokens in the sequence (Mllama) still need a fallback
-        table.setdefault(("image-all",), table[("text-all",)])
+    means = {}
+    for layer, table in sums.items():
+        averaged = table / counts[: len(table)].clamp(min=1).unsqueeze(1)
+        means[layer] = {key: averaged[i] for key, i in key_index.items() if i < len(table) and counts[i] > 0}
+        means[layer].setdefault(("image-all",), means[layer][("text-all",)])  # no image tokens in the sequence (Mllama)
     return PositionMeans(heads, means, image_counts.pop() if len(image_counts) == 1 else None)
 
 
