@@ -27,8 +27,8 @@ from ..lens import Weighting
 from ..method import HeadOrder, Scoring, TieBreak
 from ..models import default_model_id, quiet_transformers
 from .classify import run_eval, run_fit, run_predict
-from .common import model_options
-from .heads import run_ablate, run_attention, run_compare, run_curve
+from .common import data_options, model_options
+from .heads import run_ablate, run_attention, run_compare, run_curve, run_data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--tie-break", choices=get_args(TieBreak), default="similarity")
     fit.add_argument("--head-order", choices=get_args(HeadOrder), default=DEFAULT_HEAD_ORDER, help="order of heads with equal scores")
     fit.add_argument("--save-activations", action="store_true", help="also write activations.safetensors")
+    data_options(fit)
     fit.add_argument("--json", action="store_true", help="print a JSON summary")
     fit.set_defaults(run=run_fit)
 
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ZERO_SHOT_METHODS,
         help="also score the model's own answers (generate: free answers matched to the labels; likelihood: forced choice)",
     )
+    data_options(ev)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(run=run_eval)
 
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--classifier", required=True, type=Path)
     curve.add_argument("--data", help="a labeled test set: captured once, then re-scored for every k")
     curve.add_argument("--question", help="question for rows that have none (default: the classifier's)")
+    data_options(curve)
     curve.add_argument("--json", action="store_true")
     curve.set_defaults(run=run_curve)
 
@@ -122,8 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--zero-shot", choices=ZERO_SHOT_METHODS, default="generate", help="how the answers are read")
     ablate.add_argument("--question", help="question for rows that have none (default: the classifier's)")
     ablate.add_argument("--seed", type=int, default=0)
+    data_options(ablate)
     ablate.add_argument("--json", action="store_true")
     ablate.set_defaults(run=run_ablate)
+
+    data = commands.add_parser("data", help="what the engine will read from a data file: images, final question text, label")
+    data.add_argument("data", help="a data file (or a folder of class sub-folders)")
+    data.add_argument("--question", help="question for rows that have none")
+    data_options(data)
+    data.add_argument("--json", action="store_true")
+    data.set_defaults(run=run_data)
 
     attention = commands.add_parser("attention", help="where heads look: their attention from the last input token over each image")
     model_options(attention, default=None)

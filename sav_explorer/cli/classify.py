@@ -6,13 +6,13 @@ import json
 
 from ..analysis import wilson_interval
 from ..answers import zero_shot
-from ..data import Example, labels_of, load_examples
+from ..data import Example, labels_of
 from ..pipeline import capture_for, evaluate, fit_examples, predict_examples, save_activations
-from .common import DEFAULT_K, classifier_and_model, image_token_summary, load, progress, warn_unseen_words
+from .common import DEFAULT_K, classifier_and_model, image_token_summary, load, progress, read_data, warn_unseen_words
 
 
 def run_fit(args) -> int:
-    examples = load_examples(args.data, question=args.question)
+    examples = read_data(args, args.data, question=args.question)
     loaded = load(args, args.model)
     k = args.k if args.k is not None else min(DEFAULT_K, loaded.layout.n_heads)
     warn_unseen_words(loaded, dict.fromkeys(e.question_or(args.question) for e in examples))
@@ -56,7 +56,7 @@ def run_fit(args) -> int:
 
 def run_eval(args) -> int:
     clf, loaded = classifier_and_model(args)
-    examples = load_examples(args.data, question=args.question or clf.manifest_.question)
+    examples = read_data(args, args.data, question=args.question or clf.manifest_.question)
     truth = labels_of(examples)
     budget = args.max_image_tokens or clf.max_image_tokens
     activations = capture_for(loaded, clf, examples, batch_size=args.batch_size, on_batch=progress("classifying"), max_image_tokens=budget)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
 from ..classifier import SAVClassifier
+from ..data import Example, load_examples
 from ..errors import DataError
 from ..models import load_model, unseen_words
+from ..official import FORMATS, parse_image_roots, read_official
 
 DEFAULT_K = 20  # the paper's
+OFFICIAL_NAMES = ", ".join(f.name for f in FORMATS.values())
 
 
 def model_options(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -30,6 +34,27 @@ def model_options(parser: argparse.ArgumentParser, default: str | None) -> None:
         metavar="N",
         help=f"{help_budget} (default: the processor's own)" if default else f"{help_budget} (default: the classifier's)",
     )
+
+
+def data_options(parser: argparse.ArgumentParser) -> None:
+    """How a data file is read: this project's rows, or an official SAVs task file with its prompt template."""
+    parser.add_argument(
+        "--format", default="rows", metavar="rows|official:NAME", help=f"rows (default) or official:NAME, NAME one of {OFFICIAL_NAMES}"
+    )
+    parser.add_argument("--image-root", action="append", default=[], metavar="OLD=NEW", help="rewrite an image path prefix (repeatable)")
+    parser.add_argument(
+        "--root", type=Path, help="folder that relative image paths of official files resolve against (default: the file's)"
+    )
+
+
+def read_data(args, source, question: str | None = None) -> list[Example]:
+    """The examples of a data argument, in the format the command was given."""
+    if args.format == "rows":
+        return load_examples(source, question=question)
+    kind, _, name = args.format.partition(":")
+    if kind != "official" or not name:
+        raise DataError(f"--format is rows or official:NAME (NAME one of {OFFICIAL_NAMES}); got {args.format!r}")
+    return read_official(source, name, image_roots=parse_image_roots(args.image_root), root=args.root)
 
 
 def image_token_summary(counts: list[int] | None) -> dict | None:

@@ -12,12 +12,12 @@ from ..ablation import ablation_study
 from ..analysis import accuracy_curve, compare_tasks
 from ..capture import capture_heads
 from ..classifier import SAVClassifier
-from ..data import Example, labels_of, load_examples, open_image
+from ..data import Example, labels_of, open_image
 from ..errors import DataError
 from ..lens import density_on_image, look, overlay
 from ..models import default_model_id
 from ..pipeline import load_activations
-from .common import classifier_and_model, load, parse_heads, progress
+from .common import classifier_and_model, load, parse_heads, progress, read_data
 
 
 def run_curve(args) -> int:
@@ -26,7 +26,7 @@ def run_curve(args) -> int:
     test_sims = test_labels = None
     if args.data:
         clf, loaded = classifier_and_model(args)
-        examples = load_examples(args.data, question=args.question or clf.manifest_.question)
+        examples = read_data(args, args.data, question=args.question or clf.manifest_.question)
         activations = capture_heads(
             loaded,
             examples,
@@ -118,8 +118,8 @@ def _lens_json(view) -> dict:
 def run_ablate(args) -> int:
     clf, loaded = classifier_and_model(args)
     question = args.question or clf.manifest_.question
-    queries = load_examples(args.data, question=question)
-    support = load_examples(args.support, question=question) if args.support else None
+    queries = read_data(args, args.data, question=question)
+    support = read_data(args, args.support, question=question) if args.support else None
     if args.heads == ["selected"]:
         heads = clf.selected_heads
     elif args.heads == ["all"]:
@@ -156,4 +156,18 @@ def run_ablate(args) -> int:
         print(f"{'as many random heads, same layers':<34} {report.random_accuracy:.3f}  (mean of {len(report.random)} draws{spread})")
     else:
         print("no random control: the layers of these heads have too few other heads to draw as many")
+    return 0
+
+
+def run_data(args) -> int:
+    """What the engine will use from a data file: resolved images in order, final question text, label."""
+    examples = read_data(args, args.data, question=args.question)
+    labels = [e.label for e in examples]
+    rows = [{"images": [str(p) for p in e.images], "question": e.question, "label": e.label} for e in examples]
+    if args.json:
+        print(json.dumps({"n": len(examples), "labels": sorted({str(x) for x in labels if x is not None}), "rows": rows}))
+        return 0
+    print(f"{len(examples)} examples; labels: " + ", ".join(f"{label} {labels.count(label)}" for label in sorted(set(labels), key=str)))
+    for row in rows[:5]:
+        print(f"- {row['label']}: {' | '.join(row['images'])}\n  question: {row['question']!r}")
     return 0

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..errors import ModelLoadError
+from ..errors import DataError, ModelLoadError
 from ..heads import HeadLayout, LayerBlock
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"  # the teaching model and the example tasks
@@ -225,18 +225,35 @@ def checkpoint_revision(model: nn.Module, location: str, requested: str | None) 
     return "sha256-headers:" + digest.hexdigest()[:16]
 
 
+IMAGE_PLACEHOLDER = "<image>"  # in a question: where an image stands, in order (interleaved images, as BLINK's rows)
+
+
 def build_prompt(processor, question: str, n_images: int = 1) -> str:
     """The prompt for images plus a question, ending with the generation prompt.
 
-    Uses the processor's chat template; processors without one (many PaliGemma checkpoints)
-    get the image tokens followed by the question, the format PaliGemma was trained on.
+    Uses the processor's chat template: the images first, then the question; or, where the
+    question holds `<image>` placeholders, each image where its placeholder stands. Processors
+    without a template (many PaliGemma checkpoints) get the image tokens followed by the question,
+    the format PaliGemma was trained on.
     """
+    pieces = question.split(IMAGE_PLACEHOLDER)
+    placeholders = len(pieces) - 1
+    if placeholders and placeholders != n_images:
+        raise DataError(f"the question holds {placeholders} {IMAGE_PLACEHOLDER} placeholders for {n_images} image(s)")
     if getattr(processor, "chat_template", None):
-        content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": question}]
+        if placeholders:
+            content = []
+            for i, piece in enumerate(pieces):
+                if piece:
+                    content.append({"type": "text", "text": piece})
+                if i < placeholders:
+                    content.append({"type": "image"})
+        else:
+            content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": question}]
         messages = [{"role": "user", "content": content}]
         return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     image_token = getattr(processor, "image_token", None) or getattr(getattr(processor, "tokenizer", None), "image_token", None) or ""
-    return image_token * n_images + question
+    return image_token * n_images + "".join(pieces)
 
 
 def unseen_words(processor, texts: Iterable[str]) -> list[str]:
