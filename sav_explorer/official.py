@@ -86,14 +86,17 @@ def read_official(
     root: str | Path | None = None,
     require_labels: bool = True,
     check_files: bool = True,
+    by_name_in: Path | None = None,
 ) -> list[Example]:
-    """Examples from an official task file (see the module's doc); each question is the template's final text."""
+    """Examples from an official task file (see the module's doc); each question is the template's final text.
+    `by_name_in` (an uploaded folder): images are found there by file name, wherever the file says they lived."""
     fmt = official_format(name)
     source = Path(source)
     if not source.is_file():
         raise DataError(f"data not found: {source}")
     rows = _rows(source, fmt)
     base = Path(root) if root is not None else source.parent
+    uploaded = {p.name: p for p in sorted(by_name_in.rglob("*")) if p.is_file()} if by_name_in is not None else None
     examples = []
     for number, row in enumerate(rows, start=1):
         where = f"{source.name} row {number}"
@@ -107,6 +110,12 @@ def read_official(
             raise DataError(f"{where}: no image under {', '.join((*IMAGE_KEYS, *NUMBERED_IMAGE_KEYS))}")
         paths = []
         for path_text in written:
+            if uploaded is not None:
+                name = path_text.replace("\\", "/").rsplit("/", 1)[-1]
+                if name not in uploaded:
+                    raise DataError(f"{where}: image {name!r} ({path_text!r} in the file) is not among the uploaded files")
+                paths.append(uploaded[name])
+                continue
             remapped = _remap(path_text, image_roots)
             path = (base / remapped).resolve()
             if check_files and not path.is_file():

@@ -143,3 +143,27 @@ def test_fit_and_eval_run_end_to_end_on_official_files(tmp_path, capsys, name, k
     assert report["n"] == 6 and set(report["per_class_accuracy"]) == set(colours)
     manifest = json.loads((tmp_path / "clf" / "manifest.json").read_text())
     assert manifest["question"] == FORMATS[name].template.format(text="What colour?")
+
+
+def test_the_app_reads_an_uploaded_official_file_and_finds_its_images_by_name(url, tmp_path):
+    """A VLGuard file whose paths point at the authors' machine, uploaded with its images: the support
+    set holds the template's final text, and the status says what the first row became."""
+    from gradio_client import handle_file
+
+    from app_harness import client
+    from sav_explorer.models import EXAMPLES_DIR
+
+    size = EXAMPLES_DIR / "size"
+    pictures = sorted(size.glob("support_*.png"))
+    rows = [{"image": f"/home/authors/vlguard/{p.name}", "instruction": "Show it", "answer": p.stem.split("_")[1]} for p in pictures]
+    data = write(tmp_path / "vlguard_train.json", "array", rows)
+    visitor = client(url)
+    files = [handle_file(str(p)) for p in [data, *pictures]]
+    table, _, question, status = visitor.predict(files, "official:vlguard", api_name="/upload_support")
+    assert len(table["data"]) == 10 and sorted(row[2] for row in table["data"]) == ["large"] * 5 + ["small"] * 5
+    assert question == FORMATS["vlguard"].template.format(text="Show it")
+    assert "as official:vlguard" in status and "1 image" in status
+    with pytest.raises(Exception, match="is not among the uploaded files"):
+        visitor.predict([handle_file(str(data)), handle_file(str(pictures[0]))], "official:vlguard", api_name="/upload_support")
+    with pytest.raises(Exception, match="choose the official format"):
+        visitor.predict(files, "rows", api_name="/upload_support")

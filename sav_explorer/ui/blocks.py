@@ -154,7 +154,11 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         )
         then_banners(
             ui.upload.click(
-                explorer.upload_support, [ui.data_files, session], support_views, api_name="upload_support", concurrency_limit=None
+                explorer.upload_support,
+                [ui.data_files, session, ui.data_format],
+                support_views,
+                api_name="upload_support",
+                concurrency_limit=None,
             )
         )
         then_banners(

@@ -14,6 +14,7 @@ from typing import get_args
 import gradio as gr
 
 from ..method import Scoring
+from ..official import FORMATS
 from . import plots
 from .budget import default_budget
 from .common import md
@@ -61,11 +62,16 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                 with gr.Tab("Upload a file"):
                     gr.Markdown(
                         "A zip of class sub-folders (`red/…png`, `blue/…png`), a zip with a JSONL/CSV file and its images, "
-                        "or a JSONL/CSV file uploaded together with its images. Rows: `image`, `question`, `label`.",
+                        "or a JSONL/CSV file uploaded together with its images. Rows: `image`, `question`, `label`. "
+                        "Or a task file of the official SAVs repository (choose its format): its images are found among "
+                        "the uploaded files by name.",
                         elem_classes="sav-small",
                     )
                     data_files = gr.File(
-                        file_count="multiple", file_types=[".zip", ".jsonl", ".csv", "image"], label="Zip, or data file + images"
+                        file_count="multiple", file_types=[".zip", ".jsonl", ".csv", ".json", "image"], label="Zip, or data file + images"
+                    )
+                    data_format = gr.Dropdown(
+                        ["rows", *(f"official:{f.name}" for f in FORMATS.values())], value="rows", label="Format", elem_id="sav-format"
                     )
                     upload = gr.Button("Use these files")
             support_status = gr.Markdown("No support examples yet.", elem_classes="sav-small")

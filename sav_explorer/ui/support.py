@@ -21,6 +21,7 @@ from ..checks import clean_label
 from ..data import Example, load_examples, open_image
 from ..errors import DataError
 from ..models import EXAMPLES_DIR, model_location
+from ..official import FORMATS
 from .common import Handlers, example_tasks, file_paths, md, ui_errors
 from .housekeeping import check_quota, prune_uploads, room_left
 from .registry import ModelKey, check_allowed
@@ -159,10 +160,19 @@ class SupportHandlers(Handlers):
         return self._set_support(session, load_examples(EXAMPLES_DIR / task / "support.jsonl"), f"example task '{task}'", task)
 
     @ui_errors
-    def upload_support(self, files, session: Session | None):
+    def upload_support(self, files, session: Session | None, data_format: str | None = "rows"):
         session = self.session(session)
-        examples, skipped = examples_from_uploads(file_paths(files), session.subdir("support"), room=room_left(session.workdir))
-        return self._set_support(session, examples, ", ".join(p.name for p in file_paths(files))[:200], skipped=skipped)
+        data_format = data_format or "rows"
+        if data_format != "rows" and data_format.partition(":")[2].lower() not in FORMATS:
+            raise DataError(f"unknown format {data_format!r}")
+        examples, skipped = examples_from_uploads(
+            file_paths(files), session.subdir("support"), room=room_left(session.workdir), data_format=data_format
+        )
+        source = ", ".join(p.name for p in file_paths(files))[:200]
+        if data_format != "rows":  # what the engine will read: the template's final text, and the images in order
+            first = examples[0]
+            source += f" as {data_format}; first row: {len(first.images)} image(s), question {first.question!r}"
+        return self._set_support(session, examples, source, skipped=skipped)
 
     @ui_errors
     def add_images(self, files, label: str, session: Session | None):

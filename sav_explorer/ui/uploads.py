@@ -17,12 +17,13 @@ from pathlib import Path, PurePosixPath
 
 from ..data import IMAGE_SUFFIXES, Example, load_examples, looks_like_image
 from ..errors import DataError
+from ..official import read_official
 
 MAX_ZIP_MEMBERS = 5_000
 MAX_ZIP_BYTES = 200 * 1024 * 1024  # uncompressed, in all
 MAX_ZIP_RATIO = 200  # a member that expands more than this (and past 1 MB) is treated as a zip bomb
 MAX_ARCHIVE_RATIO = 50  # the whole archive: real images barely compress
-DATA_SUFFIXES = {".jsonl", ".csv"}
+DATA_SUFFIXES = {".jsonl", ".csv", ".json"}
 SupportMember = Callable[[str, bytes], str | None]
 
 
@@ -126,15 +127,18 @@ def _data_root(folder: Path) -> Path:
     return folder
 
 
-def examples_from_folder(folder: Path, question: str | None = None, require_labels: bool = True) -> list[Example]:
-    """A JSONL/CSV file at the folder's root if there is one, else class sub-folders."""
+def examples_from_folder(
+    folder: Path, question: str | None = None, require_labels: bool = True, data_format: str = "rows"
+) -> list[Example]:
+    """A JSONL/CSV file at the folder's root if there is one, else class sub-folders; an official
+    task file (`data_format` official:NAME) finds its images in the folder by file name."""
     root = _data_root(folder)
     data_files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES)
     if len(data_files) > 1:
         names = ", ".join(p.name for p in data_files)
         raise DataError(f"found several data files ({names}); upload one JSONL or CSV file with its images")
     if data_files:
-        return load_examples(data_files[0], question=question, require_labels=require_labels, confine_to=folder)
+        return _read_data_file(data_files[0], folder, question, require_labels, data_format)
     if not require_labels:
         images = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if images:
@@ -142,8 +146,22 @@ def examples_from_folder(folder: Path, question: str | None = None, require_labe
     return load_examples(root)
 
 
+def _read_data_file(path: Path, folder: Path, question, require_labels, data_format: str) -> list[Example]:
+    if data_format == "rows":
+        if path.suffix.lower() == ".json":
+            raise DataError(f"{path.name} is a JSON file: choose the official format it comes in (e.g. official:vlguard)")
+        return load_examples(path, question=question, require_labels=require_labels, confine_to=folder)
+    name = data_format.partition(":")[2]
+    return read_official(path, name, require_labels=require_labels, by_name_in=folder)
+
+
 def examples_from_uploads(
-    paths: Sequence[str | Path], workdir: Path, question: str | None = None, require_labels: bool = True, room: int | None = None
+    paths: Sequence[str | Path],
+    workdir: Path,
+    question: str | None = None,
+    require_labels: bool = True,
+    room: int | None = None,
+    data_format: str = "rows",
 ) -> tuple[list[Example], list[str]]:
     """Examples from one zip, or from a JSONL/CSV file uploaded together with its images; and the
     files that were skipped, with why.
@@ -157,13 +175,13 @@ def examples_from_uploads(
     workdir.mkdir(parents=True, exist_ok=True)
     dest = Path(_fresh_dir(workdir))
     try:
-        return _examples_into(paths, dest, question, require_labels, room)
+        return _examples_into(paths, dest, question, require_labels, room, data_format)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
 
 
-def _examples_into(paths: list[Path], dest: Path, question, require_labels, room) -> tuple[list[Example], list[str]]:
+def _examples_into(paths: list[Path], dest: Path, question, require_labels, room, data_format) -> tuple[list[Example], list[str]]:
     zips = [p for p in paths if p.suffix.lower() == ".zip"]
     if zips:
         if len(paths) > 1:
@@ -172,7 +190,7 @@ def _examples_into(paths: list[Path], dest: Path, question, require_labels, room
         if not any(dest.rglob("*")):
             detail = f": {'; '.join(skipped[:3])}" if skipped else ""
             raise DataError(f"{zips[0].name} holds no images or data files{detail}")
-        return examples_from_folder(dest, question, require_labels), skipped
+        return examples_from_folder(dest, question, require_labels, data_format), skipped
     data_files = [p for p in paths if p.suffix.lower() in DATA_SUFFIXES]
     if not data_files:
         raise DataError("no data file among the uploads: add the JSONL or CSV file that lists the images and labels")
@@ -190,7 +208,7 @@ def _examples_into(paths: list[Path], dest: Path, question, require_labels, room
                 skipped.append(f"{path.name}: {reason}")
                 continue
         shutil.copyfile(path, dest / Path(path.name).name)  # keep names: the data file refers to them
-    return load_examples(dest / data_files[0].name, question=question, require_labels=require_labels, confine_to=dest), skipped
+    return _read_data_file(dest / data_files[0].name, dest, question, require_labels, data_format), skipped
 
 
 def _fresh_dir(workdir: Path) -> Path:
