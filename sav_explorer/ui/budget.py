@@ -2,7 +2,7 @@
 extraction, and an estimate of the extraction's time from the cost measured on this model.
 
     settings, note = page_budget(loaded, 256)          # None (the processor's own) when the family cannot take it
-    preview = handlers.token_preview(256, session)     # "Each image: 64 image tokens ... about 3 s"
+    preview = handlers.token_preview(256, session)     # "Image tokens per example: 64–64 ... Extraction: about 3 s ..."
 
 On a CPU the page asks for 256 tokens per image by default: SmolVLM's own settings make any photo
 903 tokens and 25 s. A family that cannot honour a budget (a fixed count above it, LLaVA-NeXT's
