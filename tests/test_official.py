@@ -167,3 +167,15 @@ def test_the_app_reads_an_uploaded_official_file_and_finds_its_images_by_name(ur
         visitor.predict([handle_file(str(data)), handle_file(str(pictures[0]))], "official:vlguard", api_name="/upload_support")
     with pytest.raises(Exception, match="choose the official format"):
         visitor.predict(files, "rows", api_name="/upload_support")
+
+
+def test_a_stray_json_beside_class_folders_is_not_taken_for_rows(tmp_path):
+    """Rows are JSONL or CSV: a zip of class folders with a metadata .json at its root still loads as class folders."""
+    from sav_explorer.ui.uploads import examples_from_folder
+
+    for label in ("red", "blue"):
+        (tmp_path / label).mkdir()
+        images(tmp_path / label, f"{label}1.png", f"{label}2.png")
+    (tmp_path / "dataset_info.json").write_text('{"name": "colours"}')
+    examples = examples_from_folder(tmp_path)
+    assert sorted(e.label for e in examples) == ["blue", "blue", "red", "red"]

@@ -23,7 +23,15 @@ MAX_ZIP_MEMBERS = 5_000
 MAX_ZIP_BYTES = 200 * 1024 * 1024  # uncompressed, in all
 MAX_ZIP_RATIO = 200  # a member that expands more than this (and past 1 MB) is treated as a zip bomb
 MAX_ARCHIVE_RATIO = 50  # the whole archive: real images barely compress
-DATA_SUFFIXES = {".jsonl", ".csv", ".json"}
+DATA_SUFFIXES = {".jsonl", ".csv", ".json"}  # kept from an upload; which of them is the data file depends on the format
+
+
+def data_file_suffixes(data_format: str) -> set[str]:
+    """Rows come as JSONL or CSV; official task files as a JSON array or JSONL (a stray .json beside
+    class folders is never taken for rows)."""
+    return {".jsonl", ".csv"} if data_format == "rows" else {".json", ".jsonl"}
+
+
 SupportMember = Callable[[str, bytes], str | None]
 
 
@@ -133,7 +141,7 @@ def examples_from_folder(
     """A JSONL/CSV file at the folder's root if there is one, else class sub-folders; an official
     task file (`data_format` official:NAME) finds its images in the folder by file name."""
     root = _data_root(folder)
-    data_files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES)
+    data_files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in data_file_suffixes(data_format))
     if len(data_files) > 1:
         names = ", ".join(p.name for p in data_files)
         raise DataError(f"found several data files ({names}); upload one JSONL or CSV file with its images")
@@ -148,8 +156,6 @@ def examples_from_folder(
 
 def _read_data_file(path: Path, folder: Path, question, require_labels, data_format: str) -> list[Example]:
     if data_format == "rows":
-        if path.suffix.lower() == ".json":
-            raise DataError(f"{path.name} is a JSON file: choose the official format it comes in (e.g. official:vlguard)")
         return load_examples(path, question=question, require_labels=require_labels, confine_to=folder)
     name = data_format.partition(":")[2]
     return read_official(path, name, require_labels=require_labels, by_name_in=folder)
@@ -191,9 +197,14 @@ def _examples_into(paths: list[Path], dest: Path, question, require_labels, room
             detail = f": {'; '.join(skipped[:3])}" if skipped else ""
             raise DataError(f"{zips[0].name} holds no images or data files{detail}")
         return examples_from_folder(dest, question, require_labels, data_format), skipped
-    data_files = [p for p in paths if p.suffix.lower() in DATA_SUFFIXES]
+    data_files = [p for p in paths if p.suffix.lower() in data_file_suffixes(data_format)]
     if not data_files:
-        raise DataError("no data file among the uploads: add the JSONL or CSV file that lists the images and labels")
+        hint = (
+            " (a .json file is an official task file: choose the official format it comes in)"
+            if any(p.suffix.lower() == ".json" for p in paths)
+            else ""
+        )
+        raise DataError(f"no data file among the uploads: add the JSONL or CSV file that lists the images and labels{hint}")
     if len(data_files) > 1:
         raise DataError(f"upload one data file at a time; got {len(data_files)}")
     incoming = sum(p.stat().st_size for p in paths)
