@@ -1,9 +1,9 @@
 """Trains the bundled teaching model from scratch, in stages, on the shapes world.
 
-    python -m sav_explorer.teaching.train --out assets/shapes-llava            # all four stages (about 2 h on 2 cores)
+    python -m sav_explorer.teaching.train --out assets/shapes-llava            # all four stages (about 105 min on 2 cores)
     python -m sav_explorer.teaching.train --out DIR --checkpoints CHECKPOINTS    # also saves after every stage
     python -m sav_explorer.teaching.train --out DIR --resume CHECKPOINTS/after-answering   # what follows a checkpoint
-    python -m sav_explorer.teaching.train --out DIR --resume CHECKPOINTS/after-binding     # stage 4 only (about 35 min)
+    python -m sav_explorer.teaching.train --out DIR --resume CHECKPOINTS/after-binding     # stage 4 only (about 30 min)
 
 1. Seeing: the vision tower alone learns what each object is. Linear probes read, under every
    patch and from each object's pooled patches, its colour, shape and size, and the count from
@@ -124,7 +124,7 @@ class TrainConfig:
     drawing_steps: int = 3000  # stage 4, then everything on questions about drawings and renders
     drawn_share: float = 0.5  # of stage 4's images, drawn in the style of `drawn`
     redrawing_lr: float = 6e-4  # the tower in stage 4's first part
-    drawing_lr: float = 3e-4  # decoder and projector in stage 4
+    drawing_lr: float = 3e-4  # the decoder in stage 4 (tower and projector at finetune_lr)
     anchor_weight: float = 1.0  # keeps the tower's reading of renders while it learns drawings
     batch: int = 32
     lr: float = 2e-3
