@@ -136,7 +136,7 @@ def zero_shot(
 @torch.no_grad()
 def _most_likely(loaded: LoadedModel, images: list[list], questions: list[str], classes: Sequence[str], budget=None) -> list[str]:
     """For each row, the label with the highest total log-probability as the answer (one forward per label)."""
-    prompts = [build_prompt(loaded.processor, q, len(row)) for row, q in zip(images, questions)]
+    prompts = [build_prompt(loaded.processor, q, row) for row, q in zip(images, questions)]
     scores = torch.empty(len(prompts), len(classes))
     tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
     for column, label in enumerate(classes):

@@ -147,7 +147,7 @@ def capture_heads(
         batch = examples[start : start + batch_size]
         images = [example.load_images(max_pixels) for example in batch]
         questions = [example.question_or(default_question) for example in batch]
-        prompts = [build_prompt(loaded.processor, q, len(row)) for row, q in zip(images, questions)]
+        prompts = [build_prompt(loaded.processor, q, row) for row, q in zip(images, questions)]
         inputs = prepare_inputs(loaded, images, prompts, image_budget)
         if counted:
             image_tokens += count_image_tokens(loaded, inputs["input_ids"])

@@ -23,6 +23,16 @@ from .checks import clean_label
 from .errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".avi"}
+
+
+@dataclass(frozen=True)
+class VideoFile:
+    """A video among an example's images: handed to the processor as a path, which samples its frames."""
+
+    path: Path
+
+
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 
 
@@ -48,13 +58,23 @@ class Example:
             raise DataError(f"no question for {self.name}: give one per row or a default question (--question)")
         return question.strip()
 
-    def load_images(self, max_pixels: int | None = None) -> list[Image.Image]:
-        return [open_image(image, max_pixels) for image in self.images]
+    def load_images(self, max_pixels: int | None = None) -> list:
+        """The images opened (PIL, RGB); a video file stays a `VideoFile` for the processor to sample."""
+        return [
+            VideoFile(Path(item))
+            if isinstance(item, (str, Path)) and Path(item).suffix.lower() in VIDEO_SUFFIXES
+            else open_image(item, max_pixels)
+            for item in self.images
+        ]
 
     @property
     def name(self) -> str:
         first = self.images[0] if self.images else None
         return Path(first).name if isinstance(first, (str, Path)) else "an uploaded image"
+
+
+def is_video(item) -> bool:
+    return isinstance(item, (str, Path)) and Path(item).suffix.lower() in VIDEO_SUFFIXES
 
 
 def open_image(source, max_pixels: int | None = None) -> Image.Image:

@@ -137,7 +137,7 @@ def support_means(
         for start in range(0, len(support), batch_size):
             batch = support[start : start + batch_size]
             images = [example.load_images() for example in batch]
-            prompts = [build_prompt(loaded.processor, e.question_or(question), len(row)) for e, row in zip(batch, images)]
+            prompts = [build_prompt(loaded.processor, e.question_or(question), row) for e, row in zip(batch, images)]
             inputs = prepare_inputs(loaded, images, prompts, budget)
             rows, positions, keys, pooled = [], [], [], []
             for row, (ids, mask) in enumerate(zip(inputs["input_ids"].cpu(), inputs["attention_mask"].cpu())):

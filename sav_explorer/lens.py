@@ -24,7 +24,7 @@ from PIL import Image
 
 from .capture import last_token_index
 from .checks import check_choice
-from .data import Example
+from .data import Example, VideoFile
 from .errors import DataError
 from .heads import Head
 from .models import LoadedModel, build_prompt, decoder_layers, prepare_inputs
@@ -164,6 +164,8 @@ def look(
     """The lens on one example (images plus question, prompted as capture prompts it, within the
     image-token budget capture used) for the given heads."""
     images = example.load_images()
+    if any(isinstance(image, VideoFile) for image in images):
+        raise DataError("the head lens lays attention over images; it does not read video yet")
     prompt = build_prompt(loaded.processor, example.question_or(question), len(images))
     budget = budget_settings(loaded, max_image_tokens) if max_image_tokens is not None else None
     inputs = prepare_inputs(loaded, [images], [prompt], budget)

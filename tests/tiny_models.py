@@ -104,11 +104,11 @@ def _q(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
-def _chat_template(*, bos: str, headers: dict[str, str], eot: str | dict[str, str], image: str, gen: str) -> str:
+def _chat_template(*, bos: str, headers: dict[str, str], eot: str | dict[str, str], image: str, gen: str, video: str = "") -> str:
     """A chat template: `bos`, then per message `headers[role]` + content + `eot` (or `eot[role]`).
 
     Content may be a string or a list of {"type": "image"} / {"type": "text", "text": ...}
-    parts; image parts render as `image` (the family's placeholder). With
+    parts; image parts render as `image` (the family's placeholder), video parts as `video`. With
     add_generation_prompt, `gen` (the assistant header) is appended.
     """
     if isinstance(eot, str):
@@ -127,6 +127,8 @@ def _chat_template(*, bos: str, headers: dict[str, str], eot: str | dict[str, st
         "{%- for part in message['content'] -%}"
         "{%- if part['type'] == 'image' -%}"
         "{{- " + _q(image) + " -}}"
+        "{%- elif part['type'] == 'video' -%}"
+        "{{- " + _q(video) + " -}}"
         "{%- elif part['type'] == 'text' -%}"
         "{{- part['text'] -}}"
         "{%- endif -%}"
@@ -140,7 +142,7 @@ def _chat_template(*, bos: str, headers: dict[str, str], eot: str | dict[str, st
     )
 
 
-def _chatml(image: str, bos: str = "") -> str:
+def _chatml(image: str, bos: str = "", video: str = "") -> str:
     return _chat_template(
         bos=bos,
         headers={
@@ -150,6 +152,7 @@ def _chatml(image: str, bos: str = "") -> str:
         },
         eot="<|im_end|>\n",
         image=image,
+        video=video,
         gen="<|im_start|>assistant\n",
     )
 
@@ -354,6 +357,7 @@ _QWEN_SPECIALS = [
     "<|video_pad|>",
 ]
 _QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+_QWEN_VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
 
 
 def _qwen_tokenizer() -> PreTrainedTokenizerFast:
@@ -407,7 +411,7 @@ def _qwen2_vl(folder: pathlib.Path) -> pathlib.Path:
         image_processor=_qwen_image_processor(patch),
         tokenizer=tok,
         video_processor=Qwen2VLVideoProcessor(size={"shortest_edge": 64, "longest_edge": 32 * 32 * 2}, patch_size=patch, merge_size=2),
-        chat_template=_chatml(_QWEN_IMAGE),
+        chat_template=_chatml(_QWEN_IMAGE, video=_QWEN_VIDEO),
     )
     # head_dim = 32 / 4 = 8 -> mrope_section sums to head_dim / 2 = 4
     config = Qwen2VLConfig(
@@ -437,7 +441,7 @@ def _qwen2_5_vl(folder: pathlib.Path) -> pathlib.Path:
         image_processor=_qwen_image_processor(patch),
         tokenizer=tok,
         video_processor=Qwen2VLVideoProcessor(size={"shortest_edge": 64, "longest_edge": 32 * 32 * 2}, patch_size=patch, merge_size=2),
-        chat_template=_chatml(_QWEN_IMAGE),
+        chat_template=_chatml(_QWEN_IMAGE, video=_QWEN_VIDEO),
     )
     config = Qwen2_5_VLConfig(
         text_config=dict(
@@ -471,7 +475,7 @@ def _qwen3_vl(folder: pathlib.Path) -> pathlib.Path:
         image_processor=_qwen_image_processor(patch),
         tokenizer=tok,
         video_processor=Qwen3VLVideoProcessor(size={"shortest_edge": 64, "longest_edge": 32 * 32 * 2}, patch_size=patch, merge_size=2),
-        chat_template=_chatml(_QWEN_IMAGE),
+        chat_template=_chatml(_QWEN_IMAGE, video=_QWEN_VIDEO),
     )
     config = Qwen3VLConfig(
         text_config=dict(
@@ -507,7 +511,7 @@ def _qwen3_5(folder: pathlib.Path) -> pathlib.Path:
         image_processor=_qwen_image_processor(patch),
         tokenizer=tok,
         video_processor=Qwen3VLVideoProcessor(size={"shortest_edge": 64, "longest_edge": 32 * 32 * 2}, patch_size=patch, merge_size=2),
-        chat_template=_chatml(_QWEN_IMAGE),
+        chat_template=_chatml(_QWEN_IMAGE, video=_QWEN_VIDEO),
     )
     config = Qwen3_5Config(
         text_config=dict(

@@ -14,7 +14,7 @@ import hashlib
 import os
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from ..data import VideoFile
 from ..errors import DataError, ModelLoadError
 from ..heads import HeadLayout, LayerBlock
 
@@ -228,7 +229,7 @@ def checkpoint_revision(model: nn.Module, location: str, requested: str | None) 
 IMAGE_PLACEHOLDER = "<image>"  # in a question: where an image stands, in order (interleaved images, as BLINK's rows)
 
 
-def build_prompt(processor, question: str, n_images: int = 1) -> str:
+def build_prompt(processor, question: str, n_images: int | Sequence = 1) -> str:
     """The prompt for images plus a question, ending with the generation prompt.
 
     Uses the processor's chat template: the images first, then the question; or, where the
@@ -236,8 +237,12 @@ def build_prompt(processor, question: str, n_images: int = 1) -> str:
     without a template (many PaliGemma checkpoints) get the image tokens followed by the question,
     the format PaliGemma was trained on.
     """
+    media = ["image"] * n_images if isinstance(n_images, int) else ["video" if isinstance(m, VideoFile) else "image" for m in n_images]
+    n_images = len(media)
     pieces = question.split(IMAGE_PLACEHOLDER)
     placeholders = len(pieces) - 1
+    if placeholders and "video" in media:
+        raise DataError(f"{IMAGE_PLACEHOLDER} placeholders place images; this example holds a video")
     if placeholders and placeholders != n_images:
         raise DataError(f"the question holds {placeholders} {IMAGE_PLACEHOLDER} placeholders for {n_images} image(s)")
     if getattr(processor, "chat_template", None):
@@ -249,7 +254,7 @@ def build_prompt(processor, question: str, n_images: int = 1) -> str:
                 if i < placeholders:
                     content.append({"type": "image"})
         else:
-            content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": question}]
+            content = [{"type": kind} for kind in media] + [{"type": "text", "text": question}]
         messages = [{"role": "user", "content": content}]
         return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     image_token = getattr(processor, "image_token", None) or getattr(getattr(processor, "tokenizer", None), "image_token", None) or ""
@@ -270,7 +275,18 @@ def prepare_inputs(loaded: LoadedModel, images: list[list], prompts: list[str], 
     """Processor output for a batch: a list of images per example (nested, as Gemma 3, Mllama and SmolVLM require).
     `image_budget` (`budget.BudgetSettings`) adds the processor settings that keep each image within it."""
     processor = loaded.processor
-    settings = image_budget.kwargs if image_budget is not None else {}
+    settings = dict(image_budget.kwargs) if image_budget is not None else {}
+    videos = [item for row in images for item in row if isinstance(item, VideoFile)]
+    if videos:
+        if getattr(processor, "video_processor", None) is None:
+            raise DataError(f"{type(loaded.model).__name__} reads no video: its processor has no video processor")
+        decoded = [_decode_video(video) for video in videos]
+        settings["videos"] = [frames for frames, _ in decoded]
+        settings["video_metadata"] = [metadata for _, metadata in decoded]
+        images = [[item for item in row if not isinstance(item, VideoFile)] for row in images]
+        if not any(images):
+            inputs = processor(text=prompts, padding=True, return_tensors="pt", **settings)
+            return {k: v.to(loaded.input_device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     try:
         inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt", **settings)
     except (ValueError, TypeError):
@@ -279,6 +295,18 @@ def prepare_inputs(loaded: LoadedModel, images: list[list], prompts: list[str], 
         inputs = processor(images=[row[0] for row in images], text=prompts, padding=True, return_tensors="pt", **settings)
     device = loaded.input_device
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+def _decode_video(video: VideoFile):
+    """All frames and their metadata, decoded with PyAV; the processor samples frames by its own settings."""
+    from transformers.video_utils import load_video
+
+    try:
+        return load_video(str(video.path), backend="pyav")
+    except ImportError:
+        raise DataError("reading video needs PyAV: pip install av (it is in requirements.txt)") from None
+    except Exception as error:  # noqa: BLE001 - a damaged or unsupported file: name it
+        raise DataError(f"could not read the video {video.path.name}: {_first_line(error)}") from None
 
 
 def image_token_id(loaded: LoadedModel) -> int | None:
@@ -318,7 +346,7 @@ def generate_answers(
     loaded: LoadedModel, images: list[list], questions: list[str], max_new_tokens: int = 24, image_budget=None
 ) -> list[str]:
     """The model's own greedy answers, as text."""
-    prompts = [build_prompt(loaded.processor, q, len(row)) for row, q in zip(images, questions)]
+    prompts = [build_prompt(loaded.processor, q, row) for row, q in zip(images, questions)]
     inputs = prepare_inputs(loaded, images, prompts, image_budget)
     output = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     new_tokens = output[:, inputs["input_ids"].shape[1] :]

@@ -67,8 +67,7 @@ class BudgetHandlers(Handlers):
             batch = sample[start : start + 8]
             images = [example.load_images(MAX_PIXELS_CAP) for example in batch]
             prompts = [
-                build_prompt(loaded.processor, example.question_or(session.question or "?"), len(row))
-                for example, row in zip(batch, images)
+                build_prompt(loaded.processor, example.question_or(session.question or "?"), row) for example, row in zip(batch, images)
             ]
             counts += count_image_tokens(loaded, prepare_inputs(loaded, images, prompts, settings)["input_ids"])
         total = statistics.fmean(counts) * len(session.support)
