@@ -106,7 +106,7 @@ def zero_shot(
     truth = [q.label for q in queries]
     if any(label is None for label in truth):
         raise DataError("every query needs a label to score the model's own answers")
-    budget = budget_settings(loaded, max_image_tokens) if max_image_tokens is not None else None
+    budget = budget_settings(loaded, max_image_tokens)
     answers: list[str] = []
     predicted: list[str | None] = []
     for start in range(0, len(queries), batch_size):

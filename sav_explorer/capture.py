@@ -133,7 +133,7 @@ def capture_heads(
     request: the batch that would pass it is refused before the model runs it. `max_image_tokens`
     is a budget per image, in the family's own processor settings (`models.budget`).
     """
-    image_budget = budget_settings(loaded, max_image_tokens) if max_image_tokens is not None else None
+    image_budget = budget_settings(loaded, max_image_tokens)
     counted = image_token_id(loaded) is not None
     image_tokens: list[int] = []
     tokens_so_far = 0
@@ -150,10 +150,10 @@ def capture_heads(
         prompts = [build_prompt(loaded.processor, q, row) for row, q in zip(images, questions)]
         inputs = prepare_inputs(loaded, images, prompts, image_budget)
         if counted:
-            image_tokens += count_image_tokens(loaded, inputs["input_ids"])
-        if max_image_tokens_total is not None and counted:
-            tokens_so_far = sum(image_tokens)
-            if tokens_so_far > max_image_tokens_total:
+            counts = count_image_tokens(loaded, inputs["input_ids"])
+            image_tokens += counts
+            tokens_so_far += sum(counts)
+            if max_image_tokens_total is not None and tokens_so_far > max_image_tokens_total:
                 raise DataError(
                     f"this request needs more than {max_image_tokens_total:,} image tokens, the cap here "
                     f"(reached after {start + len(batch)} of {len(examples)} examples): use fewer or smaller images"

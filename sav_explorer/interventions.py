@@ -114,7 +114,7 @@ def support_means(
     heads = tuple(heads)
     columns = _columns(loaded.layout, heads)
     image_token = image_token_id(loaded)
-    budget = budget_settings(loaded, max_image_tokens) if max_image_tokens is not None else None
+    budget = budget_settings(loaded, max_image_tokens)
     key_index: dict[Key, int] = {("text-all",): 0, ("image-all",): 1}  # each key's row in the sums
     sums = {layer: torch.zeros(2, len(cols)) for layer, cols in columns.items()}
     counts = torch.zeros(2)

@@ -167,7 +167,7 @@ def look(
     if any(isinstance(image, VideoFile) for image in images):
         raise DataError("the head lens lays attention over images; it does not read video yet")
     prompt = build_prompt(loaded.processor, example.question_or(question), len(images))
-    budget = budget_settings(loaded, max_image_tokens) if max_image_tokens is not None else None
+    budget = budget_settings(loaded, max_image_tokens)
     inputs = prepare_inputs(loaded, [images], [prompt], budget)
     sizes = [image.size for image in images]
     layout = image_token_layout(loaded, inputs, sizes, budget.kwargs if budget else None)

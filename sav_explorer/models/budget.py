@@ -35,8 +35,11 @@ class BudgetSettings:
     note: str = ""  # how the family honours the budget, for the page and the CLI
 
 
-def budget_settings(loaded, budget: int) -> BudgetSettings:
-    """The processor settings that keep each image within `budget` image tokens (see the module's doc)."""
+def budget_settings(loaded, budget: int | None) -> BudgetSettings | None:
+    """The processor settings that keep each image within `budget` image tokens (see the module's doc);
+    None without a budget (the processor's own settings)."""
+    if budget is None:
+        return None
     if not isinstance(budget, int) or budget < 1:
         raise BudgetError(f"an image-token budget is a whole number of at least 1; got {budget!r}")
     family = loaded.model.config.model_type

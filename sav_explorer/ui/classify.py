@@ -100,7 +100,7 @@ class ClassifyHandlers(Handlers):
         if with_answers:
             if progress is not None:
                 progress(0.6, desc="the model's own answer")
-            budget = budget_settings(loaded, clf.max_image_tokens) if clf.max_image_tokens else None
+            budget = budget_settings(loaded, clf.max_image_tokens)
             answers = generate_answers(loaded, [[img] for img in images], [question] * len(images), image_budget=budget)
         session.predictions = [Classified(p.name, p, question, pred, answer) for p, pred, answer in zip(paths, predictions, answers)]
         return classify_views(session)
