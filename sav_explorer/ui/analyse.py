@@ -20,9 +20,9 @@ from ..answers import ZeroShotReport, zero_shot
 from ..capture import capture_heads
 from ..checks import check_k
 from ..errors import DataError
-from ..pipeline import evaluate, predict_examples
+from ..pipeline import evaluate
 from . import plots
-from .classify import ClassifyHandlers, check_same_model, question_for_queries
+from .classify import ClassifyHandlers, check_same_model, classify_test_set, question_for_queries
 from .common import md, ui_errors
 from .explore import fitted
 from .session import MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, Session
@@ -51,15 +51,7 @@ class AnalyseHandlers(ClassifyHandlers):
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
         default = question_for_queries(session, question)
-        predictions = predict_examples(
-            loaded,
-            clf,
-            examples,
-            batch_size=8,
-            default_question=default,
-            max_pixels=MAX_PIXELS_CAP,
-            max_image_tokens_total=MAX_IMAGE_TOKENS,
-        )
+        predictions = classify_test_set(loaded, clf, examples, default)
         sav = evaluate([p.label for p in predictions], [e.label for e in examples], clf.classes_)
         own = zero_shot(
             loaded,

@@ -39,6 +39,20 @@ def check_same_model(session: Session, loaded: LoadedModel) -> None:
         raise ClassifierFileError("this classifier's heads do not match the loaded model; extract again")
 
 
+def classify_test_set(loaded: LoadedModel, clf, examples: list[Example], question: str | None, on_batch=None) -> list:
+    """SAV's predictions on a labeled test set, under the page's caps on pixels and image tokens."""
+    return predict_examples(
+        loaded,
+        clf,
+        examples,
+        batch_size=8,
+        default_question=question,
+        max_pixels=MAX_PIXELS_CAP,
+        max_image_tokens_total=MAX_IMAGE_TOKENS,
+        on_batch=on_batch,
+    )
+
+
 def classify_views(session: Session):
     """(session, results table, detail choice, label, votes chart, per-head table, answer, gallery) for the predictions."""
     rows = [
@@ -149,15 +163,8 @@ class ClassifyHandlers(Handlers):
         truth = labels_of(examples)
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
-        predictions = predict_examples(
-            loaded,
-            clf,
-            examples,
-            batch_size=8,
-            default_question=default,
-            max_pixels=MAX_PIXELS_CAP,
-            max_image_tokens_total=MAX_IMAGE_TOKENS,
-            on_batch=lambda done, n: progress((done, n), desc="classifying the test set", unit="examples"),
+        predictions = classify_test_set(
+            loaded, clf, examples, default, lambda done, n: progress((done, n), desc="classifying the test set", unit="examples")
         )
         report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])
         per_class = [[label, round(acc, 3)] for label, acc in report.per_class_accuracy.items()]
