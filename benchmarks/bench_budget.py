@@ -29,36 +29,12 @@ sys.path.insert(0, str(REPO / "tests"))
 
 def build(folder: Path) -> Path:
     """SmolVLM-256M's shape with random weights, and a processor as published, saved with save_pretrained."""
-    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
 
-    from tiny_models import _ROW_COL, _byte_bpe_tokenizer, _chat_template, _special_ids
+    from tiny_models import _special_ids, smolvlm_processor
 
-    tok = _byte_bpe_tokenizer(
-        ["<|im_start|>", "<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", *_ROW_COL],
-        bos="<|im_start|>",
-        eos="<end_of_utterance>",
-        pad="<|im_end|>",
-        named={
-            "image_token": "<image>",
-            "fake_image_token": "<fake_token_around_image>",
-            "global_image_token": "<global-img>",
-            "end_of_utterance_token": "<end_of_utterance>",
-        },
-    )
-    template = _chat_template(
-        bos="<|im_start|>",
-        headers={"system": "System: ", "user": "User:", "assistant": "Assistant: "},
-        eot="<end_of_utterance>\n",
-        image="<image>",
-        gen="Assistant:",
-    )
-    processor = SmolVLMProcessor(
-        image_processor=SmolVLMImageProcessor(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512}, do_image_splitting=True),
-        tokenizer=tok,
-        video_processor=SmolVLMVideoProcessor(size={"longest_edge": 512}, max_image_size={"longest_edge": 512}),
-        image_seq_len=64,
-        chat_template=template,
-    )
+    processor = smolvlm_processor(longest_edge=2048, split=512, image_seq_len=64)  # as published
+    tok = processor.tokenizer
     text = dict(
         model_type="llama",
         vocab_size=49280,

@@ -617,17 +617,11 @@ def _idefics3(folder: pathlib.Path) -> pathlib.Path:
     return _save(Idefics3ForConditionalGeneration, config, processor, folder)
 
 
-def _smolvlm(folder: pathlib.Path) -> pathlib.Path:
-    from transformers import (
-        SmolVLMConfig,
-        SmolVLMForConditionalGeneration,
-        SmolVLMImageProcessor,
-        SmolVLMProcessor,
-        SmolVLMVideoProcessor,
-    )
+def smolvlm_processor(longest_edge: int, split: int, image_seq_len: int):
+    """SmolVLM's processor built locally: images scaled to `longest_edge`, cut into `split`-pixel views of
+    `image_seq_len` tokens each (the published SmolVLM-256M: 2048, 512, 64)."""
+    from transformers import SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
 
-    img, patch, scale = 16, 4, 2
-    seq = (img // patch) ** 2 // scale**2
     tok = _byte_bpe_tokenizer(
         ["<|im_start|>", "<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", *_ROW_COL],
         bos="<|im_start|>",
@@ -647,15 +641,23 @@ def _smolvlm(folder: pathlib.Path) -> pathlib.Path:
         image="<image>",
         gen="Assistant:",
     )
-    processor = SmolVLMProcessor(
+    return SmolVLMProcessor(
         image_processor=SmolVLMImageProcessor(
-            size={"longest_edge": 2 * img}, max_image_size={"longest_edge": img}, do_image_splitting=True
+            size={"longest_edge": longest_edge}, max_image_size={"longest_edge": split}, do_image_splitting=True
         ),
         tokenizer=tok,
-        video_processor=SmolVLMVideoProcessor(size={"longest_edge": img}, max_image_size={"longest_edge": img}),
-        image_seq_len=seq,
+        video_processor=SmolVLMVideoProcessor(size={"longest_edge": split}, max_image_size={"longest_edge": split}),
+        image_seq_len=image_seq_len,
         chat_template=template,
     )
+
+
+def _smolvlm(folder: pathlib.Path) -> pathlib.Path:
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+
+    img, patch, scale = 16, 4, 2
+    processor = smolvlm_processor(2 * img, img, (img // patch) ** 2 // scale**2)
+    tok = processor.tokenizer
     config = SmolVLMConfig(
         vision_config=_idefics_vision(img, patch),
         text_config=dict(model_type="llama", vocab_size=_vocab_size(tok), **_TEXT, **_special_ids(tok)),
