@@ -68,8 +68,8 @@ def test_whole_flow_in_the_browser(browser, url, tmp_path):
     expect(page.get_by_text("5 heads vote")).to_be_visible()  # the server's answer, after the page's own frames
 
     # a click on the cell of layer 7, head 7 (bottom right) inspects that head; a shift-click toggles it.
-    # The events that follow a change of k end with the token count under the support set: once it
-    # shows, nothing above the heatmap moves any more.
+    # The extraction's events end with the token count under the support set: once it shows (and the
+    # k events have answered, above), nothing above the heatmap moves any more.
     expect(page.locator("#sav-token-preview")).to_contain_text("Image tokens per example")
     grid = page.locator("#sav-heatmap .nsewdrag").first
     box = grid.bounding_box()

@@ -118,10 +118,18 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         banners = [ui.explore_banner, ui.classify_banner]
 
         def then_banners(event):
-            """After anything that changes the support set, the question, the model or the fit: say what the result belongs to,
-            and count the support set's image tokens."""
-            event = event.then(explorer.banners, [ui.question, session], banners, **instant)
+            """After anything that changes the support set, the question, the model or the fit: say what the result belongs to."""
+            return event.then(explorer.banners, [ui.question, session], banners, **instant)
+
+        def then_counted(event):
+            """After a change of the support set or the model, and after an extraction (which measures the time per
+            token): the support set's image tokens counted. Not after k or a head toggle, which change neither:
+            counting runs the processor over the support images."""
             return event.then(explorer.token_preview, [ui.image_tokens, session], [ui.token_preview], **instant)
+
+        def then_support(event):
+            """After a change of the support set or the model: the banners, then the token count."""
+            return then_counted(then_banners(event))
 
         def then_explore(event):
             """After anything that changes the voting heads: the top-k / custom switch, the inspected head's
@@ -131,7 +139,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             return then_banners(event)
 
         # ------------------------------------------------------------------ model and support set
-        then_banners(
+        then_support(
             ui.load_model.click(
                 gpu(explorer.choose_model),
                 [ui.model, ui.dtype, ui.revision, session],
@@ -140,10 +148,10 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                 **model_events,
             )
         )
-        then_banners(
+        then_support(
             ui.load_task.click(explorer.load_example, [ui.task, session], support_views, api_name="load_example", concurrency_limit=None)
         )
-        then_banners(
+        then_support(
             ui.add.click(
                 explorer.add_images,
                 [ui.new_images, ui.new_label, session],
@@ -152,7 +160,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                 concurrency_limit=None,
             )
         )
-        then_banners(
+        then_support(
             ui.upload.click(
                 explorer.upload_support,
                 [ui.data_files, session, ui.data_format],
@@ -161,12 +169,12 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
                 concurrency_limit=None,
             )
         )
-        then_banners(
+        then_support(
             ui.support_table.input(
                 explorer.edit_labels, [ui.support_table, session], support_views, api_name="edit_labels", concurrency_limit=None
             )
         )
-        then_banners(ui.clear.click(explorer.clear_support, [session], support_views, api_name="clear_support", concurrency_limit=None))
+        then_support(ui.clear.click(explorer.clear_support, [session], support_views, api_name="clear_support", concurrency_limit=None))
         ui.question.input(explorer.banners, [ui.question, session], banners, api_name="banners", trigger_mode="always_last", **instant)
         ui.image_tokens.input(
             explorer.token_preview,
@@ -186,7 +194,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             show_progress_on=[ui.heatmap],
             **model_events,
         )
-        then_explore(extraction.then(explorer.model_status, [session], [ui.model_status], api_name="model_status", **instant))
+        then_counted(then_explore(extraction.then(explorer.model_status, [session], [ui.model_status], api_name="model_status", **instant)))
         ui.cancel.click(explorer.cancel, [session], [ui.status], api_name="cancel", concurrency_limit=None, show_progress="hidden")
         then_explore(ui.k.input(explorer.set_k, [ui.k, session], explore_views, api_name="set_k", trigger_mode="always_last", **instant))
         then_explore(ui.mode.input(explorer.set_mode, [ui.mode, session], explore_views, api_name="set_mode", **instant))
@@ -287,9 +295,15 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             api_name="export",
             concurrency_limit=None,
         )
-        then_explore(
-            ui.restore.click(
-                gpu(explorer.restore), [ui.restore_file, session], [*explore_views, ui.query_question], api_name="restore", **model_events
+        then_counted(
+            then_explore(
+                ui.restore.click(
+                    gpu(explorer.restore),
+                    [ui.restore_file, session],
+                    [*explore_views, ui.query_question],
+                    api_name="restore",
+                    **model_events,
+                )
             )
         )
         demo.load(None, js=PAGE_JS)
