@@ -97,6 +97,11 @@ class AccuracyCurve:
         return {"k": self.k, "loo": self.loo, "nested_loo": self.nested_loo, "test": self.test, **intervals}
 
 
+def class_indices(clf: SAVClassifier, labels) -> torch.Tensor:
+    """Test labels as indices into the classifier's classes; -1 for a class it does not know (never right)."""
+    return torch.tensor([clf.classes_.index(label) if label in clf.classes_ else -1 for label in labels])
+
+
 def accuracy_curve(
     clf: SAVClassifier, activations=None, test_similarities: torch.Tensor | None = None, test_labels: torch.Tensor | None = None
 ) -> AccuracyCurve:

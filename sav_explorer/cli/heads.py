@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from ..ablation import ablation_study
-from ..analysis import accuracy_curve, compare_tasks
+from ..analysis import accuracy_curve, class_indices, compare_tasks
 from ..capture import capture_heads
 from ..classifier import SAVClassifier
 from ..data import Example, labels_of, open_image
@@ -35,7 +33,7 @@ def run_curve(args) -> int:
             max_image_tokens=args.max_image_tokens or clf.max_image_tokens,
         )
         test_sims = clf.similarities(activations)
-        test_labels = torch.tensor([clf.classes_.index(e) if e in clf.classes_ else -1 for e in labels_of(examples)])
+        test_labels = class_indices(clf, labels_of(examples))
     curve = accuracy_curve(clf, saved[0] if saved else None, test_sims, test_labels)
     if args.json:
         print(json.dumps(curve.to_json()))

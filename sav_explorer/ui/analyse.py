@@ -12,10 +12,9 @@ Each accuracy carries its 95 % interval: with a few dozen queries, a few points 
 from __future__ import annotations
 
 import gradio as gr
-import torch
 
 from ..ablation import ablation_study
-from ..analysis import accuracy_curve, compare_tasks
+from ..analysis import accuracy_curve, class_indices, compare_tasks
 from ..answers import ZeroShotReport, zero_shot
 from ..capture import capture_heads
 from ..checks import check_k
@@ -135,7 +134,7 @@ class AnalyseHandlers(ClassifyHandlers):
                 max_image_tokens=clf.max_image_tokens,
             )
             test_sims = clf.similarities(activations)
-            test_labels = torch.tensor([clf.classes_.index(e.label) if e.label in clf.classes_ else -1 for e in examples])
+            test_labels = class_indices(clf, [e.label for e in examples])
         result = accuracy_curve(clf, session.fit.activations, test_sims, test_labels)
         best = max(range(len(result.k)), key=lambda i: (result.test or result.nested_loo or result.loo)[i])
         nested = "" if result.nested_loo else " Nested leave-one-out needs the support set's activations (not kept in a restored file)."
