@@ -61,9 +61,26 @@ def fit_examples(
         max_image_tokens_total=max_image_tokens_total,
         max_image_tokens=max_image_tokens,
     )
+    clf = fit_activations(
+        activations, labels, k=k, scoring=scoring, tie_break=tie_break, head_order=head_order, max_image_tokens=max_image_tokens
+    )
+    return clf, activations
+
+
+def fit_activations(
+    activations: HeadActivations,
+    labels: Sequence[str],
+    *,
+    k: int,
+    scoring: str = "in-sample",
+    tie_break: str = "similarity",
+    head_order: str = DEFAULT_HEAD_ORDER,
+    max_image_tokens: int | None = None,
+) -> SAVClassifier:
+    """The classifier of heads captured elsewhere (on a Ray cluster, say), as `fit_examples` fits it."""
     clf = SAVClassifier(k=k, scoring=scoring, tie_break=tie_break, head_order=head_order).fit(activations, labels)
     clf.max_image_tokens = max_image_tokens  # saved with it, so that prediction sees images as fitting did
-    return clf, activations
+    return clf
 
 
 def capture_for(loaded: LoadedModel, clf: SAVClassifier, examples: Sequence[Example], **capture_options) -> HeadActivations:

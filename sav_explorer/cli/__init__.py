@@ -27,7 +27,7 @@ from ..lens import Weighting
 from ..method import HeadOrder, Scoring, TieBreak
 from ..models import default_model_id, quiet_transformers
 from .classify import run_eval, run_fit, run_predict
-from .common import data_options, model_options
+from .common import data_options, model_options, ray_options
 from .heads import run_ablate, run_attention, run_compare, run_curve, run_data
 
 
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--head-order", choices=get_args(HeadOrder), default=DEFAULT_HEAD_ORDER, help="order of heads with equal scores")
     fit.add_argument("--save-activations", action="store_true", help="also write activations.safetensors")
     data_options(fit)
+    ray_options(fit)
     fit.add_argument("--json", action="store_true", help="print a JSON summary")
     fit.set_defaults(run=run_fit)
 
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also score the model's own answers (generate: free answers matched to the labels; likelihood: forced choice)",
     )
     data_options(ev)
+    ray_options(ev)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(run=run_eval)
 

@@ -6,36 +6,63 @@ import json
 
 from ..analysis import wilson_interval
 from ..answers import zero_shot
+from ..capture import capture_heads
+from ..checks import check_classes, check_k
+from ..classifier import SAVClassifier
 from ..data import Example, labels_of
-from ..pipeline import capture_for, evaluate, fit_examples, predict_examples, save_activations
-from .common import DEFAULT_K, classifier_and_model, image_token_summary, load, progress, read_data, warn_unseen_words
+from ..errors import DataError
+from ..pipeline import capture_for, evaluate, fit_activations, predict_examples, save_activations
+from .common import (
+    DEFAULT_K,
+    captured_on_ray,
+    classifier_and_model,
+    image_token_summary,
+    load,
+    progress,
+    read_data,
+    warn_unseen_words,
+)
 
 
 def run_fit(args) -> int:
     examples = read_data(args, args.data, question=args.question)
-    loaded = load(args, args.model)
-    k = args.k if args.k is not None else min(DEFAULT_K, loaded.layout.n_heads)
-    warn_unseen_words(loaded, dict.fromkeys(e.question_or(args.question) for e in examples))
-    clf, activations = fit_examples(
-        loaded,
-        examples,
+    labels = labels_of(examples)
+    check_classes(labels)  # before any model work
+    if args.ray:
+        captured = captured_on_ray(args, args.model, examples, question=args.question, budget=args.max_image_tokens)
+        activations, model_id, revision = captured.activations, captured.model_id, captured.revision
+    else:
+        loaded = load(args, args.model)
+        warn_unseen_words(loaded, dict.fromkeys(e.question_or(args.question) for e in examples))
+        activations = capture_heads(
+            loaded,
+            examples,
+            batch_size=args.batch_size,
+            default_question=args.question,
+            on_batch=progress("capturing heads"),
+            max_image_tokens=args.max_image_tokens,
+        )
+        model_id, revision = loaded.model_id, loaded.revision
+    n_heads = activations.layout.n_heads
+    k = args.k if args.k is not None else min(DEFAULT_K, n_heads)
+    check_k(k, n_heads)
+    clf = fit_activations(
+        activations,
+        labels,
         k=k,
         scoring=args.scoring,
         tie_break=args.tie_break,
         head_order=args.head_order,
-        question=args.question,
-        batch_size=args.batch_size,
-        on_batch=progress("capturing heads"),
         max_image_tokens=args.max_image_tokens,
     )
     question = args.question or examples[0].question
-    clf.save(args.out, model_id=loaded.model_id, revision=loaded.revision, question=question)
+    clf.save(args.out, model_id=model_id, revision=revision, question=question)
     if args.save_activations:
         save_activations(args.out, activations, labels_of(examples), clf.classes_)
     loo = clf.leave_one_out_accuracy()
     summary = {
         "classifier": str(args.out),
-        "model": loaded.model_id,
+        "model": model_id,
         "n": len(examples),
         "labels": clf.classes_,
         "k": clf.k,
@@ -55,11 +82,23 @@ def run_fit(args) -> int:
 
 
 def run_eval(args) -> int:
-    clf, loaded = classifier_and_model(args)
-    examples = read_data(args, args.data, question=args.question or clf.manifest_.question)
+    if args.ray and args.zero_shot:
+        raise DataError("--zero-shot runs the model here: give it without --ray (SAV's capture is what --ray spreads)")
+    clf = SAVClassifier.load(args.classifier)
+    question = args.question or clf.manifest_.question
+    examples = read_data(args, args.data, question=question)
     truth = labels_of(examples)
     budget = args.max_image_tokens or clf.max_image_tokens
-    activations = capture_for(loaded, clf, examples, batch_size=args.batch_size, on_batch=progress("classifying"), max_image_tokens=budget)
+    if args.ray:
+        model_id = args.model or clf.manifest_.model_id
+        captured = captured_on_ray(args, model_id, examples, layers=clf.needed_layers(), question=question, budget=budget)
+        clf.manifest_.check_matches(captured.model_id, captured.revision, captured.model_layout)
+        activations = captured.activations
+    else:
+        clf, loaded = classifier_and_model(args)
+        activations = capture_for(
+            loaded, clf, examples, batch_size=args.batch_size, on_batch=progress("classifying"), max_image_tokens=budget
+        )
     predictions = clf.explain(activations)
     report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])
     own = None

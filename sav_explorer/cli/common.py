@@ -47,6 +47,32 @@ def data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def ray_options(parser: argparse.ArgumentParser) -> None:
+    """Head capture on a Ray cluster instead of this process (an optional extra: requirements-ray.txt)."""
+    parser.add_argument("--ray", metavar="ADDRESS", help="capture on Ray: local (a cluster in this process), auto, or ray://host:port")
+    parser.add_argument(
+        "--ray-actors", type=int, metavar="N", help="actors, each loading the model once (default: one per GPU, else per CPUs)"
+    )
+    parser.add_argument("--ray-cpus", type=float, default=1.0, metavar="N", help="CPUs per actor (default 1)")
+
+
+def captured_on_ray(args, model_id: str, examples: list[Example], *, layers=None, question=None, budget=None):
+    """`capture_heads` for a command given --ray: the model loads in the cluster's actors, not here."""
+    from ..distributed import ModelSpec, RayOptions, capture_on_ray
+
+    if args.ray_actors is not None and args.ray_actors < 1 or args.ray_cpus <= 0:
+        raise DataError("--ray-actors and --ray-cpus must be positive")
+    return capture_on_ray(
+        RayOptions(args.ray, args.ray_actors, args.ray_cpus),
+        ModelSpec(model_id, dtype=args.dtype, device=args.device),
+        examples,
+        layers=layers,
+        batch_size=args.batch_size,
+        default_question=question,
+        max_image_tokens=budget,
+    )
+
+
 def read_data(args, source, question: str | None = None) -> list[Example]:
     """The examples of a data argument, in the format the command was given."""
     if args.format == "rows":

@@ -1,0 +1,239 @@
+"""Head capture on a Ray cluster: Ray Data batch inference over a pool of actors.
+
+    spec = ModelSpec("HuggingFaceTB/SmolVLM-256M-Instruct")
+    result = capture_on_ray(RayOptions("auto"), spec, examples)   # RayCapture(activations, ...)
+
+Each actor loads the model once and captures heads for batches of examples. Examples travel in
+the dataset as bytes (their files' contents, with their names), so workers on other machines need
+no shared disk; only the model must be loadable everywhere (a hub id, or a folder every node can
+read). Rows come back in order (`preserve_order`), and each says which process captured it, so a
+caller can see that the work ran in actors and not in its own process. Ray is optional:
+`requirements-ray.txt`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .capture import HeadActivations, capture_heads
+from .data import Example
+from .errors import ClassifierFileError, DataError, ModelLoadError, SAVError
+from .heads import HeadLayout, LayerBlock
+from .models import LoadedModel, load_model, model_location
+
+RAY_INSTALL = "pip install -r requirements-ray.txt"
+PACKAGE = Path(__file__).parent
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401  (needs the [data] extra: pyarrow)
+    except ImportError:
+        raise SAVError(f"--ray needs Ray with its data extra, which is not installed here: {RAY_INSTALL}") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What an actor needs to load the model itself (the driver never loads it)."""
+
+    model_id: str
+    revision: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+
+    def load(self) -> LoadedModel:
+        location = model_location(self.model_id)
+        # A relative folder is the driver's; actors start elsewhere.
+        model_id = str(Path(location).resolve()) if Path(location).is_dir() else self.model_id
+        loaded = load_model(model_id, revision=self.revision, dtype=self.dtype, device=self.device)
+        loaded.model_id = self.model_id  # as the user named it, so saved classifiers match a local run's
+        return loaded
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide: `address` is "local" (a cluster started in this process) or what `ray.init`
+    accepts ("auto", "ray://host:port"). Without `actors`: one per GPU, else one per `cpus_per_actor` CPUs."""
+
+    address: str
+    actors: int | None = None
+    cpus_per_actor: float = 1.0
+
+
+def connect(address: str):
+    """Joins (or, for "local", starts) a cluster once per process; the package travels to the workers."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        env = {"py_modules": [str(PACKAGE)], "env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}
+        try:
+            ray.init(address=address, runtime_env=env, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise SAVError(f"could not connect to the Ray cluster at {address!r}: {error}") from None
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # its progress bar stays; its INFO lines go
+    return ray
+
+
+def example_row(index: int, example: Example, question: str | None) -> dict:
+    """An example as dataset columns: its files' names and bytes (uploads as PNG) and its final question."""
+    names, files = [], []
+    for number, item in enumerate(example.images):
+        if isinstance(item, Image.Image):
+            buffer = io.BytesIO()
+            item.save(buffer, "PNG")
+            names.append(f"image{number}.png")
+            files.append(buffer.getvalue())
+            continue
+        path = Path(item)
+        if not path.is_file():
+            raise DataError(f"image file not found: {path}")
+        names.append(path.name)
+        files.append(path.read_bytes())
+    return {"index": index, "names": names, "files": files, "question": example.question_or(question)}
+
+
+def examples_from_rows(batch: dict, folder: Path) -> list[Example]:
+    """The batch's examples with their files written under `folder` (one sub-folder per image, so names may repeat)."""
+    examples = []
+    for index, names, files, question in zip(batch["index"], batch["names"], batch["files"], batch["question"]):
+        paths = []
+        for number, (name, data) in enumerate(zip(names, files)):
+            path = folder / f"{index}-{number}" / Path(str(name)).name
+            path.parent.mkdir(parents=True)
+            path.write_bytes(bytes(data))
+            paths.append(path)
+        examples.append(Example(tuple(paths), str(question)))
+    return examples
+
+
+class CaptureActor:
+    """A Ray Data callable class: loads the model once, then captures the heads of each batch. An error
+    the user can act on (an unreadable image, a model that does not load) comes back as a row's
+    `error` ("Kind: message"), not as a crash, so that the driver can show its one line."""
+
+    def __init__(self, spec: ModelSpec, layers: list[int] | None, max_image_tokens: int | None, threads: int):
+        torch.set_num_threads(max(1, threads))
+        self.failure = ""
+        try:
+            self.loaded = spec.load()
+        except SAVError as error:
+            self.failure = f"{type(error).__name__}: {error}"
+            return
+        self.sites = [s for s in self.loaded.sites if layers is None or s.layer in layers]
+        self.width = sum(site.n_heads * site.head_dim for site in self.sites)
+        self.max_image_tokens = max_image_tokens
+        self.description = json.dumps(
+            {
+                "model_id": self.loaded.model_id,
+                "revision": self.loaded.revision,
+                "layout": [[b.layer, b.n_heads, b.head_dim] for b in self.loaded.layout.blocks],
+            }
+        )
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(batch["index"])
+        error = self.failure
+        flat, tokens = np.zeros((n, 0 if error else self.width), dtype=np.float32), [-1] * n
+        if not error:
+            try:
+                with tempfile.TemporaryDirectory() as folder:
+                    examples = examples_from_rows(batch, Path(folder))
+                    activations = capture_heads(
+                        self.loaded, examples, sites=self.sites, batch_size=n, max_image_tokens=self.max_image_tokens
+                    )
+                flat = torch.cat([block.flatten(1) for block in activations.blocks], dim=1).numpy()
+                tokens = activations.image_tokens or tokens
+            except SAVError as failure:
+                error = f"{type(failure).__name__}: {failure}"
+        return {
+            "index": np.asarray(batch["index"]),
+            "activations": flat,
+            "image_tokens": np.asarray(tokens, dtype=np.int64),
+            "pid": np.full(n, os.getpid()),
+            "model": np.asarray(["" if error else self.description] * n, dtype=object),
+            "error": np.asarray([error] * n, dtype=object),
+        }
+
+
+@dataclass
+class RayCapture:
+    activations: HeadActivations
+    model_id: str
+    revision: str
+    model_layout: HeadLayout  # every head of the model, as a saved classifier's manifest checks it
+    worker_pids: set[int]  # the processes that captured the rows
+
+
+def capture_on_ray(
+    options: RayOptions,
+    spec: ModelSpec,
+    examples: list[Example],
+    *,
+    layers: list[int] | None = None,
+    batch_size: int = 8,
+    default_question: str | None = None,
+    max_image_tokens: int | None = None,
+) -> RayCapture:
+    """`capture_heads` on a Ray cluster (see the module's doc); `layers` limits the capture as prediction does."""
+    if not examples:
+        raise DataError("no examples to capture")
+    if batch_size < 1:
+        raise DataError(f"batch size must be at least 1; got {batch_size}")
+    rows = [example_row(i, example, default_question) for i, example in enumerate(examples)]
+    ray = connect(options.address)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    actors = options.actors or (gpus if gpus else max(1, int(cpus // options.cpus_per_actor)))
+    actors = max(1, min(actors, -(-len(rows) // batch_size)))  # no idle actor loading a model for nothing
+    dataset = ray.data.from_items(rows).map_batches(
+        CaptureActor,
+        fn_constructor_kwargs={
+            "spec": spec,
+            "layers": layers,
+            "max_image_tokens": max_image_tokens,
+            "threads": int(options.cpus_per_actor),
+        },
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=options.cpus_per_actor,
+        num_gpus=1 if gpus else 0,
+    )
+    out = dataset.take_all()
+    failed = next((str(row["error"]) for row in out if row["error"]), None)
+    if failed:
+        raise _user_error(failed)
+    if [int(row["index"]) for row in out] != list(range(len(rows))):
+        raise RuntimeError("Ray returned the examples out of order although preserve_order was set")
+    return _assemble(out, layers)
+
+
+def _assemble(out: list[dict], layers: list[int] | None) -> RayCapture:
+    description = json.loads(out[0]["model"])
+    model_layout = HeadLayout(tuple(LayerBlock(*block) for block in description["layout"]))
+    layout = model_layout if layers is None else model_layout.restricted_to(layers)
+    flat = torch.from_numpy(np.stack([row["activations"] for row in out]))
+    sizes = [block.n_heads * block.head_dim for block in layout.blocks]
+    blocks = [part.reshape(len(out), b.n_heads, b.head_dim) for part, b in zip(flat.split(sizes, dim=1), layout.blocks)]
+    tokens = [int(row["image_tokens"]) for row in out]
+    activations = HeadActivations(layout, blocks, None if min(tokens) < 0 else tokens)
+    return RayCapture(activations, description["model_id"], description["revision"], model_layout, {int(r["pid"]) for r in out})
+
+
+def _user_error(text: str) -> SAVError:
+    """An actor's "Kind: message" as an error of that kind, so the CLI prints its one line."""
+    kind, _, message = text.partition(": ")
+    return {error.__name__: error for error in (DataError, ModelLoadError, ClassifierFileError)}.get(kind, SAVError)(message)

@@ -1,0 +1,103 @@
+"""Capture on a Ray cluster: the same activations, classifiers and predictions as a local run, with
+the work done in the cluster's actors. CI starts a real local cluster (`ray start --head`) and names
+it in $SAV_RAY_ADDRESS; without it these tests start one in this process ("local")."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+from sav_explorer import SAVClassifier
+from sav_explorer.__main__ import main
+from sav_explorer.capture import capture_heads
+from sav_explorer.data import Example, load_examples
+from sav_explorer.distributed import ModelSpec, RayOptions, capture_on_ray
+from sav_explorer.models import BUNDLED_ID, load_model
+from sav_explorer.pipeline import capture_for
+from tests.conftest import REPO
+from tiny_models import build_tiny
+
+COLOUR = REPO / "assets" / "examples" / "colour"
+
+
+@pytest.fixture(scope="module")
+def address():
+    ray = pytest.importorskip("ray")  # requirements-dev installs it: in CI this never skips
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    yield os.environ.get("SAV_RAY_ADDRESS", "local")
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_model()
+
+
+def assert_same_activations(local, remote):
+    assert remote.layout == local.layout
+    for mine, theirs in zip(local.blocks, remote.blocks):
+        torch.testing.assert_close(theirs, mine, atol=1e-5, rtol=1e-5)
+    assert remote.image_tokens == local.image_tokens
+
+
+def test_capture_on_ray_equals_the_local_capture_and_runs_in_actors(address, bundled):
+    examples = load_examples(COLOUR / "support.jsonl")[:9]
+    result = capture_on_ray(RayOptions(address, actors=2), ModelSpec(BUNDLED_ID), examples, batch_size=2)
+    assert_same_activations(capture_heads(bundled, examples, batch_size=2), result.activations)
+    assert result.worker_pids and os.getpid() not in result.worker_pids  # not a silent local fallback
+    assert result.model_id == BUNDLED_ID and result.revision == bundled.revision
+    assert result.model_layout == bundled.layout
+
+
+def test_prediction_captures_only_the_classifiers_layers_on_ray_too(address, bundled, tmp_path):
+    support = load_examples(COLOUR / "support.jsonl")
+    clf = SAVClassifier(k=3).fit(capture_heads(bundled, support), [e.label for e in support])
+    queries = load_examples(COLOUR / "queries.jsonl")[:6]
+    result = capture_on_ray(RayOptions(address), ModelSpec(BUNDLED_ID), queries, layers=clf.needed_layers())
+    local = capture_for(bundled, clf, queries)
+    assert result.activations.layout.layers == clf.needed_layers()
+    assert_same_activations(local, result.activations)
+    assert clf.predict(result.activations) == clf.predict(local)
+
+
+def test_another_family_captures_the_same_on_ray(address, tmp_path):
+    folder = build_tiny("qwen2_vl", tmp_path / "qwen2_vl")
+    examples = [Example((COLOUR / f"support_{name}.png",), "what color is the shape ?") for name in ("red_0", "blue_1", "green_2")]
+    result = capture_on_ray(RayOptions(address), ModelSpec(str(folder)), examples, batch_size=2)
+    assert_same_activations(capture_heads(load_model(str(folder)), examples, batch_size=2), result.activations)
+
+
+def test_fit_and_eval_with_ray_write_and_report_what_a_local_run_does(address, tmp_path, capsys):
+    common = ["--data", str(COLOUR / "support.jsonl"), "--k", "6", "--json"]
+    assert main(["fit", *common, "--out", str(tmp_path / "local")]) == 0
+    assert main(["fit", *common, "--out", str(tmp_path / "ray"), "--ray", address]) == 0
+    local_fit, ray_fit = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert ray_fit["selected"] == local_fit["selected"] and ray_fit["model"] == local_fit["model"] == BUNDLED_ID
+    assert (tmp_path / "ray" / "manifest.json").read_text() == (tmp_path / "local" / "manifest.json").read_text()
+
+    queries = ["--classifier", str(tmp_path / "ray"), "--data", str(COLOUR / "queries.jsonl"), "--json"]
+    assert main(["eval", *queries]) == 0
+    assert main(["eval", *queries, "--ray", address, "--ray-actors", "2"]) == 0
+    local_eval, ray_eval = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert ray_eval["predictions"] == local_eval["predictions"] and ray_eval["n"] == 60
+
+
+def test_a_bad_image_on_ray_is_one_line_naming_it(address, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("\n".join(json.dumps({"image": name, "label": label}) for name, label in [("broken.png", "a"), ("broken.png", "b")]))
+    status = main(["fit", "--data", str(rows), "--question", "what ?", "--out", str(tmp_path / "out"), "--ray", address])
+    err = capsys.readouterr().err
+    assert status == 2 and "broken.png" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_ray_the_flag_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    status = main(["fit", "--data", str(COLOUR / "support.jsonl"), "--out", str(tmp_path / "out"), "--ray", "local"])
+    assert status == 2 and "pip install -r requirements-ray.txt" in capsys.readouterr().err
