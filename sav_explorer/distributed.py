@@ -137,6 +137,7 @@ class CaptureActor:
             {
                 "model_id": self.loaded.model_id,
                 "revision": self.loaded.revision,
+                "n_layers": self.loaded.n_layers,
                 "layout": [[b.layer, b.n_heads, b.head_dim] for b in self.loaded.layout.blocks],
             }
         )
@@ -172,6 +173,7 @@ class RayCapture:
     model_id: str
     revision: str
     model_layout: HeadLayout  # every head of the model, as a saved classifier's manifest checks it
+    n_layers: int  # all decoder layers, as LoadedModel counts them
     worker_pids: set[int]  # the processes that captured the rows
 
 
@@ -230,7 +232,8 @@ def _assemble(out: list[dict], layers: list[int] | None) -> RayCapture:
     blocks = [part.reshape(len(out), b.n_heads, b.head_dim) for part, b in zip(flat.split(sizes, dim=1), layout.blocks)]
     tokens = [int(row["image_tokens"]) for row in out]
     activations = HeadActivations(layout, blocks, None if min(tokens) < 0 else tokens)
-    return RayCapture(activations, description["model_id"], description["revision"], model_layout, {int(r["pid"]) for r in out})
+    pids = {int(row["pid"]) for row in out}
+    return RayCapture(activations, description["model_id"], description["revision"], model_layout, description["n_layers"], pids)
 
 
 def _user_error(text: str) -> SAVError:

@@ -71,19 +71,40 @@ def test_another_family_captures_the_same_on_ray(address, tmp_path):
     assert_same_activations(capture_heads(load_model(str(folder)), examples, batch_size=2), result.activations)
 
 
-def test_fit_and_eval_with_ray_write_and_report_what_a_local_run_does(address, tmp_path, capsys):
+def no_model_here(monkeypatch):
+    """With --ray the driver neither loads the model nor captures: a silent local fallback fails."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model ran in the driver")
+
+    for target in ("sav_explorer.cli.classify.load", "sav_explorer.cli.classify.capture_heads", "sav_explorer.atlas.capture_heads"):
+        monkeypatch.setattr(target, refuse)
+
+
+def test_fit_and_eval_with_ray_write_and_report_what_a_local_run_does(address, tmp_path, capsys, monkeypatch):
     common = ["--data", str(COLOUR / "support.jsonl"), "--k", "6", "--json"]
+    queries = ["--classifier", str(tmp_path / "local"), "--data", str(COLOUR / "queries.jsonl"), "--json"]
     assert main(["fit", *common, "--out", str(tmp_path / "local")]) == 0
+    assert main(["eval", *queries]) == 0
+    local_fit, local_eval = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+
+    no_model_here(monkeypatch)
     assert main(["fit", *common, "--out", str(tmp_path / "ray"), "--ray", address]) == 0
-    local_fit, ray_fit = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert main(["eval", *queries, "--ray", address, "--ray-actors", "2"]) == 0
+    ray_fit, ray_eval = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert ray_fit["selected"] == local_fit["selected"] and ray_fit["model"] == local_fit["model"] == BUNDLED_ID
     assert (tmp_path / "ray" / "manifest.json").read_text() == (tmp_path / "local" / "manifest.json").read_text()
-
-    queries = ["--classifier", str(tmp_path / "ray"), "--data", str(COLOUR / "queries.jsonl"), "--json"]
-    assert main(["eval", *queries]) == 0
-    assert main(["eval", *queries, "--ray", address, "--ray-actors", "2"]) == 0
-    local_eval, ray_eval = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert ray_eval["predictions"] == local_eval["predictions"] and ray_eval["n"] == 60
+
+
+def test_the_atlas_on_ray_equals_the_local_atlas(address, tmp_path, capsys, monkeypatch):
+    tasks = [str(REPO / "assets" / "examples" / name / "support.jsonl") for name in ("colour", "size")]
+    command = ["atlas", "--models", BUNDLED_ID, "--tasks", *tasks, "--k", "5", "--json"]
+    assert main([*command, "--out", str(tmp_path / "local")]) == 0
+    no_model_here(monkeypatch)
+    assert main([*command, "--out", str(tmp_path / "ray"), "--ray", address]) == 0
+    local, remote = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert remote == local and [e["task"] for e in remote["entries"]] == ["colour", "size"]
 
 
 def test_a_bad_image_on_ray_is_one_line_naming_it(address, tmp_path, capsys):

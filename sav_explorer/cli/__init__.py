@@ -6,6 +6,7 @@
     python -m sav_explorer attention --classifier runs/colour --out overlays picture.png
     python -m sav_explorer ablate --classifier runs/colour --data assets/examples/colour/queries.jsonl \
         --support assets/examples/colour/support.jsonl --json
+    python -m sav_explorer atlas --models MODEL ... --tasks DATA ... --out atlas [--ray auto]
 
 Errors caused by input print one line to stderr and exit with status 2; nothing is pickled.
 """
@@ -28,7 +29,7 @@ from ..method import HeadOrder, Scoring, TieBreak
 from ..models import default_model_id, quiet_transformers
 from .classify import run_eval, run_fit, run_predict
 from .common import data_options, model_options, ray_options
-from .heads import run_ablate, run_attention, run_compare, run_curve, run_data
+from .heads import run_ablate, run_atlas, run_attention, run_compare, run_curve, run_data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,4 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--json", action="store_true")
     attention.add_argument("images", nargs="*", type=Path)
     attention.set_defaults(run=run_attention)
+    atlas = commands.add_parser("atlas", help="fit every task on every model: a table and a plot of where each task's heads sit")
+    atlas.add_argument("--models", nargs="+", required=True, metavar="MODEL", help="hub ids or local folders")
+    atlas.add_argument("--tasks", nargs="+", required=True, metavar="DATA", help="labeled support sets, one per task")
+    atlas.add_argument("--out", required=True, type=Path, help="folder for atlas.csv, atlas.json, atlas.html and the classifiers")
+    atlas.add_argument("--k", type=int, help="heads per task (default: 20, or every head of a smaller model)")
+    atlas.add_argument("--question", help="question for rows that have none")
+    atlas.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"))
+    atlas.add_argument("--device")
+    atlas.add_argument("--batch-size", type=int, default=8)
+    atlas.add_argument("--max-image-tokens", type=int, metavar="N", help="image tokens per image at most")
+    data_options(atlas)
+    ray_options(atlas)
+    atlas.add_argument("--json", action="store_true")
+    atlas.set_defaults(run=run_atlas, device_map=None)
     return parser

@@ -1,13 +1,15 @@
 """Commands that look at heads: curve (accuracy against k), compare (two tasks), attention (where heads
-look), ablate (whether the model needs them)."""
+look), ablate (whether the model needs them), atlas (many tasks on many models)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ..ablation import ablation_study
 from ..analysis import accuracy_curve, class_indices, compare_tasks
+from ..atlas import Task, build_atlas
 from ..capture import capture_heads
 from ..classifier import SAVClassifier
 from ..data import Example, labels_of, open_image
@@ -168,4 +170,32 @@ def run_data(args) -> int:
     print(f"{len(examples)} examples; labels: " + ", ".join(f"{label} {labels.count(label)}" for label in sorted(set(labels), key=str)))
     for row in rows[:5]:
         print(f"- {row['label']}: {' | '.join(row['images'])}\n  question: {row['question']!r}")
+    return 0
+
+
+def run_atlas(args) -> int:
+    tasks = [Task.named_after(source, read_data(args, source, question=args.question), args.question) for source in args.tasks]
+    ray = None
+    if args.ray:
+        from ..distributed import RayOptions
+
+        ray = RayOptions(args.ray, args.ray_actors, args.ray_cpus)
+    atlas = build_atlas(
+        args.models,
+        tasks,
+        k=args.k,
+        batch_size=args.batch_size,
+        max_image_tokens=args.max_image_tokens,
+        load=lambda model: load(args, model),
+        ray=ray,
+        on_fit=lambda model, task: print(f"fitted {task} on {model}", file=sys.stderr),
+    )
+    written = atlas.write(args.out)
+    if args.json:
+        print(json.dumps({"entries": [entry.to_json() for entry in atlas.entries]}))
+        return 0
+    for entry in atlas.entries:
+        depth = entry.to_json()["mean_relative_depth"]
+        print(f"{entry.model}  {entry.task}: k {entry.k}, mean relative depth {depth:.2f}, leave-one-out {entry.leave_one_out:.3f}")
+    print("written: " + ", ".join(str(path) for path in written))
     return 0
