@@ -12,6 +12,7 @@ The hooks are removed when the block ends, whatever happened inside it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,9 @@ from .errors import DataError
 from .heads import Head, HeadLayout
 from .models import AttentionSite, LoadedModel, build_prompt, count_image_tokens, image_token_id, prepare_inputs
 from .models.budget import budget_settings
+from .models.memory import GB, activation_estimate, check_fits, default_budget_bytes
+
+logger = logging.getLogger(__name__)
 
 
 class _StopForward(Exception):
@@ -124,6 +128,7 @@ def capture_heads(
     should_stop: Callable[[], bool] | None = None,
     max_image_tokens_total: int | None = None,
     max_image_tokens: int | None = None,
+    max_activation_bytes: int | None = None,
 ) -> HeadActivations:
     """Runs the model once per example (in batches) and keeps the last-token head outputs.
 
@@ -132,12 +137,17 @@ def capture_heads(
     the work with `CaptureCancelled`. `max_image_tokens_total` caps the image tokens of the whole
     request: the batch that would pass it is refused before the model runs it. `max_image_tokens`
     is a budget per image, in the family's own processor settings (`models.budget`).
+    `max_activation_bytes` guards memory (`models.memory`; default half the free memory): a batch
+    estimated over it runs one example at a time, and an example over it alone is refused before
+    the model runs.
     """
     image_budget = budget_settings(loaded, max_image_tokens)
+    if max_activation_bytes is None:
+        max_activation_bytes = default_budget_bytes(loaded.input_device)
     counted = image_token_id(loaded) is not None
     image_tokens: list[int] = []
-    tokens_so_far = 0
     sites = list(sites or loaded.sites)
+    deepest = max(site.layer for site in sites)
     if batch_size < 1:
         raise DataError(f"batch size must be at least 1; got {batch_size}")
     blocks: list[list[torch.Tensor]] = [[] for _ in sites]
@@ -146,26 +156,45 @@ def capture_heads(
             raise CaptureCancelled(f"cancelled after {start} of {len(examples)} examples")
         batch = examples[start : start + batch_size]
         images = [example.load_images(max_pixels) for example in batch]
-        questions = [example.question_or(default_question) for example in batch]
-        prompts = [build_prompt(loaded.processor, q, row) for row, q in zip(images, questions)]
-        inputs = prepare_inputs(loaded, images, prompts, image_budget)
-        if counted:
-            counts = count_image_tokens(loaded, inputs["input_ids"])
-            image_tokens += counts
-            tokens_so_far += sum(counts)
-            if max_image_tokens_total is not None and tokens_so_far > max_image_tokens_total:
-                raise DataError(
-                    f"this request needs more than {max_image_tokens_total:,} image tokens, the cap here "
-                    f"(reached after {start + len(batch)} of {len(examples)} examples): use fewer or smaller images"
-                )
-        with HeadCapture(sites, inputs["attention_mask"]) as capture:
-            loaded.model(**inputs, use_cache=False)
-        for index, block in enumerate(capture.blocks()):
-            blocks[index].append(block)
+        prompts = [build_prompt(loaded.processor, example.question_or(default_question), row) for example, row in zip(batch, images)]
+        parts = [prepare_inputs(loaded, images, prompts, image_budget)]
+        if max_activation_bytes:
+            parts = _within_memory(loaded, parts[0], batch, images, prompts, image_budget, deepest, max_activation_bytes)
+        for inputs in parts:
+            if counted:
+                image_tokens += count_image_tokens(loaded, inputs["input_ids"])
+                if max_image_tokens_total is not None and sum(image_tokens) > max_image_tokens_total:
+                    raise DataError(
+                        f"this request needs more than {max_image_tokens_total:,} image tokens, the cap here "
+                        f"(reached after {start + len(batch)} of {len(examples)} examples): use fewer or smaller images"
+                    )
+            with HeadCapture(sites, inputs["attention_mask"]) as capture:
+                loaded.model(**inputs, use_cache=False)
+            for index, block in enumerate(capture.blocks()):
+                blocks[index].append(block)
         if on_batch is not None:
             on_batch(min(start + batch_size, len(examples)), len(examples))
     layout = loaded.layout.restricted_to(site.layer for site in sites)
     return HeadActivations(layout, [torch.cat(parts) for parts in blocks], image_tokens if counted else None)
+
+
+def _within_memory(loaded, inputs, batch, images, prompts, image_budget, deepest: int, budget: int) -> list[dict]:
+    """The batch's inputs, split into single examples when the whole batch is estimated over `budget`;
+    an example over it alone is refused (`models.memory`)."""
+    estimate = activation_estimate(loaded, inputs, deepest)
+    if estimate.bytes <= budget:
+        return [inputs]
+    if len(batch) > 1:
+        logger.warning(
+            "a batch of %d needs %s, over the %.1f GB activation budget: running its examples one at a time",
+            len(batch),
+            estimate.describe(),
+            budget / GB,
+        )
+    parts = [prepare_inputs(loaded, [row], [prompt], image_budget) for row, prompt in zip(images, prompts)] if len(batch) > 1 else [inputs]
+    for example, part in zip(batch, parts):
+        check_fits(activation_estimate(loaded, part, deepest), budget, example.name)
+    return parts
 
 
 class CaptureCancelled(Exception):

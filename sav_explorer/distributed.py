@@ -122,7 +122,7 @@ class CaptureActor:
     the user can act on (an unreadable image, a model that does not load) comes back as a row's
     `error` ("Kind: message"), not as a crash, so that the driver can show its one line."""
 
-    def __init__(self, spec: ModelSpec, layers: list[int] | None, max_image_tokens: int | None, threads: int):
+    def __init__(self, spec: ModelSpec, layers: list[int] | None, max_image_tokens: int | None, threads: int, max_activation_bytes=None):
         torch.set_num_threads(max(1, threads))
         self.failure = ""
         try:
@@ -133,6 +133,7 @@ class CaptureActor:
         self.sites = [s for s in self.loaded.sites if layers is None or s.layer in layers]
         self.width = sum(site.n_heads * site.head_dim for site in self.sites)
         self.max_image_tokens = max_image_tokens
+        self.max_activation_bytes = max_activation_bytes  # None: half of what is free where the actor runs
         self.description = json.dumps(
             {
                 "model_id": self.loaded.model_id,
@@ -151,7 +152,12 @@ class CaptureActor:
                 with tempfile.TemporaryDirectory() as folder:
                     examples = examples_from_rows(batch, Path(folder))
                     activations = capture_heads(
-                        self.loaded, examples, sites=self.sites, batch_size=n, max_image_tokens=self.max_image_tokens
+                        self.loaded,
+                        examples,
+                        sites=self.sites,
+                        batch_size=n,
+                        max_image_tokens=self.max_image_tokens,
+                        max_activation_bytes=self.max_activation_bytes,
                     )
                 flat = torch.cat([block.flatten(1) for block in activations.blocks], dim=1).numpy()
                 tokens = activations.image_tokens or tokens
@@ -186,6 +192,7 @@ def capture_on_ray(
     batch_size: int = 8,
     default_question: str | None = None,
     max_image_tokens: int | None = None,
+    max_activation_bytes: int | None = None,
 ) -> RayCapture:
     """`capture_heads` on a Ray cluster (see the module's doc); `layers` limits the capture as prediction does."""
     if not examples:
@@ -207,6 +214,7 @@ def capture_on_ray(
             "layers": layers,
             "max_image_tokens": max_image_tokens,
             "threads": int(options.cpus_per_actor),
+            "max_activation_bytes": max_activation_bytes,
         },
         batch_size=batch_size,
         batch_format="numpy",

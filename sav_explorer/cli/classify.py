@@ -14,6 +14,7 @@ from ..errors import DataError
 from ..pipeline import capture_for, evaluate, fit_activations, predict_examples, save_activations
 from .common import (
     DEFAULT_K,
+    activation_bytes,
     captured_on_ray,
     classifier_and_model,
     image_token_summary,
@@ -41,6 +42,7 @@ def run_fit(args) -> int:
             default_question=args.question,
             on_batch=progress("capturing heads"),
             max_image_tokens=args.max_image_tokens,
+            max_activation_bytes=activation_bytes(args),
         )
         model_id, revision = loaded.model_id, loaded.revision
     n_heads = activations.layout.n_heads
@@ -97,7 +99,13 @@ def run_eval(args) -> int:
     else:
         clf, loaded = classifier_and_model(args)
         activations = capture_for(
-            loaded, clf, examples, batch_size=args.batch_size, on_batch=progress("classifying"), max_image_tokens=budget
+            loaded,
+            clf,
+            examples,
+            batch_size=args.batch_size,
+            on_batch=progress("classifying"),
+            max_image_tokens=budget,
+            max_activation_bytes=activation_bytes(args),
         )
     predictions = clf.explain(activations)
     report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])
@@ -140,6 +148,7 @@ def run_predict(args) -> int:
         batch_size=args.batch_size,
         default_question=question,
         max_image_tokens=args.max_image_tokens or clf.max_image_tokens,
+        max_activation_bytes=activation_bytes(args),
     )
     rows = [{"image": str(path), "label": p.label, "votes": p.votes} for path, p in zip(args.images, predictions)]
     if args.json:

@@ -27,6 +27,13 @@ def model_options(parser: argparse.ArgumentParser, default: str | None) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     parser.add_argument("--device-map", help="e.g. auto: shard across GPUs with accelerate (replaces --device)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--max-activation-gb",
+        type=float,
+        metavar="GB",
+        help="activation memory a forward pass may take (default: half the free memory, or $SAV_MAX_ACTIVATION_GB); "
+        "a batch over it runs one example at a time, an example over it is refused",
+    )
     help_budget = "image tokens per image at most, in the family's own processor settings"
     parser.add_argument(
         "--max-image-tokens",
@@ -70,6 +77,7 @@ def captured_on_ray(args, model_id: str, examples: list[Example], *, layers=None
         batch_size=args.batch_size,
         default_question=question,
         max_image_tokens=budget,
+        max_activation_bytes=activation_bytes(args),
     )
 
 
@@ -132,3 +140,13 @@ def parse_heads(texts: list[str]) -> list[tuple[int, int]]:
             raise DataError(f"heads are written layer:head, e.g. 2:0; got {text!r}")
         heads.append((int(layer), int(head)))
     return list(dict.fromkeys(heads))
+
+
+def activation_bytes(args) -> int | None:
+    """--max-activation-gb in bytes (None: the default budget)."""
+    gb = getattr(args, "max_activation_gb", None)
+    if gb is None:
+        return None
+    if gb <= 0:
+        raise DataError(f"--max-activation-gb must be positive; got {gb}")
+    return int(gb * 1024**3)

@@ -17,7 +17,7 @@ from ..errors import DataError
 from ..lens import density_on_image, look, overlay
 from ..models import default_model_id
 from ..pipeline import load_activations
-from .common import classifier_and_model, load, parse_heads, progress, read_data
+from .common import activation_bytes, classifier_and_model, load, parse_heads, progress, read_data
 
 
 def run_curve(args) -> int:
@@ -33,6 +33,7 @@ def run_curve(args) -> int:
             batch_size=args.batch_size,
             on_batch=progress("capturing heads"),
             max_image_tokens=args.max_image_tokens or clf.max_image_tokens,
+            max_activation_bytes=activation_bytes(args),
         )
         test_sims = clf.similarities(activations)
         test_labels = class_indices(clf, labels_of(examples))
