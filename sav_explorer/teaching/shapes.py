@@ -70,10 +70,9 @@ class Scene:
 class ShapesWorld:
     """Samples scenes, renders them and asks questions about them."""
 
-    def __init__(self, image_size: int = IMAGE_SIZE, colour_jitter: int = 18, near_miss_share: float = 0.5):
+    def __init__(self, image_size: int = IMAGE_SIZE, colour_jitter: int = 18):
         self.image_size = image_size
         self.colour_jitter = colour_jitter
-        self.near_miss_share = near_miss_share  # of the absent presence questions, see `question`
 
     def sample_scene(
         self,
@@ -151,10 +150,10 @@ class ShapesWorld:
             else:
                 present = {(o.colour, o.shape) for o in objects}
                 absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
-                # Some absent questions (half, by default) share a colour or shape with an object in
-                # the scene, so that the answer needs the binding, not just one attribute.
+                # Half of the absent questions share a colour or shape with an object in the
+                # scene, so that the answer needs the binding, not just one attribute.
                 near = [(c, s) for c, s in absent if any(o.colour == c or o.shape == s for o in objects)]
-                colour, shape = rng.choice(near if near and rng.random() < self.near_miss_share else absent)
+                colour, shape = rng.choice(near if near and rng.random() < 0.5 else absent)
             answer = "yes" if any(o.colour == colour and o.shape == shape for o in objects) else "no"
             return QUESTIONS[kind].format(colour=colour, shape=shape), answer
         if kind == "relation":

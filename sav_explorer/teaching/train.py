@@ -99,19 +99,6 @@ DRAWING_WEIGHTS = {
     "relation": 1.0,
     "describe": 3.0,
 }
-# A last, gentler pass of the decoder alone over the same mix: presence (its near misses asked
-# more often), count and descriptions, which the drawing stage left a little below the release
-# before it.
-SETTLING_WEIGHTS = {
-    "colour": 1.0,
-    "shape": 1.0,
-    "size": 0.5,
-    "position": 0.5,
-    "count": 2.0,
-    "presence": 3.0,
-    "relation": 1.0,
-    "describe": 3.0,
-}
 # Per-patch attributes the tower is taught: what an object is, and where it is (side of the
 # image, place counting from the left).
 SEEING = ("colour", "shape", "size")
@@ -135,12 +122,9 @@ class TrainConfig:
     binding_steps: int = 2500  # stage 3: everything, binding-heavy questions, the probes kept on
     redrawing_steps: int = 1000  # stage 4: the tower on drawings as well as renders, held to what it saw of renders
     drawing_steps: int = 3000  # stage 4, then everything on questions about drawings and renders
-    settling_steps: int = 1500  # stage 5: the decoder alone, tower and projector frozen
-    drawn_share: float = 0.5  # of stage 4's and 5's images, drawn in the style of `drawn`
+    drawn_share: float = 0.5  # of stage 4's images, drawn in the style of `drawn`
     redrawing_lr: float = 6e-4  # the tower in stage 4's first part
     drawing_lr: float = 3e-4  # the decoder in stage 4 (tower and projector at finetune_lr)
-    settling_lr: float = 1e-4  # the decoder in stage 5
-    settling_near_misses: float = 0.75  # of stage 5's absent presence questions, those one attribute away
     anchor_weight: float = 1.0  # keeps the tower's reading of renders while it learns drawings
     batch: int = 32
     lr: float = 2e-3
@@ -407,7 +391,7 @@ def run_stage(name, groups, steps, cfg, make_loss, report) -> dict:
     return {"stage": name, "steps": steps, "seconds": round(time.time() - start, 1), "history": history}
 
 
-STAGES = ("seeing", "aligning", "reading", "answering", "binding", "redrawing", "drawing", "settling")
+STAGES = ("seeing", "aligning", "reading", "answering", "binding", "redrawing", "drawing")
 
 
 def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: Path | None = None) -> None:
@@ -470,23 +454,6 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
             stages.append(
                 train_answering(
                     name, model, probe, processor, world, rng, cfg, cfg.drawing_steps, DRAWING_WEIGHTS, cfg.drawing_lr, cfg.drawn_share
-                )
-            )
-        elif name == "settling":
-            near_misses = ShapesWorld(near_miss_share=cfg.settling_near_misses)
-            stages.append(
-                train_answering(
-                    name,
-                    model,
-                    None,
-                    processor,
-                    near_misses,
-                    seeded(name),
-                    cfg,
-                    cfg.settling_steps,
-                    SETTLING_WEIGHTS,
-                    cfg.settling_lr,
-                    cfg.drawn_share,
                 )
             )
         if checkpoints is not None and name != STAGES[-1]:
