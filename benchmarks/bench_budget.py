@@ -28,29 +28,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 
 def build(folder: Path) -> Path:
-    """SmolVLM-256M's shape with random weights, and a processor as published, saved with save_pretrained."""
-    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+    """SmolVLM-256M's shape with random weights, and a processor as published (`tests/real_size_models.py`)."""
+    from real_size_models import build_real
 
-    from tiny_models import _special_ids, smolvlm_processor
-
-    processor = smolvlm_processor(longest_edge=2048, split=512, image_seq_len=64)  # as published
-    tok = processor.tokenizer
-    text = dict(
-        model_type="llama",
-        vocab_size=49280,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=8192,
-        **_special_ids(tok),
-    )
-    vision = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=512, patch_size=16)
-    config = SmolVLMConfig(vision_config=vision, text_config=text, image_token_id=tok.image_token_id, scale_factor=4, **_special_ids(tok))
-    SmolVLMForConditionalGeneration(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return build_real("smolvlm-256m", folder)
 
 
 def measure(folder: str, budget: int | None, n_images: int) -> dict:
