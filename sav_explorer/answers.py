@@ -125,6 +125,12 @@ def zero_shot(
             predicted += chosen
         if on_batch is not None:
             on_batch(min(start + batch_size, len(queries)), len(queries))
+    return report_of(method, queries, answers, predicted)
+
+
+def report_of(method: str, queries: Sequence[Example], answers: list[str], predicted: list[str | None]) -> ZeroShotReport:
+    """The report of answers read elsewhere (in Ray actors, say), with a few samples of each kind."""
+    truth = [q.label for q in queries]
     samples: dict[str, list[dict]] = {"right": [], "wrong": [], "unmatched": []}
     for example, answer, guess, label in zip(queries, answers, predicted, truth):
         kind = "unmatched" if guess is None else "right" if guess == label else "wrong"

@@ -129,6 +129,7 @@ def capture_heads(
     max_image_tokens_total: int | None = None,
     max_image_tokens: int | None = None,
     max_activation_bytes: int | None = None,
+    video_frames: int | None = None,
 ) -> HeadActivations:
     """Runs the model once per example (in batches) and keeps the last-token head outputs.
 
@@ -136,7 +137,8 @@ def capture_heads(
     `on_batch(done, total)` reports progress; `should_stop()` is asked between batches and ends
     the work with `CaptureCancelled`. `max_image_tokens_total` caps the image tokens of the whole
     request: the batch that would pass it is refused before the model runs it. `max_image_tokens`
-    is a budget per image, in the family's own processor settings (`models.budget`).
+    is a budget per image, in the family's own processor settings (`models.budget`); `video_frames`
+    samples that many frames of each video (default: the processor's own sampling).
     `max_activation_bytes` guards memory (`models.memory`; default half the free memory): a batch
     estimated over it runs one example at a time, and an example over it alone is refused before
     the model runs.
@@ -157,9 +159,10 @@ def capture_heads(
         batch = examples[start : start + batch_size]
         images = [example.load_images(max_pixels) for example in batch]
         prompts = [build_prompt(loaded.processor, example.question_or(default_question), row) for example, row in zip(batch, images)]
-        parts = [prepare_inputs(loaded, images, prompts, image_budget)]
+        parts = [prepare_inputs(loaded, images, prompts, image_budget, video_frames)]
         if max_activation_bytes:
-            parts = _within_memory(loaded, parts[0], batch, images, prompts, image_budget, deepest, max_activation_bytes)
+            settings = (image_budget, video_frames)
+            parts = _within_memory(loaded, parts[0], batch, images, prompts, settings, deepest, max_activation_bytes)
         for inputs in parts:
             if counted:
                 image_tokens += count_image_tokens(loaded, inputs["input_ids"])
@@ -178,7 +181,7 @@ def capture_heads(
     return HeadActivations(layout, [torch.cat(parts) for parts in blocks], image_tokens if counted else None)
 
 
-def _within_memory(loaded, inputs, batch, images, prompts, image_budget, deepest: int, budget: int) -> list[dict]:
+def _within_memory(loaded, inputs, batch, images, prompts, settings: tuple, deepest: int, budget: int) -> list[dict]:
     """The batch's inputs, split into single examples when the whole batch is estimated over `budget`;
     an example over it alone is refused (`models.memory`)."""
     estimate = activation_estimate(loaded, inputs, deepest)
@@ -191,7 +194,7 @@ def _within_memory(loaded, inputs, batch, images, prompts, image_budget, deepest
             estimate.describe(),
             budget / GB,
         )
-    parts = [prepare_inputs(loaded, [row], [prompt], image_budget) for row, prompt in zip(images, prompts)] if len(batch) > 1 else [inputs]
+    parts = [prepare_inputs(loaded, [row], [prompt], *settings) for row, prompt in zip(images, prompts)] if len(batch) > 1 else [inputs]
     for example, part in zip(batch, parts):
         check_fits(activation_estimate(loaded, part, deepest), budget, example.name)
     return parts

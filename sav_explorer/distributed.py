@@ -100,40 +100,42 @@ def example_row(index: int, example: Example, question: str | None) -> dict:
             raise DataError(f"image file not found: {path}")
         names.append(path.name)
         files.append(path.read_bytes())
-    return {"index": index, "names": names, "files": files, "question": example.question_or(question)}
+    return {"index": index, "names": names, "files": files, "question": example.question_or(question), "label": example.label or ""}
+
+
+def as_batch(rows: list[dict]) -> dict:
+    """Rows as the columns a batch has (for examples an actor needs whole, such as a support set)."""
+    return {key: [row[key] for row in rows] for key in rows[0]} if rows else {"index": []}
 
 
 def examples_from_rows(batch: dict, folder: Path) -> list[Example]:
     """The batch's examples with their files written under `folder` (one sub-folder per image, so names may repeat)."""
     examples = []
-    for index, names, files, question in zip(batch["index"], batch["names"], batch["files"], batch["question"]):
+    for index, names, files, question, label in zip(batch["index"], batch["names"], batch["files"], batch["question"], batch["label"]):
         paths = []
         for number, (name, data) in enumerate(zip(names, files)):
             path = folder / f"{index}-{number}" / Path(str(name)).name
             path.parent.mkdir(parents=True)
             path.write_bytes(bytes(data))
             paths.append(path)
-        examples.append(Example(tuple(paths), str(question)))
+        examples.append(Example(tuple(paths), str(question), str(label) or None))
     return examples
 
 
-class CaptureActor:
-    """A Ray Data callable class: loads the model once, then captures the heads of each batch. An error
-    the user can act on (an unreadable image, a model that does not load) comes back as a row's
-    `error` ("Kind: message"), not as a crash, so that the driver can show its one line."""
+class ModelActor:
+    """A Ray Data callable class: loads the model once, then runs `task` on each batch of examples.
+    An error the user can act on (an unreadable image, a model that does not load) comes back as a
+    row's `error` ("Kind: message"), not as a crash, so that the driver can show its one line."""
 
-    def __init__(self, spec: ModelSpec, layers: list[int] | None, max_image_tokens: int | None, threads: int, max_activation_bytes=None):
+    def __init__(self, spec: ModelSpec, task, threads: int):
         torch.set_num_threads(max(1, threads))
-        self.failure = ""
+        self.task, self.failure, self.description = task, "", ""
         try:
             self.loaded = spec.load()
+            task.setup(self.loaded)
         except SAVError as error:
             self.failure = f"{type(error).__name__}: {error}"
             return
-        self.sites = [s for s in self.loaded.sites if layers is None or s.layer in layers]
-        self.width = sum(site.n_heads * site.head_dim for site in self.sites)
-        self.max_image_tokens = max_image_tokens
-        self.max_activation_bytes = max_activation_bytes  # None: half of what is free where the actor runs
         self.description = json.dumps(
             {
                 "model_id": self.loaded.model_id,
@@ -145,32 +147,48 @@ class CaptureActor:
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["index"])
-        error = self.failure
-        flat, tokens = np.zeros((n, 0 if error else self.width), dtype=np.float32), [-1] * n
+        error, columns = self.failure, None
         if not error:
             try:
                 with tempfile.TemporaryDirectory() as folder:
-                    examples = examples_from_rows(batch, Path(folder))
-                    activations = capture_heads(
-                        self.loaded,
-                        examples,
-                        sites=self.sites,
-                        batch_size=n,
-                        max_image_tokens=self.max_image_tokens,
-                        max_activation_bytes=self.max_activation_bytes,
-                    )
-                flat = torch.cat([block.flatten(1) for block in activations.blocks], dim=1).numpy()
-                tokens = activations.image_tokens or tokens
+                    columns = self.task(self.loaded, examples_from_rows(batch, Path(folder)))
             except SAVError as failure:
                 error = f"{type(failure).__name__}: {failure}"
         return {
             "index": np.asarray(batch["index"]),
-            "activations": flat,
-            "image_tokens": np.asarray(tokens, dtype=np.int64),
             "pid": np.full(n, os.getpid()),
             "model": np.asarray(["" if error else self.description] * n, dtype=object),
             "error": np.asarray([error] * n, dtype=object),
+            **(columns if columns is not None else self.task.empty(n)),
         }
+
+
+class CaptureTask:
+    """Each example's heads, flattened: `capture_heads` in an actor."""
+
+    def __init__(self, layers: list[int] | None, max_image_tokens: int | None, max_activation_bytes: int | None, video_frames=None):
+        self.layers, self.max_image_tokens, self.video_frames = layers, max_image_tokens, video_frames
+        self.max_activation_bytes = max_activation_bytes  # None: half of what is free where the actor runs
+
+    def setup(self, loaded: LoadedModel) -> None:
+        self.sites = [s for s in loaded.sites if self.layers is None or s.layer in self.layers]
+
+    def __call__(self, loaded: LoadedModel, examples: list[Example]) -> dict:
+        activations = capture_heads(
+            loaded,
+            examples,
+            sites=self.sites,
+            batch_size=len(examples),
+            max_image_tokens=self.max_image_tokens,
+            max_activation_bytes=self.max_activation_bytes,
+            video_frames=self.video_frames,
+        )
+        tokens = activations.image_tokens or [-1] * len(examples)
+        flat = torch.cat([block.flatten(1) for block in activations.blocks], dim=1).numpy()
+        return {"activations": flat, "image_tokens": np.asarray(tokens, dtype=np.int64)}
+
+    def empty(self, n: int) -> dict:
+        return {"activations": np.zeros((n, 0), dtype=np.float32), "image_tokens": np.full(n, -1, dtype=np.int64)}
 
 
 @dataclass
@@ -183,23 +201,11 @@ class RayCapture:
     worker_pids: set[int]  # the processes that captured the rows
 
 
-def capture_on_ray(
-    options: RayOptions,
-    spec: ModelSpec,
-    examples: list[Example],
-    *,
-    layers: list[int] | None = None,
-    batch_size: int = 8,
-    default_question: str | None = None,
-    max_image_tokens: int | None = None,
-    max_activation_bytes: int | None = None,
-) -> RayCapture:
-    """`capture_heads` on a Ray cluster (see the module's doc); `layers` limits the capture as prediction does."""
-    if not examples:
-        raise DataError("no examples to capture")
+def run_on_ray(options: RayOptions, spec: ModelSpec, task, rows: list[dict], batch_size: int) -> tuple[list[dict], dict, set[int]]:
+    """`task` over the rows (`example_row`) in an actor pool: the output rows in order, the model's
+    description (id, revision, layers, layout) and the worker process ids."""
     if batch_size < 1:
         raise DataError(f"batch size must be at least 1; got {batch_size}")
-    rows = [example_row(i, example, default_question) for i, example in enumerate(examples)]
     ray = connect(options.address)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
@@ -208,14 +214,8 @@ def capture_on_ray(
     actors = options.actors or (gpus if gpus else max(1, int(cpus // options.cpus_per_actor)))
     actors = max(1, min(actors, -(-len(rows) // batch_size)))  # no idle actor loading a model for nothing
     dataset = ray.data.from_items(rows).map_batches(
-        CaptureActor,
-        fn_constructor_kwargs={
-            "spec": spec,
-            "layers": layers,
-            "max_image_tokens": max_image_tokens,
-            "threads": int(options.cpus_per_actor),
-            "max_activation_bytes": max_activation_bytes,
-        },
+        ModelActor,
+        fn_constructor_kwargs={"spec": spec, "task": task, "threads": int(options.cpus_per_actor)},
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
@@ -228,19 +228,43 @@ def capture_on_ray(
         raise _user_error(failed)
     if [int(row["index"]) for row in out] != list(range(len(rows))):
         raise RuntimeError("Ray returned the examples out of order although preserve_order was set")
-    return _assemble(out, layers)
+    return out, json.loads(out[0]["model"]), {int(row["pid"]) for row in out}
 
 
-def _assemble(out: list[dict], layers: list[int] | None) -> RayCapture:
-    description = json.loads(out[0]["model"])
-    model_layout = HeadLayout(tuple(LayerBlock(*block) for block in description["layout"]))
+def capture_on_ray(
+    options: RayOptions,
+    spec: ModelSpec,
+    examples: list[Example],
+    *,
+    layers: list[int] | None = None,
+    batch_size: int = 8,
+    default_question: str | None = None,
+    max_image_tokens: int | None = None,
+    max_activation_bytes: int | None = None,
+    video_frames: int | None = None,
+) -> RayCapture:
+    """`capture_heads` on a Ray cluster (see the module's doc); `layers` limits the capture as prediction does."""
+    if not examples:
+        raise DataError("no examples to capture")
+    rows = [example_row(i, example, default_question) for i, example in enumerate(examples)]
+    task = CaptureTask(layers, max_image_tokens, max_activation_bytes, video_frames)
+    out, description, pids = run_on_ray(options, spec, task, rows, batch_size)
+    return _assemble(out, description, layers, pids)
+
+
+def layout_of(description: dict) -> HeadLayout:
+    """Every head of the model an actor loaded, from its description."""
+    return HeadLayout(tuple(LayerBlock(*block) for block in description["layout"]))
+
+
+def _assemble(out: list[dict], description: dict, layers: list[int] | None, pids: set[int]) -> RayCapture:
+    model_layout = layout_of(description)
     layout = model_layout if layers is None else model_layout.restricted_to(layers)
     flat = torch.from_numpy(np.stack([row["activations"] for row in out]))
     sizes = [block.n_heads * block.head_dim for block in layout.blocks]
     blocks = [part.reshape(len(out), b.n_heads, b.head_dim) for part, b in zip(flat.split(sizes, dim=1), layout.blocks)]
     tokens = [int(row["image_tokens"]) for row in out]
     activations = HeadActivations(layout, blocks, None if min(tokens) < 0 else tokens)
-    pids = {int(row["pid"]) for row in out}
     return RayCapture(activations, description["model_id"], description["revision"], model_layout, description["n_layers"], pids)
 
 

@@ -281,3 +281,47 @@ def overlay(image: Image.Image, density: torch.Tensor, alpha: float = 0.65, min_
     mask = heat.point(lambda v: int(alpha * 255 * math.sqrt(v / 255)))
     base = Image.blend(image, Image.new("RGB", image.size, (30, 30, 60)), 0.45)
     return Image.composite(colour, base, mask)
+
+
+def lens_report(lens: Lens, heads: Sequence[Head]) -> dict:
+    """The lens as JSON: the layout's note, and per head its shares and its grid maps on the first image."""
+    views = []
+    for head in heads:
+        view = lens.heads[head]
+        maps = [{"view": m.view, "rows": m.rows, "cols": m.cols, "grid": m.grid, "box": list(m.box)} for m in view.maps[0]]
+        shares = {name: getattr(view, name) for name in ("image_share", "layout_share", "text_share", "first_token_share")}
+        views.append({"layer": view.layer, "head": view.head, **shares, "maps": maps})
+    return {"layout": lens.layout.note or "known", "heads": views}
+
+
+def maps_of(head_report: dict) -> list[GridMap]:
+    """A head's grid maps back from `lens_report`'s JSON, for `density_on_image`."""
+    return [GridMap(m["view"], m["rows"], m["cols"], tuple(m["box"]), m["grid"]) for m in head_report["maps"]]
+
+
+class LensTask:
+    """In a Ray actor (`distributed`): `lens_report` for each example."""
+
+    def __init__(self, heads: Sequence[Head], weighting: Weighting, max_image_tokens: int | None):
+        self.heads, self.weighting, self.max_image_tokens = list(heads), weighting, max_image_tokens
+
+    def setup(self, loaded: LoadedModel) -> None:
+        pass
+
+    def __call__(self, loaded: LoadedModel, examples: list[Example]) -> dict:
+        import json
+
+        import numpy as np
+
+        reports = [
+            json.dumps(
+                lens_report(look(loaded, e, self.heads, weighting=self.weighting, max_image_tokens=self.max_image_tokens), self.heads)
+            )
+            for e in examples
+        ]
+        return {"lens": np.asarray(reports, dtype=object)}
+
+    def empty(self, n: int) -> dict:
+        import numpy as np
+
+        return {"lens": np.asarray([""] * n, dtype=object)}

@@ -77,7 +77,13 @@ def no_model_here(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model ran in the driver")
 
-    for target in ("sav_explorer.cli.classify.load", "sav_explorer.cli.classify.capture_heads", "sav_explorer.atlas.capture_heads"):
+    for target in (
+        "sav_explorer.cli.classify.load",
+        "sav_explorer.cli.classify.capture_heads",
+        "sav_explorer.atlas.capture_heads",
+        "sav_explorer.cli.heads.classifier_and_model",
+        "sav_explorer.cli.heads.ablation_study",
+    ):
         monkeypatch.setattr(target, refuse)
 
 
@@ -122,3 +128,36 @@ def test_without_ray_the_flag_says_how_to_install_it(monkeypatch, tmp_path, caps
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     status = main(["fit", "--data", str(COLOUR / "support.jsonl"), "--out", str(tmp_path / "out"), "--ray", "local"])
     assert status == 2 and "pip install -r requirements-ray.txt" in capsys.readouterr().err
+
+
+def test_ablation_on_ray_reads_the_same_answers_as_a_local_run(address, tmp_path, capsys, monkeypatch):
+    queries = tmp_path / "queries.jsonl"
+    rows = (COLOUR / "queries.jsonl").read_text().splitlines()[::5]  # 12 queries, every colour
+    queries.write_text("\n".join(rows))
+    for row in rows:
+        name = json.loads(row)["image"]
+        (tmp_path / name).write_bytes((COLOUR / name).read_bytes())
+    assert main(["fit", "--data", str(COLOUR / "support.jsonl"), "--k", "6", "--out", str(tmp_path / "clf")]) == 0
+    command = ["ablate", "--classifier", str(tmp_path / "clf"), "--data", str(queries), "--support", str(COLOUR / "support.jsonl")]
+    command += ["--random", "2", "--batch-size", "4", "--json"]
+    capsys.readouterr()
+    assert main(command) == 0
+    no_model_here(monkeypatch)
+    assert main([*command, "--ray", address, "--ray-actors", "2"]) == 0
+    local, remote = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert remote == local
+    assert remote["ablated_accuracy"] < remote["baseline_accuracy"] == 1.0  # the colour heads matter: a run that did something
+
+
+def test_the_lens_on_ray_reports_and_draws_what_a_local_run_does(address, tmp_path, capsys, monkeypatch):
+    images = [str(COLOUR / "queries_blue_0.png"), str(COLOUR / "queries_red_1.png")]
+    command = ["attention", "--heads", "2:0", "2:1", "--question", "what color is the shape ?", "--json", *images]
+    assert main([*command, "--out", str(tmp_path / "local")]) == 0
+    monkeypatch.setattr("sav_explorer.cli.heads.look", lambda *a, **k: pytest.fail("the lens ran in the driver"))
+    monkeypatch.setattr("sav_explorer.cli.heads.load", lambda *a, **k: pytest.fail("the model loaded in the driver"))
+    assert main([*command, "--out", str(tmp_path / "ray"), "--ray", address]) == 0
+    local, remote = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert remote == local and len(remote["images"]) == 2 and remote["images"][0]["heads"][0]["maps"]
+    drawn = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert drawn == sorted(p.name for p in (tmp_path / "ray").iterdir()) and len(drawn) == 4
+    assert all((tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes() for name in drawn)

@@ -15,7 +15,7 @@ from sav_explorer.lens import look
 from sav_explorer.models import build_prompt, load_model, prepare_inputs
 from tiny_models import build_tiny
 
-VIDEO_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+VIDEO_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "llava_onevision", "smolvlm", "internvl", "gemma4")
 
 
 def write_video(path, frames: int = 8, size=(64, 48)):
@@ -40,16 +40,24 @@ def clip(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("video") / "clip.mp4")
 
 
+FRAMES_AS_IMAGES = ("smolvlm", "internvl")  # their processors hand a video's frames to the tower as images
+FRAMES_NEEDED = {"gemma4": 8}  # Gemma 4 samples 32 frames by default, more than the 8-frame clip has: --frames
+
+
 @pytest.mark.parametrize("family", VIDEO_FAMILIES)
 def test_a_video_row_is_captured_and_its_heads_are_the_o_proj_input(tmp_path, clip, family):
     loaded = load_model(str(build_tiny(family, tmp_path / family)), device="cpu")
     example = Example((clip,), "What moves?")
-    activations = capture_heads(loaded, [example, example])
-    assert activations.n_examples == 2
+    frames = FRAMES_NEEDED.get(family)
+    activations = capture_heads(loaded, [example, example], video_frames=frames)
+    assert activations.n_examples == 2 and activations.image_tokens[0] > 0  # a video's tokens are counted
     # the invariant: concatenated heads equal the o_proj input at the last token, read directly
     row = example.load_images()
-    inputs = prepare_inputs(loaded, [row], [build_prompt(loaded.processor, "What moves?", row)])
-    assert "pixel_values_videos" in inputs and "pixel_values" not in inputs
+    inputs = prepare_inputs(loaded, [row], [build_prompt(loaded.processor, "What moves?", row)], video_frames=frames)
+    if family in FRAMES_AS_IMAGES:
+        assert inputs["pixel_values"].shape[:2].numel() >= 2  # several frames went in
+    else:
+        assert "pixel_values_videos" in inputs and "pixel_values" not in inputs
     seen = {}
     site = loaded.sites[-1]
     handle = site.module.register_forward_pre_hook(lambda module, args: seen.update(x=args[0][0, -1].detach()))
@@ -77,3 +85,18 @@ def test_video_rows_load_from_a_data_file_and_the_lens_says_it_reads_images_only
     loaded = load_model(str(build_tiny("qwen2_vl", tmp_path / "qwen")), device="cpu")
     with pytest.raises(DataError, match="does not read video yet"):
         look(loaded, examples[0], [(0, 0)])
+
+
+def test_frames_samples_that_many_frames_evenly_and_refuses_more_than_a_video_has(tmp_path, clip):
+    loaded = load_model(str(build_tiny("qwen2_vl", tmp_path / "qwen")), device="cpu")
+    row = Example((clip,), "What moves?").load_images()
+    prompt = [build_prompt(loaded.processor, "What moves?", row)]
+
+    def temporal_groups(frames):
+        return int(prepare_inputs(loaded, [row], prompt, video_frames=frames)["video_grid_thw"][0, 0])
+
+    assert [temporal_groups(n) for n in (8, 4, 2)] == [4, 2, 1]  # two frames per temporal patch
+    with pytest.raises(DataError, match="between 1 and the shortest video's 8 frames"):
+        temporal_groups(9)
+    fewer = capture_heads(loaded, [Example((clip,), "What moves?")], video_frames=2)
+    assert fewer.n_examples == 1 and fewer.image_tokens[0] < capture_heads(loaded, [Example((clip,), "What moves?")]).image_tokens[0]

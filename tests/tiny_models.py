@@ -330,7 +330,7 @@ def _llava_onevision(folder: pathlib.Path) -> pathlib.Path:
         video_processor=LlavaOnevisionVideoProcessor(size={"height": img, "width": img}),
         num_image_tokens=(img // patch) ** 2,
         vision_feature_select_strategy="full",
-        chat_template=_chatml("<image>\n"),
+        chat_template=_chatml("<image>\n", video="<video>\n"),
     )
     config = LlavaOnevisionConfig(
         vision_config=_siglip_vision(img, patch, vision_use_head=False),
@@ -639,6 +639,7 @@ def smolvlm_processor(longest_edge: int, split: int, image_seq_len: int):
         headers={"system": "System: ", "user": "User:", "assistant": "Assistant: "},
         eot="<end_of_utterance>\n",
         image="<image>",
+        video="<video>",
         gen="Assistant:",
     )
     return SmolVLMProcessor(
@@ -776,6 +777,7 @@ def _gemma4(folder: pathlib.Path) -> pathlib.Path:
         headers={"system": "<|turn>system\n", "user": "<|turn>user\n", "assistant": "<|turn>model\n"},
         eot="<turn|>\n",
         image="<|image|>",
+        video="<|video|>",
         gen="<|turn>model\n",
     )
     processor = Gemma4Processor(
@@ -897,7 +899,7 @@ def _internvl(folder: pathlib.Path) -> pathlib.Path:
         tokenizer=tok,
         video_processor=InternVLVideoProcessor(size={"height": img, "width": img}),
         image_seq_length=seq,
-        chat_template=_chatml("<IMG_CONTEXT>\n"),
+        chat_template=_chatml("<IMG_CONTEXT>\n", video="<video>\n"),
     )
     config = InternVLConfig(
         vision_config=dict(

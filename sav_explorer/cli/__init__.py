@@ -28,7 +28,7 @@ from ..lens import Weighting
 from ..method import HeadOrder, Scoring, TieBreak
 from ..models import default_model_id, quiet_transformers
 from .classify import run_eval, run_fit, run_predict
-from .common import data_options, model_options, ray_options
+from .common import data_options, frames_option, model_options, ray_options
 from .heads import run_ablate, run_atlas, run_attention, run_compare, run_curve, run_data
 
 
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--head-order", choices=get_args(HeadOrder), default=DEFAULT_HEAD_ORDER, help="order of heads with equal scores")
     fit.add_argument("--save-activations", action="store_true", help="also write activations.safetensors")
     data_options(fit)
+    frames_option(fit)
     ray_options(fit)
     fit.add_argument("--json", action="store_true", help="print a JSON summary")
     fit.set_defaults(run=run_fit)
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also score the model's own answers (generate: free answers matched to the labels; likelihood: forced choice)",
     )
     data_options(ev)
+    frames_option(ev)
     ray_options(ev)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(run=run_eval)
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--data", help="a labeled test set: captured once, then re-scored for every k")
     curve.add_argument("--question", help="question for rows that have none (default: the classifier's)")
     data_options(curve)
+    frames_option(curve)
     curve.add_argument("--json", action="store_true")
     curve.set_defaults(run=run_curve)
 
@@ -129,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--question", help="question for rows that have none (default: the classifier's)")
     ablate.add_argument("--seed", type=int, default=0)
     data_options(ablate)
+    ray_options(ablate)
     ablate.add_argument("--json", action="store_true")
     ablate.set_defaults(run=run_ablate)
 
@@ -149,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--weighting", choices=get_args(Weighting), default="attention", help="value: weights times value norms")
     attention.add_argument("--out", type=Path, help="folder for one overlay PNG per image and head")
     attention.add_argument("--json", action="store_true")
+    ray_options(attention)
     attention.add_argument("images", nargs="*", type=Path)
     attention.set_defaults(run=run_attention)
     atlas = commands.add_parser("atlas", help="fit every task on every model: a table and a plot of where each task's heads sit")

@@ -30,7 +30,7 @@ def run_fit(args) -> int:
     labels = labels_of(examples)
     check_classes(labels)  # before any model work
     if args.ray:
-        captured = captured_on_ray(args, args.model, examples, question=args.question, budget=args.max_image_tokens)
+        captured = captured_on_ray(args, examples, question=args.question, budget=args.max_image_tokens)
         activations, model_id, revision = captured.activations, captured.model_id, captured.revision
     else:
         loaded = load(args, args.model)
@@ -43,6 +43,7 @@ def run_fit(args) -> int:
             on_batch=progress("capturing heads"),
             max_image_tokens=args.max_image_tokens,
             max_activation_bytes=activation_bytes(args),
+            video_frames=args.frames,
         )
         model_id, revision = loaded.model_id, loaded.revision
     n_heads = activations.layout.n_heads
@@ -92,8 +93,7 @@ def run_eval(args) -> int:
     truth = labels_of(examples)
     budget = args.max_image_tokens or clf.max_image_tokens
     if args.ray:
-        model_id = args.model or clf.manifest_.model_id
-        captured = captured_on_ray(args, model_id, examples, layers=clf.needed_layers(), question=question, budget=budget)
+        captured = captured_on_ray(args, examples, clf, layers=clf.needed_layers(), question=question, budget=budget)
         clf.manifest_.check_matches(captured.model_id, captured.revision, captured.model_layout)
         activations = captured.activations
     else:
@@ -106,6 +106,7 @@ def run_eval(args) -> int:
             on_batch=progress("classifying"),
             max_image_tokens=budget,
             max_activation_bytes=activation_bytes(args),
+            video_frames=args.frames,
         )
     predictions = clf.explain(activations)
     report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])

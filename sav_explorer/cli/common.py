@@ -11,7 +11,7 @@ from tqdm import tqdm
 from ..classifier import SAVClassifier
 from ..data import Example, load_examples
 from ..errors import DataError
-from ..models import load_model, unseen_words
+from ..models import default_model_id, load_model, unseen_words
 from ..official import FORMATS, parse_image_roots, read_official
 
 DEFAULT_K = 20  # the paper's
@@ -54,6 +54,12 @@ def data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def frames_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--frames", type=int, metavar="N", help="frames sampled evenly from each video row (default: the processor's own sampling)"
+    )
+
+
 def ray_options(parser: argparse.ArgumentParser) -> None:
     """Head capture on a Ray cluster instead of this process (an optional extra: requirements-ray.txt)."""
     parser.add_argument("--ray", metavar="ADDRESS", help="capture on Ray: local (a cluster in this process), auto, or ray://host:port")
@@ -63,21 +69,37 @@ def ray_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-cpus", type=float, default=1.0, metavar="N", help="CPUs per actor (default 1)")
 
 
-def captured_on_ray(args, model_id: str, examples: list[Example], *, layers=None, question=None, budget=None):
-    """`capture_heads` for a command given --ray: the model loads in the cluster's actors, not here."""
-    from ..distributed import ModelSpec, RayOptions, capture_on_ray
+def ray_options_of(args):
+    """--ray, --ray-actors and --ray-cpus, checked."""
+    from ..distributed import RayOptions
 
     if args.ray_actors is not None and args.ray_actors < 1 or args.ray_cpus <= 0:
         raise DataError("--ray-actors and --ray-cpus must be positive")
+    return RayOptions(args.ray, args.ray_actors, args.ray_cpus)
+
+
+def model_spec(args, clf: SAVClassifier | None = None):
+    """The model the cluster's actors load: --model, else the classifier's, else the default."""
+    from ..distributed import ModelSpec
+
+    model_id = getattr(args, "model", None) or (clf.manifest_.model_id if clf is not None else None)
+    return ModelSpec(model_id or default_model_id(), dtype=args.dtype, device=args.device)
+
+
+def captured_on_ray(args, examples: list[Example], clf: SAVClassifier | None = None, *, layers=None, question=None, budget=None):
+    """`capture_heads` for a command given --ray: the model loads in the cluster's actors, not here."""
+    from ..distributed import capture_on_ray
+
     return capture_on_ray(
-        RayOptions(args.ray, args.ray_actors, args.ray_cpus),
-        ModelSpec(model_id, dtype=args.dtype, device=args.device),
+        ray_options_of(args),
+        model_spec(args, clf),
         examples,
         layers=layers,
         batch_size=args.batch_size,
         default_question=question,
         max_image_tokens=budget,
         max_activation_bytes=activation_bytes(args),
+        video_frames=getattr(args, "frames", None),
     )
 
 

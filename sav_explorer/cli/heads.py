@@ -7,17 +7,19 @@ import json
 import sys
 from pathlib import Path
 
-from ..ablation import ablation_study
+from ..ablation import ablation_on_ray, ablation_study
 from ..analysis import accuracy_curve, class_indices, compare_tasks
 from ..atlas import Task, build_atlas
 from ..capture import capture_heads
 from ..classifier import SAVClassifier
 from ..data import Example, labels_of, open_image
+from ..distributed import example_row, layout_of, run_on_ray
 from ..errors import DataError
-from ..lens import density_on_image, look, overlay
+from ..interventions import check_heads
+from ..lens import LensTask, density_on_image, lens_report, look, maps_of, overlay
 from ..models import default_model_id
 from ..pipeline import load_activations
-from .common import activation_bytes, classifier_and_model, load, parse_heads, progress, read_data
+from .common import activation_bytes, classifier_and_model, load, model_spec, parse_heads, progress, ray_options_of, read_data
 
 
 def run_curve(args) -> int:
@@ -34,6 +36,7 @@ def run_curve(args) -> int:
             on_batch=progress("capturing heads"),
             max_image_tokens=args.max_image_tokens or clf.max_image_tokens,
             max_activation_bytes=activation_bytes(args),
+            video_frames=args.frames,
         )
         test_sims = clf.similarities(activations)
         test_labels = class_indices(clf, labels_of(examples))
@@ -69,32 +72,38 @@ def run_attention(args) -> int:
     args.heads = [text for text in args.heads or [] if ":" in text or not Path(text).is_file()] or None
     if not args.images:
         raise DataError("name one or more images to look at")
-    if args.classifier:
-        clf, loaded = classifier_and_model(args)
+    clf = SAVClassifier.load(args.classifier) if args.classifier else None
+    if clf is not None:
         question = args.question or clf.manifest_.question
         heads = parse_heads(args.heads) if args.heads else clf.selected_heads
     else:
         if not args.heads:
             raise DataError("name the heads to look at with --heads L:H ... (or give --classifier to use its selected heads)")
         heads = parse_heads(args.heads)
-        loaded = load(args, args.model or default_model_id())
         question = args.question
     if not question:
         raise DataError("no question: give --question (the lens reads the prompt that capture reads)")
-    budget = args.max_image_tokens or (clf.max_image_tokens if args.classifier else None)
+    budget = args.max_image_tokens or (clf.max_image_tokens if clf is not None else None)
+    examples = [Example((path,), question) for path in args.images]
+    if args.ray:
+        rows = [example_row(i, example, question) for i, example in enumerate(examples)]
+        out, description, _ = run_on_ray(ray_options_of(args), model_spec(args, clf), LensTask(heads, args.weighting, budget), rows, 1)
+        if clf is not None:
+            clf.manifest_.check_matches(description["model_id"], description["revision"], layout_of(description))
+        lenses = [json.loads(row["lens"]) for row in out]
+    else:
+        loaded = classifier_and_model(args)[1] if clf is not None else load(args, args.model or default_model_id())
+        check_heads(loaded.layout, heads)
+        lenses = [lens_report(look(loaded, e, heads, weighting=args.weighting, max_image_tokens=budget), heads) for e in examples]
+    report = [{"image": str(path), **lens} for path, lens in zip(args.images, lenses)]
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-    report = []
-    for path in args.images:
-        lens = look(loaded, Example((path,), question), heads, weighting=args.weighting, max_image_tokens=budget)
-        views = [lens.heads[h] for h in heads]
-        report.append({"image": str(path), "layout": lens.layout.note or "known", "heads": [_lens_json(v) for v in views]})
-        if args.out:
+        for path, lens in zip(args.images, lenses):
             image = open_image(path)
-            for view in views:
-                density = density_on_image(view.maps[0], image.size) if view.maps[0] else None
-                if density is not None:
-                    overlay(image, density).save(args.out / f"{path.stem}_L{view.layer}H{view.head}.png")
+            for head in lens["heads"]:
+                if head["maps"]:
+                    density = density_on_image(maps_of(head), image.size)
+                    overlay(image, density).save(args.out / f"{path.stem}_L{head['layer']}H{head['head']}.png")
     if args.json:
         print(json.dumps({"images": report}))
         return 0
@@ -110,28 +119,18 @@ def run_attention(args) -> int:
     return 0
 
 
-def _lens_json(view) -> dict:
-    maps = [{"view": m.view, "rows": m.rows, "cols": m.cols, "grid": m.grid, "box": list(m.box)} for m in view.maps[0]]
-    shares = {name: getattr(view, name) for name in ("image_share", "layout_share", "text_share", "first_token_share")}
-    return {"layer": view.layer, "head": view.head, **shares, "maps": maps}
-
-
 def run_ablate(args) -> int:
-    clf, loaded = classifier_and_model(args)
+    clf = SAVClassifier.load(args.classifier)
     question = args.question or clf.manifest_.question
     queries = read_data(args, args.data, question=question)
     support = read_data(args, args.support, question=question) if args.support else None
     if args.heads == ["selected"]:
         heads = clf.selected_heads
     elif args.heads == ["all"]:
-        heads = loaded.layout.heads
+        heads = clf.layout_.heads
     else:
         heads = parse_heads(args.heads)
-    report = ablation_study(
-        loaded,
-        queries,
-        clf.classes_,
-        heads,
+    options = dict(
         mode=args.mode,
         support=support,
         n_random=args.random,
@@ -141,6 +140,14 @@ def run_ablate(args) -> int:
         batch_size=args.batch_size,
         max_image_tokens=args.max_image_tokens or clf.max_image_tokens,
     )
+    if args.ray:
+        report, description, _ = ablation_on_ray(
+            ray_options_of(args), model_spec(args, clf), clf.layout_, queries, clf.classes_, heads, **options
+        )
+        clf.manifest_.check_matches(description["model_id"], description["revision"], layout_of(description))
+    else:
+        clf, loaded = classifier_and_model(args)
+        report = ablation_study(loaded, queries, clf.classes_, heads, **options)
     if args.json:
         print(json.dumps(report.to_json()))
         return 0
@@ -176,11 +183,7 @@ def run_data(args) -> int:
 
 def run_atlas(args) -> int:
     tasks = [Task.named_after(source, read_data(args, source, question=args.question), args.question) for source in args.tasks]
-    ray = None
-    if args.ray:
-        from ..distributed import RayOptions
-
-        ray = RayOptions(args.ray, args.ray_actors, args.ray_cpus)
+    ray = ray_options_of(args) if args.ray else None
     atlas = build_atlas(
         args.models,
         tasks,

@@ -271,9 +271,10 @@ def unseen_words(processor, texts: Iterable[str]) -> list[str]:
     return [word for word in words if unknown in tokenizer(word, add_special_tokens=False)["input_ids"]]
 
 
-def prepare_inputs(loaded: LoadedModel, images: list[list], prompts: list[str], image_budget=None) -> dict:
+def prepare_inputs(loaded: LoadedModel, images: list[list], prompts: list[str], image_budget=None, video_frames: int | None = None) -> dict:
     """Processor output for a batch: a list of images per example (nested, as Gemma 3, Mllama and SmolVLM require).
-    `image_budget` (`budget.BudgetSettings`) adds the processor settings that keep each image within it."""
+    `image_budget` (`budget.BudgetSettings`) adds the processor settings that keep each image within it;
+    `video_frames` samples that many frames of each video, evenly (default: the processor's own sampling)."""
     processor = loaded.processor
     settings = dict(image_budget.kwargs) if image_budget is not None else {}
     videos = [item for row in images for item in row if isinstance(item, VideoFile)]
@@ -283,6 +284,11 @@ def prepare_inputs(loaded: LoadedModel, images: list[list], prompts: list[str], 
         decoded = [_decode_video(video) for video in videos]
         settings["videos"] = [frames for frames, _ in decoded]
         settings["video_metadata"] = [metadata for _, metadata in decoded]
+        if video_frames is not None:
+            shortest = min(len(frames) for frames, _ in decoded)
+            if not 1 <= video_frames <= shortest:
+                raise DataError(f"--frames must be between 1 and the shortest video's {shortest} frames; got {video_frames}")
+            settings.update(do_sample_frames=True, num_frames=video_frames)
         images = [[item for item in row if not isinstance(item, VideoFile)] for row in images]
         if not any(images):
             inputs = processor(text=prompts, padding=True, return_tensors="pt", **settings)
@@ -332,13 +338,25 @@ def image_token_id(loaded: LoadedModel) -> int | None:
 def count_image_tokens(loaded: LoadedModel, input_ids: torch.Tensor) -> list[int]:
     """Image tokens per example of a processed batch: (batch, seq) ids -> one count per row.
 
-    Counts the positions that receive image features in the decoder's own sequence. Mllama reads
-    its images through cross-attention and keeps one `<|image|>` placeholder per image here.
+    Counts the positions that receive image features in the decoder's own sequence, a video's frames
+    included (they cost the same). Mllama reads its images through cross-attention and keeps one
+    `<|image|>` placeholder per image here.
     """
     token_id = image_token_id(loaded)
     if token_id is None:
         raise ModelLoadError(f"{type(loaded.model).__name__} names no image token; cannot count image tokens")
-    return (input_ids == token_id).sum(dim=-1).tolist()
+    video = _video_token_id(loaded)
+    visual = (input_ids == token_id) | ((input_ids == video) if video is not None else False)
+    return visual.sum(dim=-1).tolist()
+
+
+def _video_token_id(loaded: LoadedModel) -> int | None:
+    config = loaded.model.config
+    for name in ("video_token_id", "video_token_index"):
+        token_id = getattr(config, name, None)
+        if isinstance(token_id, int):
+            return token_id
+    return None
 
 
 @torch.no_grad()

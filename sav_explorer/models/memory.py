@@ -7,11 +7,11 @@ Weights are already resident; what a request adds is activations, which grow wit
 sequence (mostly image tokens) and, for attention, with the square of the sequence. The estimate
 is an upper bound of the largest layer's working set, from the model's configuration:
 
-- decoder: batch x sequence x (4 hidden + 3 intermediate) values, plus the attention matrix
-  batch x heads x sequence^2 (CPU attention materialises it), plus the residual stream of every
-  layer up to the deepest one read (it is kept while the pass runs);
-- vision tower: patches x (4 hidden + 2 intermediate) values, plus heads x patches-per-view^2 for
-  each view's attention.
+- decoder: batch x sequence x (4 hidden + 3 intermediate) values, plus two attention matrices
+  batch x heads x sequence^2 (scores and probabilities: CPU attention materialises both), plus
+  the residual stream of every layer up to the deepest one read (it is kept while the pass runs);
+- vision tower: patches x (4 hidden + 2 intermediate) values, plus two heads x patches-per-view^2
+  matrices for each view's attention.
 
 `benchmarks/bench_real_sizes.py` prints the estimate beside the measured peak on real-size models.
 """
@@ -59,7 +59,7 @@ def activation_estimate(loaded, inputs: dict, deepest_layer: int | None = None) 
     intermediate = _get(text, "intermediate_size", default=4 * hidden)
     heads = _get(text, "num_attention_heads", default=1)
     layers = (deepest_layer + 1) if deepest_layer is not None else loaded.n_layers
-    decoder = batch * sequence * (4 * hidden + 3 * intermediate) + batch * heads * sequence * sequence
+    decoder = batch * sequence * (4 * hidden + 3 * intermediate) + 2 * batch * heads * sequence * sequence
     residuals = layers * batch * sequence * hidden
     vision_config = getattr(config, "vision_config", None)
     patches = vision = 0
@@ -74,7 +74,7 @@ def activation_estimate(loaded, inputs: dict, deepest_layer: int | None = None) 
         v_intermediate = _get(vision_config, "intermediate_size", default=_get(vision_config, "mlp_ratio", default=4) * v_hidden)
         v_heads = _get(vision_config, "num_attention_heads", "num_heads", default=1)
         views = max(1, patches // max(1, per_view))
-        vision = patches * (4 * v_hidden + 2 * v_intermediate) + views * v_heads * per_view * per_view
+        vision = patches * (4 * v_hidden + 2 * v_intermediate) + 2 * views * v_heads * per_view * per_view
     return ActivationEstimate(int((max(decoder, vision) + residuals) * size), sequence, batch, patches)
 
 
