@@ -8,9 +8,9 @@ saved, and loaded through `load_model` in a fresh process each, so that each pea
 is its own. For each, at 448 x 448 (the app's default max pixels) and 1024 x 768 (a photo), through
 the processor's own settings: image tokens per image; seconds per image of a bare processor +
 forward loop (`model(**inputs)`) and of capture (one image, after a warm-up capture); the
-early-stop saving of capturing only the first half of the layers; the memory guard's activation
-estimate beside the measured growth of the peak resident memory in capture and in the bare pass
-(the peak reset before each, Linux's clear_refs), over what was resident before it. Then, on
+early-stop saving of capturing only the first half of the layers; and, in a fresh process with
+the weights paged in, the memory guard's activation estimate beside how far one capture raises
+the peak resident memory (reset first, Linux's clear_refs) over what was resident before it. Then, on
 the SmolVLM-256M shape, the app's whole flow with its CPU defaults (448 x 448 max pixels, 256
 image tokens per image): extract 20 examples, classify one.
 """
@@ -72,14 +72,12 @@ def measure(folder: str) -> dict:
     from sav_explorer.capture import capture_heads
     from sav_explorer.data import Example
     from sav_explorer.models import build_prompt, load_model, prepare_inputs, quiet_transformers
-    from sav_explorer.models.memory import activation_estimate
 
     quiet_transformers()
     torch.set_num_threads(2)
     started = time.perf_counter()
     loaded = load_model(folder, device="cpu")
     load_seconds = time.perf_counter() - started
-    weights_mb = peak_mb()
     half = [site for site in loaded.sites if site.layer < loaded.n_layers // 2]
     no_guard = 1 << 50
     rows = []
@@ -88,19 +86,14 @@ def measure(folder: str) -> dict:
         example = Example((image,), QUESTION)
         if index == 0:
             capture_heads(loaded, [example], max_activation_bytes=no_guard)  # warm-up
-        resident = reset_peak()  # each growth below is one pass's own peak over what was resident before it
         started = time.perf_counter()
         inputs = prepare_inputs(loaded, [[image]], [build_prompt(loaded.processor, QUESTION, [image])])
         with torch.no_grad():
             loaded.model(**inputs, use_cache=False)
         bare = time.perf_counter() - started
-        bare_growth = _status_mb("VmHWM") - resident
-        estimate = activation_estimate(loaded, inputs)
-        resident = reset_peak()
         started = time.perf_counter()
         captured = capture_heads(loaded, [example], max_activation_bytes=no_guard)
         capture = time.perf_counter() - started
-        capture_growth = _status_mb("VmHWM") - resident
         started = time.perf_counter()
         capture_heads(loaded, [example], sites=half, max_activation_bytes=no_guard)
         halfway = time.perf_counter() - started
@@ -108,19 +101,42 @@ def measure(folder: str) -> dict:
             {
                 "size": f"{size[0]}x{size[1]}",
                 "image_tokens": captured.image_tokens[0],
-                "sequence": estimate.sequence,
                 "bare_s": round(bare, 2),
                 "capture_s": round(capture, 2),
                 "ratio": round(capture / bare, 3),
                 "half_depth_s": round(halfway, 2),
                 "early_stop_saving": round(1 - halfway / capture, 3),
-                "estimate_mb": round(estimate.bytes / 2**20),
-                "capture_growth_mb": round(capture_growth),
-                "bare_growth_mb": round(bare_growth),  # with the language-model head's logits over every position
+                "sequence": inputs["input_ids"].shape[1],
             }
         )
     parameters = sum(p.numel() for p in loaded.model.parameters())
-    return {"parameters": parameters, "load_s": round(load_seconds, 1), "weights_mb": round(weights_mb), "sizes": rows}
+    return {"parameters": parameters, "load_s": round(load_seconds, 1), "sizes": rows}
+
+
+def memory(folder: str, size: tuple[int, int]) -> dict:
+    """In a fresh process, weights paged in: the guard's estimate for one image, and how far one capture
+    raises the peak resident memory over what was resident before it."""
+    import torch
+
+    from sav_explorer.capture import capture_heads
+    from sav_explorer.data import Example
+    from sav_explorer.models import build_prompt, load_model, prepare_inputs, quiet_transformers
+    from sav_explorer.models.memory import activation_estimate
+
+    quiet_transformers()
+    torch.set_num_threads(2)
+    loaded = load_model(folder, device="cpu")
+    sum(float(p.sum()) for p in loaded.model.parameters())  # page every weight in (safetensors are mapped lazily)
+    image = photo(size)
+    inputs = prepare_inputs(loaded, [[image]], [build_prompt(loaded.processor, QUESTION, [image])])
+    estimate = activation_estimate(loaded, inputs)
+    resident = reset_peak()
+    capture_heads(loaded, [Example((image,), QUESTION)], max_activation_bytes=1 << 50)
+    return {
+        "estimate_mb": round(estimate.bytes / 2**20),
+        "growth_mb": round(_status_mb("VmHWM") - resident),
+        "resident_mb": round(resident),
+    }
 
 
 def app_flow(folder: str) -> dict:
@@ -161,6 +177,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(REAL_SIZES), choices=REAL_SIZES)
     parser.add_argument("--no-app", action="store_true", help="skip the app's flow on the SmolVLM-256M shape")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory guard's estimate against the measured peak")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)  # internal: build|measure|app FOLDER
     args = parser.parse_args()
     if args.child:
@@ -170,6 +187,9 @@ def main() -> None:
 
             build_real(what.partition(":")[2], Path(folder))
             print(json.dumps({"built": folder}))
+        elif what.startswith("memory:"):
+            width, height = what.partition(":")[2].split("x")
+            print(json.dumps(memory(folder, (int(width), int(height)))))
         else:
             print(json.dumps(measure(folder) if what == "measure" else app_flow(folder)))
         return
@@ -180,20 +200,27 @@ def main() -> None:
             started = time.perf_counter()
             child("--child", f"build:{name}", folder)
             built = time.perf_counter() - started
+            if args.memory_only:
+                for size in SIZES:
+                    fresh = child("--child", "memory:{}x{}".format(*size), folder)
+                    print(f"{name} {size[0]}x{size[1]}: estimate {fresh['estimate_mb']:,} MB, capture +{fresh['growth_mb']:,} MB")
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
             result = child("--child", "measure", folder)
             print(
                 f"\n{name}: {result['parameters'] / 1e6:,.0f} M parameters, built and saved in {built:.0f} s, "
-                f"loaded in {result['load_s']} s, {result['weights_mb']:,} MB resident after loading"
+                f"loaded in {result['load_s']} s"
             )
             print(
                 f"{'image':>9} {'tokens':>7} {'seq':>6} {'bare s':>8} {'capture s':>10} {'ratio':>6} {'half s':>7} {'saving':>7} "
-                f"{'estimate MB':>12} {'capture +MB':>12} {'bare +MB':>9}"
+                f"{'estimate MB':>12} {'capture +MB':>12} {'resident MB':>12}"
             )
-            for row in result["sizes"]:
+            for row, size in zip(result["sizes"], SIZES):
+                fresh = child("--child", "memory:{}x{}".format(*size), folder)
                 print(
                     f"{row['size']:>9} {row['image_tokens']:>7} {row['sequence']:>6} {row['bare_s']:>8.2f} {row['capture_s']:>10.2f} "
-                    f"{row['ratio']:>6.3f} {row['half_depth_s']:>7.2f} {row['early_stop_saving']:>7.1%} {row['estimate_mb']:>12,} "
-                    f"{row['capture_growth_mb']:>12,} {row['bare_growth_mb']:>9,}"
+                    f"{row['ratio']:>6.3f} {row['half_depth_s']:>7.2f} {row['early_stop_saving']:>7.1%} {fresh['estimate_mb']:>12,} "
+                    f"{fresh['growth_mb']:>12,} {fresh['resident_mb']:>12,}"
                 )
             if name == "smolvlm-256m" and not args.no_app:
                 flow = child("--child", "app", folder)

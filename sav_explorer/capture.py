@@ -149,7 +149,6 @@ def capture_heads(
     counted = image_token_id(loaded) is not None
     image_tokens: list[int] = []
     sites = list(sites or loaded.sites)
-    deepest = max(site.layer for site in sites)
     if batch_size < 1:
         raise DataError(f"batch size must be at least 1; got {batch_size}")
     blocks: list[list[torch.Tensor]] = [[] for _ in sites]
@@ -162,7 +161,7 @@ def capture_heads(
         parts = [prepare_inputs(loaded, images, prompts, image_budget, video_frames)]
         if max_activation_bytes:
             settings = (image_budget, video_frames)
-            parts = _within_memory(loaded, parts[0], batch, images, prompts, settings, deepest, max_activation_bytes)
+            parts = _within_memory(loaded, parts[0], batch, images, prompts, settings, max_activation_bytes)
         for inputs in parts:
             if counted:
                 image_tokens += count_image_tokens(loaded, inputs["input_ids"])
@@ -181,10 +180,10 @@ def capture_heads(
     return HeadActivations(layout, [torch.cat(parts) for parts in blocks], image_tokens if counted else None)
 
 
-def _within_memory(loaded, inputs, batch, images, prompts, settings: tuple, deepest: int, budget: int) -> list[dict]:
+def _within_memory(loaded, inputs, batch, images, prompts, settings: tuple, budget: int) -> list[dict]:
     """The batch's inputs, split into single examples when the whole batch is estimated over `budget`;
     an example over it alone is refused (`models.memory`)."""
-    estimate = activation_estimate(loaded, inputs, deepest)
+    estimate = activation_estimate(loaded, inputs)
     if estimate.bytes <= budget:
         return [inputs]
     if len(batch) > 1:
@@ -196,7 +195,7 @@ def _within_memory(loaded, inputs, batch, images, prompts, settings: tuple, deep
         )
     parts = [prepare_inputs(loaded, [row], [prompt], *settings) for row, prompt in zip(images, prompts)] if len(batch) > 1 else [inputs]
     for example, part in zip(batch, parts):
-        check_fits(activation_estimate(loaded, part, deepest), budget, example.name)
+        check_fits(activation_estimate(loaded, part), budget, example.name)
     return parts
 
 

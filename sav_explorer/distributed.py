@@ -1,14 +1,16 @@
-"""Head capture on a Ray cluster: Ray Data batch inference over a pool of actors.
+"""The model on a Ray cluster: Ray Data batch inference over a pool of actors.
 
     spec = ModelSpec("HuggingFaceTB/SmolVLM-256M-Instruct")
     result = capture_on_ray(RayOptions("auto"), spec, examples)   # RayCapture(activations, ...)
+    out, description, pids = run_on_ray(options, spec, task, rows, batch_size)   # any task
 
-Each actor loads the model once and captures heads for batches of examples. Examples travel in
-the dataset as bytes (their files' contents, with their names), so workers on other machines need
-no shared disk; only the model must be loadable everywhere (a hub id, or a folder every node can
-read). Rows come back in order (`preserve_order`), and each says which process captured it, so a
-caller can see that the work ran in actors and not in its own process. Ray is optional:
-`requirements-ray.txt`.
+Each actor (`ModelActor`) loads the model once and runs a task over batches of examples: head
+capture here (`CaptureTask`), the model's answers under ablation (`ablation.AblationTask`), the
+head lens (`lens.LensTask`). Examples travel in the dataset as bytes (their files' contents, with
+their names), so workers on other machines need no shared disk; only the model must be loadable
+everywhere (a hub id, or a folder every node can read). Rows come back in order
+(`preserve_order`), and each says which process ran it, so a caller can see that the work ran in
+actors and not in its own process. Ray is optional: `requirements-ray.txt`.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def example_row(index: int, example: Example, question: str | None) -> dict:
 
 def as_batch(rows: list[dict]) -> dict:
     """Rows as the columns a batch has (for examples an actor needs whole, such as a support set)."""
-    return {key: [row[key] for row in rows] for key in rows[0]} if rows else {"index": []}
+    return {key: [row[key] for row in rows] for key in ("index", "names", "files", "question", "label")}
 
 
 def examples_from_rows(batch: dict, folder: Path) -> list[Example]:

@@ -61,8 +61,10 @@ def frames_option(parser: argparse.ArgumentParser) -> None:
 
 
 def ray_options(parser: argparse.ArgumentParser) -> None:
-    """Head capture on a Ray cluster instead of this process (an optional extra: requirements-ray.txt)."""
-    parser.add_argument("--ray", metavar="ADDRESS", help="capture on Ray: local (a cluster in this process), auto, or ray://host:port")
+    """The model run on a Ray cluster instead of this process (an optional extra: requirements-ray.txt)."""
+    parser.add_argument(
+        "--ray", metavar="ADDRESS", help="run the model on Ray: local (a cluster in this process), auto, or ray://host:port"
+    )
     parser.add_argument(
         "--ray-actors", type=int, metavar="N", help="actors, each loading the model once (default: one per GPU, else per CPUs)"
     )
@@ -84,6 +86,13 @@ def model_spec(args, clf: SAVClassifier | None = None):
 
     model_id = getattr(args, "model", None) or (clf.manifest_.model_id if clf is not None else None)
     return ModelSpec(model_id or default_model_id(), dtype=args.dtype, device=args.device)
+
+
+def check_ray_model(clf: SAVClassifier, description: dict) -> None:
+    """Refuses a classifier made for another model than the one the actors loaded (as a local run does)."""
+    from ..distributed import layout_of
+
+    clf.manifest_.check_matches(description["model_id"], description["revision"], layout_of(description))
 
 
 def captured_on_ray(args, examples: list[Example], clf: SAVClassifier | None = None, *, layers=None, question=None, budget=None):

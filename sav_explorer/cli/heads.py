@@ -13,13 +13,22 @@ from ..atlas import Task, build_atlas
 from ..capture import capture_heads
 from ..classifier import SAVClassifier
 from ..data import Example, labels_of, open_image
-from ..distributed import example_row, layout_of, run_on_ray
+from ..distributed import example_row, run_on_ray
 from ..errors import DataError
-from ..interventions import check_heads
 from ..lens import LensTask, density_on_image, lens_report, look, maps_of, overlay
 from ..models import default_model_id
 from ..pipeline import load_activations
-from .common import activation_bytes, classifier_and_model, load, model_spec, parse_heads, progress, ray_options_of, read_data
+from .common import (
+    activation_bytes,
+    check_ray_model,
+    classifier_and_model,
+    load,
+    model_spec,
+    parse_heads,
+    progress,
+    ray_options_of,
+    read_data,
+)
 
 
 def run_curve(args) -> int:
@@ -89,11 +98,10 @@ def run_attention(args) -> int:
         rows = [example_row(i, example, question) for i, example in enumerate(examples)]
         out, description, _ = run_on_ray(ray_options_of(args), model_spec(args, clf), LensTask(heads, args.weighting, budget), rows, 1)
         if clf is not None:
-            clf.manifest_.check_matches(description["model_id"], description["revision"], layout_of(description))
+            check_ray_model(clf, description)
         lenses = [json.loads(row["lens"]) for row in out]
     else:
         loaded = classifier_and_model(args)[1] if clf is not None else load(args, args.model or default_model_id())
-        check_heads(loaded.layout, heads)
         lenses = [lens_report(look(loaded, e, heads, weighting=args.weighting, max_image_tokens=budget), heads) for e in examples]
     report = [{"image": str(path), **lens} for path, lens in zip(args.images, lenses)]
     if args.out:
@@ -144,7 +152,7 @@ def run_ablate(args) -> int:
         report, description, _ = ablation_on_ray(
             ray_options_of(args), model_spec(args, clf), clf.layout_, queries, clf.classes_, heads, **options
         )
-        clf.manifest_.check_matches(description["model_id"], description["revision"], layout_of(description))
+        check_ray_model(clf, description)
     else:
         clf, loaded = classifier_and_model(args)
         report = ablation_study(loaded, queries, clf.classes_, heads, **options)

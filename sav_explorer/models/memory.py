@@ -1,19 +1,20 @@
 """A memory guard: the activation memory a forward pass will need, estimated before it runs.
 
-    estimate = activation_estimate(loaded, inputs, deepest_layer=29)   # from the processor's output
-    guard = MemoryGuard(budget_bytes)      # refuses, or splits a batch, when the estimate is over
+    estimate = activation_estimate(loaded, inputs)     # from the processor's output
+    check_fits(estimate, budget_bytes, "photo.jpg")     # refuses, naming the GB and what to change
 
-Weights are already resident; what a request adds is activations, which grow with the batch, the
-sequence (mostly image tokens) and, for attention, with the square of the sequence. The estimate
-is an upper bound of the largest layer's working set, from the model's configuration:
+Weights are already resident; what a request adds is activations, which grow with the batch and
+the sequence (mostly image tokens). The estimate is 1.5 times the largest layer's working set,
+from the model's configuration, plus 256 MB for the runtime's own first-pass allocations:
 
-- decoder: batch x sequence x (4 hidden + 3 intermediate) values, plus two attention matrices
-  batch x heads x sequence^2 (scores and probabilities: CPU attention materialises both), plus
-  the residual stream of every layer up to the deepest one read (it is kept while the pass runs);
-- vision tower: patches x (4 hidden + 2 intermediate) values, plus two heads x patches-per-view^2
-  matrices for each view's attention.
+- decoder: batch x sequence x (4 hidden + 3 intermediate) values;
+- vision tower: patches x (4 hidden + 2 intermediate) values;
+- with eager attention only, two attention matrices per layer (scores and probabilities: batch x
+  heads x sequence^2, and heads x patches-per-view^2 for each view); SDPA and flash attention,
+  the default, work in blocks and never hold them.
 
-`benchmarks/bench_real_sizes.py` prints the estimate beside the measured peak on real-size models.
+`capture_heads` uses it to split or refuse a batch (see there); `benchmarks/bench_real_sizes.py`
+prints it beside the measured peak of a fresh process on real-size models.
 """
 
 from __future__ import annotations
@@ -49,18 +50,22 @@ def _get(config, *names, default=0):
     return default
 
 
-def activation_estimate(loaded, inputs: dict, deepest_layer: int | None = None) -> ActivationEstimate:
-    """See the module's doc; `deepest_layer` is the last layer the pass runs (capture stops there)."""
+SAFETY = 1.5  # over the largest layer's working set: the allocator's slack, inputs, the pixel values
+RUNTIME = 256 * 1024**2  # the runtime's own allocations in a first pass (kernels' scratch, thread pools): about 200 MB measured
+
+
+def activation_estimate(loaded, inputs: dict) -> ActivationEstimate:
+    """See the module's doc."""
     config = loaded.model.config
     text = config.get_text_config()
     size = torch.finfo(loaded.model.dtype).bits // 8 if loaded.model.dtype.is_floating_point else 4
+    eager = getattr(config, "_attn_implementation", None) == "eager"
     batch, sequence = inputs["input_ids"].shape
     hidden = _get(text, "hidden_size")
     intermediate = _get(text, "intermediate_size", default=4 * hidden)
-    heads = _get(text, "num_attention_heads", default=1)
-    layers = (deepest_layer + 1) if deepest_layer is not None else loaded.n_layers
-    decoder = batch * sequence * (4 * hidden + 3 * intermediate) + 2 * batch * heads * sequence * sequence
-    residuals = layers * batch * sequence * hidden
+    decoder = batch * sequence * (4 * hidden + 3 * intermediate)
+    if eager:
+        decoder += 2 * batch * _get(text, "num_attention_heads", default=1) * sequence * sequence
     vision_config = getattr(config, "vision_config", None)
     patches = vision = 0
     pixels = inputs.get("pixel_values")
@@ -68,14 +73,15 @@ def activation_estimate(loaded, inputs: dict, deepest_layer: int | None = None) 
         patch = _get(vision_config, "patch_size", default=14)
         temporal = _get(vision_config, "temporal_patch_size", default=1)
         patches = pixels.numel() // (3 * patch * patch * temporal)
-        image = _get(vision_config, "image_size")
-        per_view = (image // patch) ** 2 if image else patches  # Qwen-style towers attend over a whole image
         v_hidden = _get(vision_config, "embed_dim", "hidden_size")  # Qwen2-VL's hidden_size is its merger's output
         v_intermediate = _get(vision_config, "intermediate_size", default=_get(vision_config, "mlp_ratio", default=4) * v_hidden)
-        v_heads = _get(vision_config, "num_attention_heads", "num_heads", default=1)
-        views = max(1, patches // max(1, per_view))
-        vision = patches * (4 * v_hidden + 2 * v_intermediate) + 2 * views * v_heads * per_view * per_view
-    return ActivationEstimate(int((max(decoder, vision) + residuals) * size), sequence, batch, patches)
+        vision = patches * (4 * v_hidden + 2 * v_intermediate)
+        if eager:
+            image = _get(vision_config, "image_size")
+            per_view = (image // patch) ** 2 if image else patches  # Qwen-style towers attend over a whole image
+            views = max(1, patches // max(1, per_view))
+            vision += 2 * views * _get(vision_config, "num_attention_heads", "num_heads", default=1) * per_view * per_view
+    return ActivationEstimate(int(SAFETY * max(decoder, vision) * size) + RUNTIME, sequence, batch, patches)
 
 
 def default_budget_bytes(device: str | torch.device | None) -> int:
