@@ -10,9 +10,14 @@ a few draws, and the accuracies are set side by side, each with its 95 % interva
 
 from __future__ import annotations
 
+import json
 import random
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from .answers import ZeroShotReport, report_of, zero_shot
 from .data import Example
@@ -134,23 +139,16 @@ class AblationTask:
         self.question, self.method, self.max_image_tokens = question, method, max_image_tokens
 
     def setup(self, loaded: LoadedModel) -> None:
-        import tempfile
-        from pathlib import Path
-
         from .distributed import as_batch, examples_from_rows
 
         self.means = None
         if self.mode == "mean":
-            chosen = list(dict.fromkeys(h for condition in self.conditions for h in condition))
+            chosen = every_head(self.conditions[1], self.conditions[2:])  # as a local run averages them
             with tempfile.TemporaryDirectory() as folder:
                 support = examples_from_rows(as_batch(self.support_rows), Path(folder))
                 self.means = support_means(loaded, support, chosen, question=self.question, max_image_tokens=self.max_image_tokens)
 
     def __call__(self, loaded: LoadedModel, queries: list[Example]) -> dict:
-        import json
-
-        import numpy as np
-
         runs = []
         for condition in self.conditions:
             with ablated_heads(loaded, condition, mode=self.mode, means=self.means):
@@ -163,8 +161,6 @@ class AblationTask:
         return {"answers": np.asarray(per_row, dtype=object)}
 
     def empty(self, n: int) -> dict:
-        import numpy as np
-
         return {"answers": np.asarray([""] * n, dtype=object)}
 
 
@@ -184,12 +180,10 @@ def ablation_on_ray(
     question=None,
     batch_size=8,
     max_image_tokens=None,
-) -> tuple[AblationReport, set[int]]:
+) -> tuple[AblationReport, dict, set[int]]:
     """`ablation_study` with the answers read in Ray actors (`distributed`); `layout` is the model's
     (a saved classifier's), so that the draws equal a local run's. Returns the report, the model's
     description (`distributed.run_on_ray`) and the worker pids."""
-    import json
-
     from .distributed import example_row, run_on_ray
 
     heads, draws = ablation_plan(layout, heads, n_random, seed, mode, support)

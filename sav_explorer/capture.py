@@ -148,6 +148,7 @@ def capture_heads(
         max_activation_bytes = default_budget_bytes(loaded.input_device)
     counted = image_token_id(loaded) is not None
     image_tokens: list[int] = []
+    tokens_so_far = 0
     sites = list(sites or loaded.sites)
     if batch_size < 1:
         raise DataError(f"batch size must be at least 1; got {batch_size}")
@@ -164,8 +165,10 @@ def capture_heads(
             parts = _within_memory(loaded, parts[0], batch, images, prompts, settings, max_activation_bytes)
         for inputs in parts:
             if counted:
-                image_tokens += count_image_tokens(loaded, inputs["input_ids"])
-                if max_image_tokens_total is not None and sum(image_tokens) > max_image_tokens_total:
+                counts = count_image_tokens(loaded, inputs["input_ids"])
+                image_tokens += counts
+                tokens_so_far += sum(counts)
+                if max_image_tokens_total is not None and tokens_so_far > max_image_tokens_total:
                     raise DataError(
                         f"this request needs more than {max_image_tokens_total:,} image tokens, the cap here "
                         f"(reached after {start + len(batch)} of {len(examples)} examples): use fewer or smaller images"

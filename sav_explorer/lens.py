@@ -14,11 +14,13 @@ head, so the pass costs more memory than capture; run it on one example at a tim
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -309,10 +311,6 @@ class LensTask:
         pass
 
     def __call__(self, loaded: LoadedModel, examples: list[Example]) -> dict:
-        import json
-
-        import numpy as np
-
         reports = [
             json.dumps(
                 lens_report(look(loaded, e, self.heads, weighting=self.weighting, max_image_tokens=self.max_image_tokens), self.heads)
@@ -322,6 +320,4 @@ class LensTask:
         return {"lens": np.asarray(reports, dtype=object)}
 
     def empty(self, n: int) -> dict:
-        import numpy as np
-
         return {"lens": np.asarray([""] * n, dtype=object)}
