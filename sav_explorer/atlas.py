@@ -162,11 +162,13 @@ def build_atlas(
     max_image_tokens: int | None = None,
     load=None,
     ray=None,
+    spec=None,
     on_fit=None,
 ) -> Atlas:
     """Fits every task on every model (see the module's doc). `load(model_id)` gives a LoadedModel for a
-    local run; `ray` (distributed.RayOptions) runs the captures on a cluster instead. `on_fit(model, task)`
-    is told after each fit."""
+    local run; `ray` (distributed.RayOptions) runs the captures on a cluster instead, the actors loading
+    `spec(model_id)` (a distributed.ModelSpec; default: the model's own dtype and device choice).
+    `on_fit(model, task)` is told after each fit."""
     if not models or not tasks:
         raise DataError("an atlas needs at least one model and one task")
     names = [t.name for t in tasks]
@@ -176,7 +178,7 @@ def build_atlas(
         check_classes(labels_of(task.examples))
     entries = []
     for model in models:
-        captured, model_id, revision, n_layers = _capture_tasks(model, tasks, batch_size, max_image_tokens, load, ray)
+        captured, model_id, revision, n_layers = _capture_tasks(model, tasks, batch_size, max_image_tokens, load, ray, spec)
         for task, activations in zip(tasks, captured):
             entries.append(_fit(model_id, revision, n_layers, task, activations, k, max_image_tokens))
             if on_fit is not None:
@@ -184,7 +186,7 @@ def build_atlas(
     return Atlas(entries)
 
 
-def _capture_tasks(model: str, tasks: Sequence[Task], batch_size, max_image_tokens, load, ray):
+def _capture_tasks(model: str, tasks: Sequence[Task], batch_size, max_image_tokens, load, ray, spec):
     """Every task's support activations on one model: locally, or as one dataset on Ray."""
     if ray is None:
         loaded = load(model)
@@ -196,7 +198,7 @@ def _capture_tasks(model: str, tasks: Sequence[Task], batch_size, max_image_toke
     from .distributed import ModelSpec, capture_on_ray
 
     resolved = [Example(e.images, e.question_or(t.question), e.label) for t in tasks for e in t.examples]
-    result = capture_on_ray(ray, ModelSpec(model), resolved, batch_size=batch_size, max_image_tokens=max_image_tokens)
+    result = capture_on_ray(ray, (spec or ModelSpec)(model), resolved, batch_size=batch_size, max_image_tokens=max_image_tokens)
     captured, start = [], 0
     for task in tasks:
         end = start + len(task.examples)

@@ -13,7 +13,7 @@ from ..atlas import Task, build_atlas
 from ..capture import capture_heads
 from ..classifier import SAVClassifier
 from ..data import Example, labels_of, open_image
-from ..distributed import example_row, run_on_ray
+from ..distributed import ModelSpec, example_row, run_on_ray
 from ..errors import DataError
 from ..lens import LensTask, density_on_image, lens_report, look, maps_of, overlay
 from ..models import default_model_id
@@ -200,6 +200,7 @@ def run_atlas(args) -> int:
         max_image_tokens=args.max_image_tokens,
         load=lambda model: load(args, model),
         ray=ray,
+        spec=lambda model: ModelSpec(model, dtype=args.dtype, device=args.device),
         on_fit=lambda model, task: print(f"fitted {task} on {model}", file=sys.stderr),
     )
     written = atlas.write(args.out)
