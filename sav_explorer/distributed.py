@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,10 +75,23 @@ class RayOptions:
     cpus_per_actor: float = 1.0
 
 
+def _check_reachable(address: str) -> None:
+    """A host:port (or ray://host:port) that does not answer is refused at once: Ray itself would retry
+    for minutes, printing warnings."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "local", "auto" and the like: Ray's own resolution
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as error:
+        raise SAVError(f"no Ray cluster answers at {address} ({error}): start one with `ray start --head`, or check the address") from None
+
+
 def connect(address: str):
     """Joins (or, for "local", starts) a cluster once per process; the package travels to the workers."""
     ray = import_ray()
     if not ray.is_initialized():
+        _check_reachable(address)
         env = {"py_modules": [str(PACKAGE)], "env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}
         try:
             ray.init(address=address, runtime_env=env, log_to_driver=False, logging_level=logging.WARNING)

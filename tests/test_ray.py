@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 
 import pytest
@@ -161,3 +162,14 @@ def test_the_lens_on_ray_reports_and_draws_what_a_local_run_does(address, tmp_pa
     drawn = sorted(p.name for p in (tmp_path / "local").iterdir())
     assert drawn == sorted(p.name for p in (tmp_path / "ray").iterdir()) and len(drawn) == 4
     assert all((tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes() for name in drawn)
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_at_once(tmp_path, capsys):
+    ray = pytest.importorskip("ray")
+    ray.shutdown()  # this process joins one cluster at a time; a later test joins its own again
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    status = main(["fit", "--data", str(COLOUR / "support.jsonl"), "--out", str(tmp_path / "o"), "--ray", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert status == 2 and f"no Ray cluster answers at 127.0.0.1:{port}" in err and "ray start --head" in err
