@@ -1,6 +1,7 @@
-"""Capture on a Ray cluster: the same activations, classifiers and predictions as a local run, with
-the work done in the cluster's actors. CI starts a real local cluster (`ray start --head`) and names
-it in $SAV_RAY_ADDRESS; without it these tests start one in this process ("local")."""
+"""The model on a Ray cluster: the same activations, classifiers, predictions, ablation reports, lens
+and atlas as a local run, with the work done in the cluster's actors and never in this process. CI
+starts a real local cluster (`ray start --head`) and names it in $SAV_RAY_ADDRESS; without it these
+tests start one in this process ("local")."""
 
 from __future__ import annotations
 
