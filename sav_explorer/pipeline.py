@@ -45,6 +45,7 @@ def fit_examples(
     max_image_tokens_total: int | None = None,
     max_image_tokens: int | None = None,
     video_frames: int | None = None,
+    max_activation_bytes: int | None = None,
 ) -> tuple[SAVClassifier, HeadActivations]:
     """Captures every head once per example and fits the classifier. Labels are checked first,
     so that a bad support set fails before any model work."""
@@ -62,6 +63,7 @@ def fit_examples(
         max_image_tokens_total=max_image_tokens_total,
         max_image_tokens=max_image_tokens,
         video_frames=video_frames,
+        max_activation_bytes=max_activation_bytes,
     )
     clf = fit_activations(
         activations, labels, k=k, scoring=scoring, tie_break=tie_break, head_order=head_order, max_image_tokens=max_image_tokens

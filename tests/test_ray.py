@@ -81,9 +81,11 @@ def no_model_here(monkeypatch):
 
     for target in (
         "sav_explorer.cli.classify.load",
-        "sav_explorer.cli.classify.capture_heads",
+        "sav_explorer.cli.classify.fit_examples",
+        "sav_explorer.cli.classify.capture_for",
         "sav_explorer.atlas.capture_heads",
-        "sav_explorer.cli.heads.classifier_and_model",
+        "sav_explorer.cli.common.load",
+        "sav_explorer.cli.heads.model_for",
         "sav_explorer.cli.heads.ablation_study",
     ):
         monkeypatch.setattr(target, refuse)

@@ -6,12 +6,11 @@ import json
 
 from ..analysis import wilson_interval
 from ..answers import zero_shot
-from ..capture import capture_heads
 from ..checks import check_classes, check_k
 from ..classifier import SAVClassifier
 from ..data import Example, labels_of
 from ..errors import DataError
-from ..pipeline import capture_for, evaluate, fit_activations, predict_examples, save_activations
+from ..pipeline import capture_for, evaluate, fit_activations, fit_examples, predict_examples, save_activations
 from .common import (
     DEFAULT_K,
     activation_bytes,
@@ -19,6 +18,7 @@ from .common import (
     classifier_and_model,
     image_token_summary,
     load,
+    model_for,
     progress,
     read_data,
     warn_unseen_words,
@@ -28,40 +28,33 @@ from .common import (
 def run_fit(args) -> int:
     examples = read_data(args, args.data, question=args.question)
     labels = labels_of(examples)
-    check_classes(labels)  # before any model work
-    if args.ray:
+    settings = dict(scoring=args.scoring, tie_break=args.tie_break, head_order=args.head_order, max_image_tokens=args.max_image_tokens)
+    if args.ray:  # the model's head count is known once the actors have loaded it
+        check_classes(labels)  # before any model work
         captured = captured_on_ray(args, examples, question=args.question, budget=args.max_image_tokens)
         activations, model_id, revision = captured.activations, captured.model_id, captured.revision
+        k = fit_k(args, activations.layout.n_heads)
+        check_k(k, activations.layout.n_heads)
+        clf = fit_activations(activations, labels, k=k, **settings)
     else:
         loaded = load(args, args.model)
         warn_unseen_words(loaded, dict.fromkeys(e.question_or(args.question) for e in examples))
-        activations = capture_heads(
+        clf, activations = fit_examples(
             loaded,
             examples,
+            k=fit_k(args, loaded.layout.n_heads),
+            question=args.question,
             batch_size=args.batch_size,
-            default_question=args.question,
             on_batch=progress("capturing heads"),
-            max_image_tokens=args.max_image_tokens,
-            max_activation_bytes=activation_bytes(args),
             video_frames=args.frames,
+            max_activation_bytes=activation_bytes(args),
+            **settings,
         )
         model_id, revision = loaded.model_id, loaded.revision
-    n_heads = activations.layout.n_heads
-    k = args.k if args.k is not None else min(DEFAULT_K, n_heads)
-    check_k(k, n_heads)
-    clf = fit_activations(
-        activations,
-        labels,
-        k=k,
-        scoring=args.scoring,
-        tie_break=args.tie_break,
-        head_order=args.head_order,
-        max_image_tokens=args.max_image_tokens,
-    )
     question = args.question or examples[0].question
     clf.save(args.out, model_id=model_id, revision=revision, question=question)
     if args.save_activations:
-        save_activations(args.out, activations, labels_of(examples), clf.classes_)
+        save_activations(args.out, activations, labels, clf.classes_)
     loo = clf.leave_one_out_accuracy()
     summary = {
         "classifier": str(args.out),
@@ -84,6 +77,10 @@ def run_fit(args) -> int:
     return 0
 
 
+def fit_k(args, n_heads: int) -> int:
+    return args.k if args.k is not None else min(DEFAULT_K, n_heads)
+
+
 def run_eval(args) -> int:
     if args.ray and args.zero_shot:
         raise DataError("--zero-shot runs the model here: give it without --ray (SAV's capture is what --ray spreads)")
@@ -97,7 +94,7 @@ def run_eval(args) -> int:
         clf.manifest_.check_matches(captured.model_id, captured.revision, captured.model_layout)
         activations = captured.activations
     else:
-        clf, loaded = classifier_and_model(args)
+        loaded = model_for(args, clf)
         activations = capture_for(
             loaded,
             clf,

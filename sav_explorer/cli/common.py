@@ -157,10 +157,14 @@ def warn_unseen_words(loaded, questions) -> None:
 
 def classifier_and_model(args):
     clf = SAVClassifier.load(args.classifier)
-    manifest = clf.manifest_
-    loaded = load(args, args.model or manifest.model_id)
-    manifest.check_matches(loaded.model_id, loaded.revision, loaded.layout)
-    return clf, loaded
+    return clf, model_for(args, clf)
+
+
+def model_for(args, clf: SAVClassifier):
+    """The classifier's model (or --model), refused when it is not the model the classifier was made for."""
+    loaded = load(args, args.model or clf.manifest_.model_id)
+    clf.manifest_.check_matches(loaded.model_id, loaded.revision, loaded.layout)
+    return loaded
 
 
 def parse_heads(texts: list[str]) -> list[tuple[int, int]]:

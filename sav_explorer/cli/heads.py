@@ -21,8 +21,8 @@ from ..pipeline import load_activations
 from .common import (
     activation_bytes,
     check_ray_model,
-    classifier_and_model,
     load,
+    model_for,
     model_spec,
     parse_heads,
     progress,
@@ -36,7 +36,7 @@ def run_curve(args) -> int:
     saved = load_activations(args.classifier, clf.layout_)
     test_sims = test_labels = None
     if args.data:
-        clf, loaded = classifier_and_model(args)
+        loaded = model_for(args, clf)
         examples = read_data(args, args.data, question=args.question or clf.manifest_.question)
         activations = capture_heads(
             loaded,
@@ -101,7 +101,7 @@ def run_attention(args) -> int:
             check_ray_model(clf, description)
         lenses = [json.loads(row["lens"]) for row in out]
     else:
-        loaded = classifier_and_model(args)[1] if clf is not None else load(args, args.model or default_model_id())
+        loaded = model_for(args, clf) if clf is not None else load(args, args.model or default_model_id())
         lenses = [lens_report(look(loaded, e, heads, weighting=args.weighting, max_image_tokens=budget), heads) for e in examples]
     report = [{"image": str(path), **lens} for path, lens in zip(args.images, lenses)]
     if args.out:
@@ -154,7 +154,7 @@ def run_ablate(args) -> int:
         )
         check_ray_model(clf, description)
     else:
-        clf, loaded = classifier_and_model(args)
+        loaded = model_for(args, clf)
         report = ablation_study(loaded, queries, clf.classes_, heads, **options)
     if args.json:
         print(json.dumps(report.to_json()))
