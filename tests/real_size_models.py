@@ -17,23 +17,19 @@ from __future__ import annotations
 
 import pathlib
 
-import torch
-
-from tiny_models import _QWEN_IMAGE, _QWEN_VIDEO, _chatml, _qwen_tokenizer, _qwen_vl_ids, _special_ids, smolvlm_processor
+from tiny_models import (
+    _QWEN_IMAGE,
+    _QWEN_VIDEO,
+    _chatml,
+    _qwen_tokenizer,
+    _qwen_vl_ids,
+    _save,
+    _special_ids,
+    onevision_tokenizer,
+    smolvlm_processor,
+)
 
 REAL_SIZES = ("smolvlm-256m", "llava-onevision-0.5b", "qwen2-vl-2b")
-
-
-def _save(model_cls, config, processor, folder: pathlib.Path) -> pathlib.Path:
-    folder = pathlib.Path(folder)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = model_cls(config).eval()
-    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 def smolvlm_256m(folder: pathlib.Path) -> pathlib.Path:
@@ -71,15 +67,7 @@ def llava_onevision_05b(folder: pathlib.Path) -> pathlib.Path:
         LlavaOnevisionVideoProcessor,
     )
 
-    from tiny_models import _byte_bpe_tokenizer
-
-    tok = _byte_bpe_tokenizer(
-        ["<|im_start|>", "<|im_end|>", "<image>", "<video>"],
-        bos=None,
-        eos="<|im_end|>",
-        pad="<|endoftext|>",
-        named={"image_token": "<image>", "video_token": "<video>"},
-    )
+    tok = onevision_tokenizer()
     pinpoints = [[384 * rows, 384 * cols] for rows in range(1, 7) for cols in range(1, 7)]
     processor = LlavaOnevisionProcessor(
         image_processor=LlavaOnevisionImageProcessor(size={"height": 384, "width": 384}, image_grid_pinpoints=pinpoints),
@@ -88,7 +76,7 @@ def llava_onevision_05b(folder: pathlib.Path) -> pathlib.Path:
         num_image_tokens=729,
         vision_feature_select_strategy="full",
         vision_aspect_ratio="anyres_max_9",
-        chat_template=_chatml("<image>\n"),
+        chat_template=_chatml("<image>\n", video="<video>\n"),
     )
     config = LlavaOnevisionConfig(
         vision_config=dict(

@@ -306,6 +306,17 @@ def _llava_next(folder: pathlib.Path) -> pathlib.Path:
     return _save(LlavaNextForConditionalGeneration, config, processor, folder)
 
 
+def onevision_tokenizer() -> PreTrainedTokenizerFast:
+    """LLaVA-OneVision's special tokens (Qwen2 chat format, <image> and <video>) on a byte-level tokenizer."""
+    return _byte_bpe_tokenizer(
+        ["<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        named={"image_token": "<image>", "video_token": "<video>"},
+    )
+
+
 def _llava_onevision(folder: pathlib.Path) -> pathlib.Path:
     from transformers import (
         LlavaOnevisionConfig,
@@ -317,13 +328,7 @@ def _llava_onevision(folder: pathlib.Path) -> pathlib.Path:
 
     img, patch = 16, 8
     pinpoints = [[16, 16], [16, 32], [32, 16], [32, 32]]
-    tok = _byte_bpe_tokenizer(
-        ["<|im_start|>", "<|im_end|>", "<image>", "<video>"],
-        bos=None,
-        eos="<|im_end|>",
-        pad="<|endoftext|>",
-        named={"image_token": "<image>", "video_token": "<video>"},
-    )
+    tok = onevision_tokenizer()
     processor = LlavaOnevisionProcessor(
         image_processor=LlavaOnevisionImageProcessor(size={"height": img, "width": img}, image_grid_pinpoints=pinpoints),
         tokenizer=tok,
