@@ -1,7 +1,8 @@
 """An atlas of tasks across models: where each task's heads sit, by relative depth.
 
-    atlas = build_atlas(["sav-explorer/shapes-llava", "HuggingFaceTB/SmolVLM-256M-Instruct"],
-                        ["assets/examples/colour/support.jsonl", "assets/examples/shape/support.jsonl"])
+    sources = ["assets/examples/colour/support.jsonl", "assets/examples/shape/support.jsonl"]
+    tasks = [Task.named_after(path, load_examples(path)) for path in sources]     # "colour", "shape"
+    atlas = build_atlas(["sav-explorer/shapes-llava", "HuggingFaceTB/SmolVLM-256M-Instruct"], tasks)
     atlas.write(Path("atlas"))   # atlas.csv, atlas.json, atlas.html and every classifier
 
 Every task is fitted on every model as `fit` fits it. A head's relative depth is its layer over the
@@ -28,6 +29,7 @@ from .classifier import SAVClassifier
 from .data import Example, labels_of
 from .errors import DataError
 from .heads import Head
+from .models import load_model
 from .pipeline import fit_activations
 
 DEFAULT_K = 20
@@ -166,7 +168,7 @@ def build_atlas(
     on_fit=None,
 ) -> Atlas:
     """Fits every task on every model (see the module's doc). `load(model_id)` gives a LoadedModel for a
-    local run; `ray` (distributed.RayOptions) runs the captures on a cluster instead, the actors loading
+    local run (default `load_model`); `ray` (distributed.RayOptions) runs the captures on a cluster instead, the actors loading
     `spec(model_id)` (a distributed.ModelSpec; default: the model's own dtype and device choice).
     `on_fit(model, task)` is told after each fit."""
     if not models or not tasks:
@@ -189,7 +191,7 @@ def build_atlas(
 def _capture_tasks(model: str, tasks: Sequence[Task], batch_size, max_image_tokens, load, ray, spec):
     """Every task's support activations on one model: locally, or as one dataset on Ray."""
     if ray is None:
-        loaded = load(model)
+        loaded = (load or load_model)(model)
         captured = [
             capture_heads(loaded, t.examples, batch_size=batch_size, default_question=t.question, max_image_tokens=max_image_tokens)
             for t in tasks

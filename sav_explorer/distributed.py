@@ -225,8 +225,9 @@ def run_on_ray(options: RayOptions, spec: ModelSpec, task, rows: list[dict], bat
     ray = connect(options.address)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    resources = ray.cluster_resources()  # a call to the cluster's control store
+    gpus = int(resources.get("GPU", 0))
+    cpus = max(1, int(resources.get("CPU", 1)))
     actors = options.actors or (gpus if gpus else max(1, int(cpus // options.cpus_per_actor)))
     actors = max(1, min(actors, -(-len(rows) // batch_size)))  # no idle actor loading a model for nothing
     dataset = ray.data.from_items(rows).map_batches(
