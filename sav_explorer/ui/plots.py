@@ -130,6 +130,11 @@ def head_heatmap(
         yaxis=dict(title="layer", dtick=1 if rows <= 32 else None, range=[rows - 0.5, -0.5], showgrid=False, zeroline=False),
         clickmode="event",
         dragmode=False,
+        # A heatmap cell yields the hover (and the click) to any marker within `hoverdistance`
+        # pixels: at plotly's default of 20 the frame of a selected head took the hover and click
+        # of the cell below it, so a click inspected the wrong head. Now a frame answers only
+        # when the pointer is on it.
+        hoverdistance=1,
     )
     return fig
 
