@@ -9,7 +9,7 @@ import torch
 from sav_explorer.teaching.build import build_processor
 from sav_explorer.teaching.examples import SUPPORT_PER_CLASS, TASKS, balanced_attributes, write_task
 from sav_explorer.teaching.shapes import COLOURS, QUESTION_KINDS, SHAPES, SIZES, ShapesWorld, describe, parse_description
-from sav_explorer.teaching.train import POINTER_HEADS, patch_targets, pointer_targets, qa_batch, stack_targets
+from sav_explorer.teaching.train import POINTER_HEADS, patch_targets, pointer_targets, qa_batch, stack_targets, word_targets
 from tests.conftest import REPO
 
 
@@ -61,11 +61,12 @@ def test_patch_targets_mark_the_objects_patches():
     assert targets["object_weights"][:2].sum(1).tolist() == pytest.approx([1.0, 1.0])
 
 
-def pointers_for(kind, seed=0):
+def pointers_for(kind, seed=0, presence="object", same_colour=0.0):
     processor = build_processor()
-    batch = qa_batch(processor, ShapesWorld(), random.Random(seed), 8, {k: float(k == kind) for k in QUESTION_KINDS})
+    weights = {k: float(k == kind) for k in QUESTION_KINDS}
+    batch = qa_batch(processor, ShapesWorld(), random.Random(seed), 8, weights, same_colour=same_colour)
     image_token = processor.tokenizer.convert_tokens_to_ids("<image>")
-    targets, mask = pointer_targets(batch, stack_targets(batch.scenes)["object_weights"], image_token)
+    targets, mask = pointer_targets(batch, stack_targets(batch.scenes)["object_weights"], image_token, presence)
     return batch, targets, mask, image_token
 
 
@@ -103,6 +104,51 @@ def test_presence_points_at_the_named_object_or_the_start_when_there_is_none():
         assert targets[row, 0, place, start].item() == (0.0 if present else 1.0)
         seen.add(present)
     assert seen == {True, False}
+
+
+def test_stage_5_points_head_0_at_the_colour_named_and_head_1_at_the_shape_named():
+    batch, targets, mask, image_token = pointers_for("presence", seed=5, presence="attributes", same_colour=1.0)
+    weights = stack_targets(batch.scenes)["object_weights"]
+    for row, question in enumerate(batch.questions):
+        place, start, image = single_answer_places(batch, mask, image_token, row)
+        colour, shape = question.split()[3:5]
+        objects = batch.scenes[row].objects
+        for head, named in (
+            (0, [i for i, o in enumerate(objects) if o.colour == colour]),
+            (1, [i for i, o in enumerate(objects) if o.shape == shape]),
+        ):
+            assert mask[row, head, place]
+            if named:
+                expected = weights[row, named].sum(0)
+                assert torch.allclose(targets[row, head, place, image], expected / expected.sum())
+            else:
+                assert targets[row, head, place, start].item() == 1.0
+
+
+def test_stage_5_asks_half_of_its_absent_presence_questions_about_a_colour_in_the_scene_on_another_shape():
+    rows = [pointers_for("presence", seed=seed, same_colour=1.0)[0] for seed in range(6)]
+    hard = yes = 0
+    for batch in rows:
+        for question, scene in zip(batch.questions, batch.scenes):
+            colour, shape = question.split()[3:5]
+            present = any(o.colour == colour and o.shape == shape for o in scene.objects)
+            yes += present
+            hard += not present and any(o.colour == colour for o in scene.objects)
+    assert 12 <= yes <= 36 and hard == 48 - yes  # every "no" names a colour of the scene on another shape
+
+
+def test_the_word_pointer_is_taught_to_look_at_a_presence_questions_shape_word():
+    processor = build_processor()
+    batch = qa_batch(processor, ShapesWorld(), random.Random(2), 8, {k: float(k in ("presence", "colour")) for k in QUESTION_KINDS})
+    shape_ids = set(processor.tokenizer.convert_tokens_to_ids(list(SHAPES)))
+    places = word_targets(batch, shape_ids)
+    assert {"presence", "colour"} == set(batch.kinds)
+    for row, (kind, question) in enumerate(zip(batch.kinds, batch.questions)):
+        if kind == "presence":
+            word = processor.tokenizer.convert_ids_to_tokens(int(batch.inputs["input_ids"][row, places[row]]))
+            assert word == question.split()[4]
+        else:
+            assert places[row] == -1
 
 
 def test_count_points_at_every_object_alike_with_a_share_that_grows_with_the_count():
