@@ -207,6 +207,14 @@ def main(argv: list[str] | None = None) -> None:
             f"heads ablated {100 * study.ablated.accuracy:5.1f} %  random heads ablated {100 * study.random_accuracy:5.1f} % "
             f"({', '.join(f'{100 * a:.0f}' for a in study.random_accuracies)})"
         )
+    print("\nWhere presence is answered: heads zeroed, on 400 held-out presence questions (the model's own answers):")
+    presence = [Example((image,), question, answer) for image, question, answer in held_out("presence", 400)]
+    for name, heads in (("pointer heads (2, 0) and (2, 1)", [(2, 0), (2, 1)]), ("word pointer (1, 4)", [(1, 4)])):
+        study = ablation_study(loaded, presence, ["no", "yes"], heads, mode="zero", n_random=3)
+        print(
+            f"  {name:<32} {100 * study.baseline.accuracy:5.1f} % -> {100 * study.ablated.accuracy:5.1f} %  "
+            f"(as many random heads of their layers: {100 * study.random_accuracy:5.1f} %)"
+        )
     spec = specialisation(results["colour"].classifier, results["shape"].classifier)
     print(
         f"\nSpecialisation: best colour head {spec['best_colour_head']:.2f}, best shape head {spec['best_shape_head']:.2f} "
