@@ -144,18 +144,7 @@ class ShapesWorld:
         if kind == "count":
             return QUESTIONS[kind], COUNT_WORDS[len(objects) - 1]
         if kind == "presence":
-            if rng.random() < 0.5:
-                target = rng.choice(objects)
-                colour, shape = target.colour, target.shape
-            else:
-                present = {(o.colour, o.shape) for o in objects}
-                absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
-                # Half of the absent questions share a colour or shape with an object in the
-                # scene, so that the answer needs the binding, not just one attribute.
-                near = [(c, s) for c, s in absent if any(o.colour == c or o.shape == s for o in objects)]
-                colour, shape = rng.choice(near if near and rng.random() < 0.5 else absent)
-            answer = "yes" if any(o.colour == colour and o.shape == shape for o in objects) else "no"
-            return QUESTIONS[kind].format(colour=colour, shape=shape), answer
+            return self.presence_question(scene, rng)
         if kind == "relation":
             a, b = rng.sample(list(objects), 2)
             answer = "yes" if a.x < b.x else "no"
@@ -163,6 +152,23 @@ class ShapesWorld:
         if kind == "describe":
             return QUESTIONS[kind], describe(scene)
         raise ValueError(f"unknown question kind {kind!r}; expected one of {QUESTION_KINDS}")
+
+    def presence_question(
+        self, scene: Scene, rng: random.Random, near_share: float = 0.5, same_colour_only: bool = False
+    ) -> tuple[str, str]:
+        """A presence question about the scene, answered yes half the time. Of the absent ones,
+        `near_share` name a pair one attribute away from an object in the scene (a colour or a
+        shape of it; with `same_colour_only`, a colour of it on another shape), so that the answer
+        needs the binding, not just one attribute."""
+        objects = scene.objects
+        if rng.random() < 0.5:
+            target = rng.choice(objects)
+            return QUESTIONS["presence"].format(colour=target.colour, shape=target.shape), "yes"
+        present = {(o.colour, o.shape) for o in objects}
+        absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
+        near = [(c, s) for c, s in absent if any(o.colour == c or (o.shape == s and not same_colour_only) for o in objects)]
+        colour, shape = rng.choice(near if near and rng.random() < near_share else absent)
+        return QUESTIONS["presence"].format(colour=colour, shape=shape), "no"
 
     def sample(self, rng: random.Random, kind: str) -> tuple[Image.Image, str, str]:
         """A random (image, question, answer) of the given kind, from a scene that fits it."""

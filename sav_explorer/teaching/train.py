@@ -55,7 +55,7 @@ from transformers import LlavaForConditionalGeneration, LlavaProcessor
 from ..models import BUNDLED_MODEL, build_prompt
 from .build import PATCH_SIZE, build_config, build_processor
 from .drawn import Picture, render_drawn
-from .shapes import COLOURS, IMAGE_SIZE, MAX_OBJECTS, QUESTION_KINDS, QUESTIONS, SHAPES, SIZES, Scene, ShapesWorld, draw_shape
+from .shapes import COLOURS, IMAGE_SIZE, MAX_OBJECTS, QUESTION_KINDS, SHAPES, SIZES, Scene, ShapesWorld, draw_shape
 
 log = logging.getLogger(__name__)
 
@@ -262,21 +262,6 @@ class QABatch:
     index_maps: list[Image.Image]
 
 
-def presence_question(scene: Scene, rng: random.Random, same_colour: float) -> tuple[str, str]:
-    """A presence question of which half are answered yes and, of the rest, `same_colour` name a
-    colour that is in the scene on another shape: the case the model got wrong (it answered yes
-    to every object of the colour named). The others name any absent pair."""
-    objects = scene.objects
-    if rng.random() < 0.5:
-        target = rng.choice(objects)
-        return QUESTIONS["presence"].format(colour=target.colour, shape=target.shape), "yes"
-    present = {(o.colour, o.shape) for o in objects}
-    absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
-    near = [(c, s) for c, s in absent if any(o.colour == c for o in objects)]
-    colour, shape = rng.choice(near if near and rng.random() < same_colour else absent)
-    return QUESTIONS["presence"].format(colour=colour, shape=shape), "no"
-
-
 def qa_batch(
     processor: LlavaProcessor,
     world: ShapesWorld,
@@ -291,7 +276,8 @@ def qa_batch(
     for kind in kinds:
         scene = world.sample_scene_for(rng, kind)
         if kind == "presence" and same_colour:
-            question, answer = presence_question(scene, rng, same_colour)
+            # the case the model got wrong before stage 5: it answered yes to every object of the colour named
+            question, answer = world.presence_question(scene, rng, same_colour, same_colour_only=True)
         else:
             question, answer = world.question(scene, kind, rng)
         drawn = picture(world, scene, rng, drawn_share)
