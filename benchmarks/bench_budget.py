@@ -41,6 +41,7 @@ def measure(folder: str, budget: int | None, n_images: int) -> dict:
 
     from sav_explorer.capture import capture_heads
     from sav_explorer.data import Example
+    from sav_explorer.encoding import Encoding, RunOptions
     from sav_explorer.models import load_model, quiet_transformers
 
     quiet_transformers()
@@ -48,9 +49,9 @@ def measure(folder: str, budget: int | None, n_images: int) -> dict:
     loaded = load_model(folder, device="cpu")
     sizes = [(1024, 768) if i % 2 == 0 else (448, 336) for i in range(n_images)]
     examples = [Example((Image.new("RGB", size, (30 + 40 * i, 90, 160)),), "What is in the image?") for i, size in enumerate(sizes)]
-    capture_heads(loaded, examples[:1], batch_size=1, max_image_tokens=budget)  # warm-up
+    capture_heads(loaded, examples[:1], Encoding(max_image_tokens=budget), RunOptions(batch_size=1))  # warm-up
     start = time.perf_counter()
-    activations = capture_heads(loaded, examples, batch_size=1, max_image_tokens=budget)
+    activations = capture_heads(loaded, examples, Encoding(max_image_tokens=budget), RunOptions(batch_size=1))
     seconds = (time.perf_counter() - start) / n_images
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"budget": budget, "tokens": activations.image_tokens, "seconds_per_image": round(seconds, 2), "peak_mb": round(peak_mb)}

@@ -24,8 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from sav_explorer import SAVClassifier, fit_examples, load_examples, load_model
 from sav_explorer.capture import HeadActivations, HeadCapture
+from sav_explorer.encoding import RunOptions
 from sav_explorer.heads import HeadLayout, LayerBlock
-from sav_explorer.models import EXAMPLES_DIR, build_prompt, prepare_inputs
+from sav_explorer.models import EXAMPLES_DIR, build_prompt
+from sav_explorer.models.prompts import processor_inputs
 
 
 def best_of(fn, repeats: int) -> float:
@@ -47,9 +49,9 @@ def bench_fit(model_id: str | None, data: str, batch_size: int, repeats: int) ->
             batch = examples[start : start + batch_size]
             images = [e.load_images() for e in batch]
             prompts = [build_prompt(loaded.processor, e.question, len(i)) for e, i in zip(batch, images)]
-            loaded.model(**prepare_inputs(loaded, images, prompts), use_cache=False)
+            loaded.model(**processor_inputs(loaded, images, prompts), use_cache=False)
 
-    fit = lambda: fit_examples(loaded, examples, k=20, batch_size=batch_size)  # noqa: E731
+    fit = lambda: fit_examples(loaded, examples, run=RunOptions(batch_size=batch_size), k=20)  # noqa: E731
     fit(), bare_loop()  # warm up
     fit_time, bare_time = best_of(fit, repeats), best_of(bare_loop, repeats)
     n = len(examples)
@@ -106,12 +108,12 @@ def bench_early_stop(model_id: str | None, data: str, batch_size: int, repeats: 
     examples = load_examples(data)[:batch_size]
     images = [e.load_images() for e in examples]
     prompts = [build_prompt(loaded.processor, e.question, len(i)) for e, i in zip(examples, images)]
-    inputs = prepare_inputs(loaded, images, prompts)
+    inputs = processor_inputs(loaded, images, prompts)
 
     @torch.no_grad()
     def capture_until(site_index: int | None):
         sites = loaded.sites if site_index is None else [loaded.sites[site_index]]
-        with HeadCapture(sites, inputs["attention_mask"], stop_early=site_index is not None):
+        with HeadCapture(loaded, inputs["attention_mask"], sites, stop_early=site_index is not None):
             loaded.model(**inputs, use_cache=False)
 
     full = best_of(lambda: capture_until(None), repeats)

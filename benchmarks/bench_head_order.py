@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sav_explorer.analysis import wilson_interval  # noqa: E402
 from sav_explorer.capture import capture_heads  # noqa: E402
 from sav_explorer.data import Example, load_examples  # noqa: E402
+from sav_explorer.encoding import RunOptions  # noqa: E402
 from sav_explorer.method import HeadOrder, select_heads, vote  # noqa: E402
 from sav_explorer.models import EXAMPLES_DIR, load_model, quiet_transformers  # noqa: E402
 from sav_explorer.pipeline import fit_examples  # noqa: E402
@@ -59,9 +60,9 @@ def main() -> None:
     print(f"{'task':<9} {'k':>3} " + " ".join(f"{order:>24}" for order in ORDERS) + "   tied at k-th place / places left")
     for task in TASKS:
         support = load_examples(EXAMPLES_DIR / task.name / "support.jsonl")
-        clf, _ = fit_examples(loaded, support, k=1, batch_size=16)
+        clf, _ = fit_examples(loaded, support, run=RunOptions(batch_size=16), k=1)
         queries = fresh_queries(task, args.per_class)
-        sims = clf.similarities(capture_heads(loaded, queries, batch_size=16))
+        sims = clf.similarities(capture_heads(loaded, queries, run=RunOptions(batch_size=16)))
         truth = torch.tensor([clf.classes_.index(q.label) for q in queries])
         scores = clf.in_sample_scores_
         margins = clf.in_sample_margins_

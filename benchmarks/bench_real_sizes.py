@@ -71,7 +71,9 @@ def measure(folder: str) -> dict:
 
     from sav_explorer.capture import capture_heads
     from sav_explorer.data import Example
-    from sav_explorer.models import build_prompt, load_model, prepare_inputs, quiet_transformers
+    from sav_explorer.encoding import RunOptions
+    from sav_explorer.models import build_prompt, load_model, quiet_transformers
+    from sav_explorer.models.prompts import processor_inputs
 
     quiet_transformers()
     torch.set_num_threads(2)
@@ -85,17 +87,17 @@ def measure(folder: str) -> dict:
         image = photo(size)
         example = Example((image,), QUESTION)
         if index == 0:
-            capture_heads(loaded, [example], max_activation_bytes=no_guard)  # warm-up
+            capture_heads(loaded, [example], run=RunOptions(memory_limit=no_guard))  # warm-up
         started = time.perf_counter()
-        inputs = prepare_inputs(loaded, [[image]], [build_prompt(loaded.processor, QUESTION, [image])])
+        inputs = processor_inputs(loaded, [[image]], [build_prompt(loaded.processor, QUESTION, [image])])
         with torch.no_grad():
             loaded.model(**inputs, use_cache=False)
         bare = time.perf_counter() - started
         started = time.perf_counter()
-        captured = capture_heads(loaded, [example], max_activation_bytes=no_guard)
+        captured = capture_heads(loaded, [example], run=RunOptions(memory_limit=no_guard))
         capture = time.perf_counter() - started
         started = time.perf_counter()
-        capture_heads(loaded, [example], sites=half, max_activation_bytes=no_guard)
+        capture_heads(loaded, [example], run=RunOptions(memory_limit=no_guard), sites=half)
         halfway = time.perf_counter() - started
         rows.append(
             {
@@ -120,18 +122,20 @@ def memory(folder: str, size: tuple[int, int]) -> dict:
 
     from sav_explorer.capture import capture_heads
     from sav_explorer.data import Example
-    from sav_explorer.models import build_prompt, load_model, prepare_inputs, quiet_transformers
+    from sav_explorer.encoding import RunOptions
+    from sav_explorer.models import build_prompt, load_model, quiet_transformers
     from sav_explorer.models.memory import activation_estimate
+    from sav_explorer.models.prompts import processor_inputs
 
     quiet_transformers()
     torch.set_num_threads(2)
     loaded = load_model(folder, device="cpu")
     sum(float(p.sum()) for p in loaded.model.parameters())  # page every weight in (safetensors are mapped lazily)
     image = photo(size)
-    inputs = prepare_inputs(loaded, [[image]], [build_prompt(loaded.processor, QUESTION, [image])])
+    inputs = processor_inputs(loaded, [[image]], [build_prompt(loaded.processor, QUESTION, [image])])
     estimate = activation_estimate(loaded, inputs)
     resident = reset_peak()
-    capture_heads(loaded, [Example((image,), QUESTION)], max_activation_bytes=1 << 50)
+    capture_heads(loaded, [Example((image,), QUESTION)], run=RunOptions(memory_limit=1 << 50))
     return {
         "estimate_mb": round(estimate.bytes / 2**20),
         "growth_mb": round(_status_mb("VmHWM") - resident),
@@ -144,6 +148,7 @@ def app_flow(folder: str) -> dict:
     import torch
 
     from sav_explorer.data import Example
+    from sav_explorer.encoding import Encoding
     from sav_explorer.models import load_model, quiet_transformers
     from sav_explorer.pipeline import fit_examples, predict_examples
 
@@ -152,10 +157,10 @@ def app_flow(folder: str) -> dict:
     loaded = load_model(folder, device="cpu")
     examples = [Example((photo((800 + 16 * i, 600)),), QUESTION, "wide" if i % 2 else "narrow") for i in range(20)]
     started = time.perf_counter()
-    clf, activations = fit_examples(loaded, examples, k=20, max_pixels=448 * 448, max_image_tokens=256)
+    clf, activations = fit_examples(loaded, examples, Encoding(max_pixels=448 * 448, max_image_tokens=256), k=20)
     extract = time.perf_counter() - started
     started = time.perf_counter()
-    predict_examples(loaded, clf, [Example((photo((1024, 768)),), QUESTION)], max_pixels=448 * 448)
+    predict_examples(loaded, clf, [Example((photo((1024, 768)),), QUESTION)])  # under the fit's encoding
     classify = time.perf_counter() - started
     return {
         "extract_s": round(extract, 1),

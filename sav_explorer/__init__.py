@@ -1,15 +1,18 @@
 """SAV Explorer: Sparse Attention Vectors over the heads of generative vision-language models.
 
-    from sav_explorer import load_model, load_examples, fit_examples, predict_examples
+    from sav_explorer import Encoding, load_model, load_examples, fit_examples, predict_examples
     loaded = load_model()                                   # the bundled teaching model
-    clf, acts = fit_examples(loaded, load_examples("assets/examples/colour/support.jsonl"), k=20)
+    clf, acts = fit_examples(loaded, load_examples("assets/examples/colour/support.jsonl"), Encoding(max_pixels=448 * 448), k=20)
+    predict_examples(loaded, clf, queries)                  # read as clf.encoding says, as the support set was
 
 The public API: the pipeline's steps, its records and its errors, re-exported here.
 """
 
+from .answers import generate_answers
 from .capture import CaptureCancelled, HeadActivations, HeadCapture, capture_heads
 from .classifier import HeadVote, Prediction, SAVClassifier
 from .data import Example, load_examples, open_image
+from .encoding import Batch, Encoding, RunOptions, batches, encode
 from .errors import ClassifierFileError, DataError, ModelLoadError, SAVError
 from .heads import HeadLayout, LayerBlock
 from .manifest import Manifest, Settings
@@ -20,16 +23,18 @@ from .models import (
     count_image_tokens,
     default_model_id,
     find_attention_sites,
-    generate_answers,
     load_model,
 )
 from .pipeline import EvalReport, evaluate, fit_examples, predict_examples, save_activations, save_head_scores
+from .trace import Trace
 
 __all__ = [
     "AttentionSite",
+    "Batch",
     "CaptureCancelled",
     "ClassifierFileError",
     "DataError",
+    "Encoding",
     "EvalReport",
     "Example",
     "HeadActivations",
@@ -41,13 +46,17 @@ __all__ = [
     "Manifest",
     "ModelLoadError",
     "Prediction",
+    "RunOptions",
     "SAVClassifier",
     "SAVError",
     "Settings",
+    "Trace",
+    "batches",
     "build_prompt",
     "capture_heads",
     "count_image_tokens",
     "default_model_id",
+    "encode",
     "evaluate",
     "find_attention_sites",
     "fit_examples",

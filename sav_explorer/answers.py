@@ -1,6 +1,6 @@
 """The model's own answers to a task's question, scored against its labels: SAV's zero-shot baseline.
 
-    report = zero_shot(loaded, queries, classes, method="generate")   # ZeroShotReport
+    report = zero_shot(loaded, queries, classes, clf.encoding, method="generate")   # ZeroShotReport
     report.accuracy, report.unmatched, report.samples
 
 The paper sets SAV beside the model answering by itself. Two ways to read an answer:
@@ -17,17 +17,17 @@ The paper sets SAV beside the model answering by itself. Two ways to read an ans
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from .analysis import wilson_interval
 from .data import Example
+from .encoding import Batch, Encoding, RunOptions, batches, encode
 from .errors import DataError
 from .interventions import answer_tokens
-from .models import LoadedModel, build_prompt, generate_answers, prepare_inputs
-from .models.budget import budget_settings
+from .models import LoadedModel
 
 ZERO_SHOT_METHODS = ("generate", "likelihood")
 SAMPLES_PER_KIND = 3  # answers shown of each kind: right, wrong, unmatched
@@ -91,41 +91,48 @@ def zero_shot(
     loaded: LoadedModel,
     queries: Sequence[Example],
     classes: Sequence[str],
+    encoding: Encoding | None = None,
+    run: RunOptions | None = None,
     *,
     method: str = "generate",
-    question: str | None = None,
-    batch_size: int = 8,
     max_new_tokens: int = 16,
-    on_batch: Callable[[int, int], None] | None = None,
-    max_image_tokens: int | None = None,
 ) -> ZeroShotReport:
     """The model's own answers to each query's question, read as one of `classes` (see the module's doc);
-    `max_image_tokens`: images within that budget, as the classifier saw them."""
+    the queries are read as `encoding` says (the classifier's, so that the model sees what SAV saw)."""
     if method not in ZERO_SHOT_METHODS:
         raise DataError(f"unknown zero-shot method {method!r}; choose one of {', '.join(ZERO_SHOT_METHODS)}")
     truth = [q.label for q in queries]
     if any(label is None for label in truth):
         raise DataError("every query needs a label to score the model's own answers")
-    budget = budget_settings(loaded, max_image_tokens)
+    encoding = encoding or Encoding()
     answers: list[str] = []
     predicted: list[str | None] = []
-    for start in range(0, len(queries), batch_size):
-        batch = queries[start : start + batch_size]
-        images = [example.load_images() for example in batch]
-        questions = [example.question_or(question) for example in batch]
+    for batch in batches(loaded, queries, encoding, run):
         if method == "generate":
-            texts = generate_answers(loaded, images, questions, max_new_tokens=max_new_tokens, image_budget=budget)
+            texts = _generate(loaded, batch, max_new_tokens)
             answers += texts
             for text in texts:
                 named = labels_named(text, classes)
                 predicted.append(named[0] if len(named) == 1 else None if not named else "")  # "": several labels, wrong
         else:
-            chosen = _most_likely(loaded, images, questions, classes, budget)
+            chosen = _most_likely(loaded, batch.examples, encoding, classes)
             answers += chosen
             predicted += chosen
-        if on_batch is not None:
-            on_batch(min(start + batch_size, len(queries)), len(queries))
     return report_of(method, queries, answers, predicted)
+
+
+@torch.no_grad()
+def generate_answers(
+    loaded: LoadedModel, examples: Sequence[Example], encoding: Encoding, run: RunOptions | None = None, max_new_tokens: int = 24
+) -> list[str]:
+    """The model's own greedy answers, as text, to examples read as `encoding` says."""
+    return [text for batch in batches(loaded, examples, encoding, run) for text in _generate(loaded, batch, max_new_tokens)]
+
+
+def _generate(loaded: LoadedModel, batch: Batch, max_new_tokens: int) -> list[str]:
+    output = loaded.model.generate(**batch.inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    new_tokens = output[:, batch.input_ids.shape[1] :]
+    return [text.strip() for text in loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
 def report_of(method: str, queries: Sequence[Example], answers: list[str], predicted: list[str | None]) -> ZeroShotReport:
@@ -140,19 +147,17 @@ def report_of(method: str, queries: Sequence[Example], answers: list[str], predi
 
 
 @torch.no_grad()
-def _most_likely(loaded: LoadedModel, images: list[list], questions: list[str], classes: Sequence[str], budget=None) -> list[str]:
-    """For each row, the label with the highest total log-probability as the answer (one forward per label)."""
-    prompts = [build_prompt(loaded.processor, q, row) for row, q in zip(images, questions)]
-    scores = torch.empty(len(prompts), len(classes))
-    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+def _most_likely(loaded: LoadedModel, examples: Sequence[Example], encoding: Encoding, classes: Sequence[str]) -> list[str]:
+    """For each example, the label with the highest total log-probability as the answer (one forward per label).
+    The label's tokens are found from the processor's own ids (`encode(answers=...)`), wherever the family's
+    processor puts tokens of its own after the text."""
+    scores = torch.empty(len(examples), len(classes))
     for column, label in enumerate(classes):
-        texts = [p + label if p[-1:].isspace() else f"{p} {label}" for p in prompts]
-        inputs = prepare_inputs(loaded, images, texts, budget)
-        lengths = [len(tokenizer(text, add_special_tokens=False).input_ids) for text in [*texts, *prompts]]
-        label_lengths = [max(a - b, 1) for a, b in zip(lengths[: len(texts)], lengths[len(texts) :])]
-        with answer_tokens(label_lengths):  # under an ablation, the label's tokens count as answer, not prompt
-            logits = loaded.model(**inputs).logits.float()
-        log_probs = logits[:, :-1].log_softmax(-1).gather(-1, inputs["input_ids"][:, 1:, None])[..., 0]
-        for row, n in enumerate(label_lengths):  # left padding: the label's tokens end every row
-            scores[row, column] = log_probs[row, -n:].sum()
+        batch = encode(loaded, examples, encoding, answers=[label] * len(examples))
+        with answer_tokens([sum(span) for span in batch.answer_spans]):  # under an ablation, the label counts as answer, not prompt
+            logits = loaded.model(**batch.inputs).logits.float()
+        log_probs = logits[:, :-1].log_softmax(-1).gather(-1, batch.input_ids[:, 1:, None])[..., 0]  # (batch, seq - 1)
+        end = log_probs.shape[1]
+        for row, span in enumerate(batch.answer_spans):  # left padding: every row ends at the last column
+            scores[row, column] = log_probs[row, end - span.after - span.length : end - span.after].sum()
     return [classes[i] for i in scores.argmax(1).tolist()]

@@ -17,7 +17,7 @@ import csv
 import html
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -27,6 +27,7 @@ from .capture import HeadActivations, capture_heads
 from .checks import check_classes
 from .classifier import SAVClassifier
 from .data import Example, labels_of
+from .encoding import Encoding, RunOptions
 from .errors import DataError
 from .heads import Head
 from .models import load_model
@@ -113,7 +114,6 @@ class Atlas:
                 out / "classifiers" / _folder_name(entry.model) / _folder_name(entry.task),
                 model_id=entry.model,
                 revision=entry.revision,
-                question=entry.question,
             )
         return [out / name for name in ("atlas.csv", "atlas.json", "atlas.html")]
 
@@ -161,7 +161,7 @@ def build_atlas(
     *,
     k: int | None = None,
     batch_size: int = 8,
-    max_image_tokens: int | None = None,
+    encoding: Encoding | None = None,
     load=None,
     ray=None,
     spec=None,
@@ -170,7 +170,8 @@ def build_atlas(
     """Fits every task on every model (see the module's doc). `load(model_id)` gives a LoadedModel for a
     local run (default `load_model`); `ray` (distributed.RayOptions) runs the captures on a cluster instead, the actors loading
     `spec(model_id)` (a distributed.ModelSpec; default: the model's own dtype and device choice).
-    `on_fit(model, task)` is told after each fit."""
+    `on_fit(model, task)` is told after each fit. Every task is read under `encoding` (pixel cap, image
+    tokens, video frames), with the task's own question."""
     if not models or not tasks:
         raise DataError("an atlas needs at least one model and one task")
     names = [t.name for t in tasks]
@@ -180,27 +181,28 @@ def build_atlas(
         check_classes(labels_of(task.examples))
     entries = []
     for model in models:
-        captured, model_id, revision, n_layers = _capture_tasks(model, tasks, batch_size, max_image_tokens, load, ray, spec)
-        for task, activations in zip(tasks, captured):
-            entries.append(_fit(model_id, revision, n_layers, task, activations, k, max_image_tokens))
+        encodings = [replace(encoding or Encoding(), question=task.question) for task in tasks]
+        captured, model_id, revision, n_layers = _capture_tasks(model, tasks, encodings, batch_size, load, ray, spec)
+        for task, task_encoding, activations in zip(tasks, encodings, captured):
+            entries.append(_fit(model_id, revision, n_layers, task, task_encoding, activations, k))
             if on_fit is not None:
                 on_fit(model, task.name)
     return Atlas(entries)
 
 
-def _capture_tasks(model: str, tasks: Sequence[Task], batch_size, max_image_tokens, load, ray, spec):
-    """Every task's support activations on one model: locally, or as one dataset on Ray."""
+def _capture_tasks(model: str, tasks: Sequence[Task], encodings: Sequence[Encoding], batch_size, load, ray, spec):
+    """Every task's support activations on one model: locally, or as one dataset on Ray (the questions
+    resolved per task, so that one encoding without a question reads them all)."""
     if ray is None:
         loaded = (load or load_model)(model)
-        captured = [
-            capture_heads(loaded, t.examples, batch_size=batch_size, default_question=t.question, max_image_tokens=max_image_tokens)
-            for t in tasks
-        ]
+        run = RunOptions(batch_size=batch_size)
+        captured = [capture_heads(loaded, t.examples, e, run) for t, e in zip(tasks, encodings)]
         return captured, loaded.model_id, loaded.revision, loaded.n_layers
     from .distributed import ModelSpec, capture_on_ray
 
     resolved = [Example(e.images, e.question_or(t.question), e.label) for t in tasks for e in t.examples]
-    result = capture_on_ray(ray, (spec or ModelSpec)(model), resolved, batch_size=batch_size, max_image_tokens=max_image_tokens)
+    shared = replace(encodings[0], question=None)
+    result = capture_on_ray(ray, (spec or ModelSpec)(model), resolved, shared, batch_size=batch_size)
     captured, start = [], 0
     for task in tasks:
         end = start + len(task.examples)
@@ -211,10 +213,10 @@ def _capture_tasks(model: str, tasks: Sequence[Task], batch_size, max_image_toke
     return captured, result.model_id, result.revision, result.n_layers
 
 
-def _fit(model_id, revision, n_layers, task: Task, activations, k, max_image_tokens) -> AtlasEntry:
+def _fit(model_id, revision, n_layers, task: Task, encoding: Encoding, activations, k) -> AtlasEntry:
     labels = labels_of(task.examples)
     k = min(k or DEFAULT_K, activations.layout.n_heads)
-    clf = fit_activations(activations, labels, k=k, max_image_tokens=max_image_tokens)
+    clf = fit_activations(activations, labels, encoding, k=k)
     curve = accuracy_curve(clf, activations)
     nested = curve.nested_loo[k - 1] if curve.nested_loo else None
     question = task.question or task.examples[0].question

@@ -2,7 +2,7 @@
 
     clf = SAVClassifier(k=20).fit(activations, labels)       # activations: HeadActivations
     clf.predict(query_activations)                           # ['red', ...]
-    clf.save("my-classifier", model_id=..., revision=..., question=...)
+    clf.save("my-classifier", model_id=..., revision=...)   # with clf.encoding, how its examples were read
     clf = SAVClassifier.load("my-classifier"); clf.manifest_  # the validated Manifest
 
 `fit` keeps the class means of *every* head, so `select` can change k or the head set at once,
@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from . import method
 from .capture import HeadActivations
 from .checks import check_choice, check_classes, check_k, clean_label
+from .encoding import Encoding
 from .errors import ClassifierFileError, DataError
 from .heads import Head
 from .manifest import Manifest, Settings
@@ -66,7 +67,7 @@ class SAVClassifier:
         self.scoring = scoring
         self.tie_break = tie_break
         self.head_order = head_order
-        self.max_image_tokens: int | None = None  # the image-token budget its activations were captured under
+        self.encoding = Encoding()  # how its support set was read (set by `pipeline.fit_activations`); later passes read the same way
 
     # ----------------------------------------------------------------------------- fitting
     def fit(self, activations: HeadActivations, labels: Sequence[str]) -> SAVClassifier:
@@ -192,8 +193,8 @@ class SAVClassifier:
         return float((predicted == self.support_labels_).float().mean())
 
     # ----------------------------------------------------------------------------- files
-    def save(self, folder: str | Path, *, model_id: str, revision: str, question: str | None) -> Path:
-        """Writes `manifest.json` and `tensors.safetensors` into `folder` (created if needed)."""
+    def save(self, folder: str | Path, *, model_id: str, revision: str) -> Path:
+        """Writes `manifest.json` (with the encoding) and `tensors.safetensors` into `folder` (created if needed)."""
         self._check_fitted()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -208,7 +209,7 @@ class SAVClassifier:
         manifest = Manifest(
             model_id=model_id,
             revision=revision,
-            question=question,
+            encoding=self.encoding,
             labels=list(self.classes_),
             layout=self.layout_,
             selected=self.selected_heads,
@@ -218,7 +219,6 @@ class SAVClassifier:
                 scoring=self.scoring,
                 tie_break=self.tie_break,
                 head_order=self.head_order,
-                max_image_tokens=self.max_image_tokens,
             ),
             tensors_sha256=_sha256(folder / TENSORS),
         )
@@ -242,7 +242,7 @@ class SAVClassifier:
             raise ClassifierFileError(f"{tensor_path} is not a readable safetensors file ({error})") from None
         settings = manifest.settings
         clf = cls(k=settings.k, scoring=settings.scoring, tie_break=settings.tie_break, head_order=settings.head_order)
-        clf.max_image_tokens = settings.max_image_tokens
+        clf.encoding = manifest.encoding
         clf.classes_ = list(manifest.labels)
         clf.layout_ = manifest.layout
         try:

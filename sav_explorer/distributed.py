@@ -30,6 +30,7 @@ from PIL import Image
 
 from .capture import HeadActivations, capture_heads
 from .data import Example
+from .encoding import Encoding, RunOptions
 from .errors import ClassifierFileError, DataError, ModelLoadError, SAVError
 from .heads import HeadLayout, LayerBlock
 from .models import LoadedModel, load_model, model_location
@@ -182,23 +183,16 @@ class ModelActor:
 class CaptureTask:
     """Each example's heads, flattened: `capture_heads` in an actor."""
 
-    def __init__(self, layers: list[int] | None, max_image_tokens: int | None, max_activation_bytes: int | None, video_frames=None):
-        self.layers, self.max_image_tokens, self.video_frames = layers, max_image_tokens, video_frames
-        self.max_activation_bytes = max_activation_bytes  # None: half of what is free where the actor runs
+    def __init__(self, layers: list[int] | None, encoding: Encoding, memory_limit: int | None):
+        self.layers, self.encoding = layers, encoding
+        self.memory_limit = memory_limit  # None: half of what is free where the actor runs
 
     def setup(self, loaded: LoadedModel) -> None:
         self.sites = [s for s in loaded.sites if self.layers is None or s.layer in self.layers]
 
     def __call__(self, loaded: LoadedModel, examples: list[Example]) -> dict:
-        activations = capture_heads(
-            loaded,
-            examples,
-            sites=self.sites,
-            batch_size=len(examples),
-            max_image_tokens=self.max_image_tokens,
-            max_activation_bytes=self.max_activation_bytes,
-            video_frames=self.video_frames,
-        )
+        run = RunOptions(batch_size=len(examples), memory_limit=self.memory_limit)
+        activations = capture_heads(loaded, examples, self.encoding, run, sites=self.sites)
         tokens = activations.image_tokens or [-1] * len(examples)
         flat = torch.cat([block.flatten(1) for block in activations.blocks], dim=1).numpy()
         return {"activations": flat, "image_tokens": np.asarray(tokens, dtype=np.int64)}
@@ -252,19 +246,19 @@ def capture_on_ray(
     options: RayOptions,
     spec: ModelSpec,
     examples: list[Example],
+    encoding: Encoding | None = None,
     *,
     layers: list[int] | None = None,
     batch_size: int = 8,
-    default_question: str | None = None,
-    max_image_tokens: int | None = None,
-    max_activation_bytes: int | None = None,
-    video_frames: int | None = None,
+    memory_limit: int | None = None,
 ) -> RayCapture:
-    """`capture_heads` on a Ray cluster (see the module's doc); `layers` limits the capture as prediction does."""
+    """`capture_heads` on a Ray cluster (see the module's doc), every actor reading the examples as
+    `encoding` says; `layers` limits the capture as prediction does."""
     if not examples:
         raise DataError("no examples to capture")
-    rows = [example_row(i, example, default_question) for i, example in enumerate(examples)]
-    task = CaptureTask(layers, max_image_tokens, max_activation_bytes, video_frames)
+    encoding = encoding or Encoding()
+    rows = [example_row(i, example, encoding.question) for i, example in enumerate(examples)]
+    task = CaptureTask(layers, encoding, memory_limit)
     out, description, pids = run_on_ray(options, spec, task, rows, batch_size)
     return _assemble(out, description, layers, pids)
 

@@ -1,8 +1,8 @@
 """Interventions: the model run with chosen heads ablated, to see whether it needs them.
 
-    means = support_means(loaded, support, heads)             # only for mode "mean"
+    means = support_means(loaded, support, heads, clf.encoding)    # only for mode "mean"
     with ablated_heads(loaded, heads, mode="mean", means=means):
-        answers = generate_answers(loaded, images, questions)  # or a capture, or any forward pass
+        answers = generate_answers(loaded, queries, clf.encoding)    # or a capture, or any forward pass
 
 A head's output is its slice of the attention output projection's input (what SAV reads). Two
 ablations replace that slice at every position of every forward pass inside the block, the
@@ -19,7 +19,7 @@ prompt's and each generated token's:
   mean over all text positions; every generated position takes the last prompt position's mean.
   Padding is excluded from the means.
 
-The hooks are removed when the block ends, whatever happened inside it.
+Both run inside one `Trace`; its hooks are removed when the block ends, whatever happened inside it.
 """
 
 from __future__ import annotations
@@ -33,38 +33,13 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import Example
+from .encoding import IMAGE_ALL, LAST_PROMPT_POSITION, TEXT_ALL, Encoding, PositionKey, RunOptions, batches, position_keys
 from .errors import DataError
 from .heads import Head, HeadLayout
-from .models import LoadedModel, build_prompt, image_token_id, prepare_inputs
-from .models.budget import budget_settings
+from .models import LoadedModel, image_token_id
+from .trace import Trace
 
 ABLATION_MODES = ("mean", "zero")
-Key = tuple  # ("start", offset) | ("image", index) | ("end", offset) | ("image-all",) | ("text-all",)
-LAST_PROMPT_POSITION = ("end", 0)
-
-
-def position_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token: int | None) -> list[Key | None]:
-    """What each position of one row is (see the module's doc); None for padding."""
-    real = attention_mask.bool().tolist()
-    ids = input_ids.tolist()
-    positions = [p for p, r in enumerate(real) if r]
-    if not positions:
-        return [None] * len(ids)
-    first, last = positions[0], positions[-1]
-    images = [p for p in positions if ids[p] == image_token]
-    first_image = images[0] if images else None
-    image_index = {p: i for i, p in enumerate(images)}
-    keys: list[Key | None] = []
-    for p, is_real in enumerate(real):
-        if not is_real:
-            keys.append(None)
-        elif p in image_index:
-            keys.append(("image", image_index[p]))
-        elif first_image is None or p < first_image:
-            keys.append(("start", p - first))
-        else:
-            keys.append(("end", last - p))
-    return keys
 
 
 def _columns(layout: HeadLayout, heads: Sequence[Head]) -> dict[int, torch.Tensor]:
@@ -81,91 +56,72 @@ class PositionMeans:
     """The ablated heads' mean outputs over a support set, per layer and position key."""
 
     heads: tuple[Head, ...]
-    means: dict[int, dict[Key, torch.Tensor]]  # layer -> key -> (n_columns,) over the layer's ablated heads
+    means: dict[int, dict[PositionKey, torch.Tensor]]  # layer -> key -> (n_columns,) over the layer's ablated heads
     image_count: int | None  # image tokens per support example, when all agree
 
-    def for_row(self, layer: int, keys: list[Key | None], n_image_tokens: int) -> torch.Tensor:
+    def for_row(self, layer: int, keys: list[PositionKey | None], n_image_tokens: int) -> torch.Tensor:
         """(seq, n_columns): the mean for each position of one prompt (padding gets the text mean)."""
         table = self.means[layer]
         by_index = self.image_count is not None and n_image_tokens == self.image_count
         rows = []
         for key in keys:
             if key is None:
-                key = ("text-all",)
-            elif key[0] == "image" and not by_index:
-                key = ("image-all",)
-            rows.append(table.get(key, table[("image-all",)] if key[0] == "image" else table[("text-all",)]))
+                key = TEXT_ALL
+            elif key.kind == "image" and not by_index:
+                key = IMAGE_ALL
+            rows.append(table.get(key, table[IMAGE_ALL] if key.kind == "image" else table[TEXT_ALL]))
         return torch.stack(rows)
 
 
 @torch.no_grad()
 def support_means(
-    loaded: LoadedModel,
-    support: Sequence[Example],
-    heads: Sequence[Head],
-    *,
-    question: str | None = None,
-    batch_size: int = 8,
-    max_image_tokens: int | None = None,
+    loaded: LoadedModel, support: Sequence[Example], heads: Sequence[Head], encoding: Encoding | None = None, run: RunOptions | None = None
 ) -> PositionMeans:
-    """Runs the support set once (images within `max_image_tokens`) and averages the heads' outputs per position key."""
+    """Runs the support set once, read as `encoding` says (the classifier's), and averages the heads'
+    outputs per position key (the forward pass stops after the deepest of them)."""
     if not support:
         raise DataError("mean ablation needs a support set to average over; it is empty")
     heads = tuple(heads)
     columns = _columns(loaded.layout, heads)
-    image_token = image_token_id(loaded)
-    budget = budget_settings(loaded, max_image_tokens)
-    key_index: dict[Key, int] = {("text-all",): 0, ("image-all",): 1}  # each key's row in the sums
+    key_index: dict[PositionKey, int] = {TEXT_ALL: 0, IMAGE_ALL: 1}  # each key's row in the sums
     sums = {layer: torch.zeros(2, len(cols)) for layer, cols in columns.items()}
     counts = torch.zeros(2)
     image_counts: set[int] = set()
-    batch_keys: dict = {}  # the current batch's (row, position) of real tokens, each with its key's and pooled key's rows
 
-    def accumulate(layer: int):
-        def hook(module, args):
-            hidden = args[0].detach().float().cpu()[..., columns[layer]]
-            picked = hidden[batch_keys["rows"], batch_keys["positions"]]  # (n_real_tokens, n_columns)
+    def accumulate(layer: int, where: tuple[torch.Tensor, torch.Tensor], key_rows: torch.Tensor, pooled_rows: torch.Tensor):
+        def read(hidden: torch.Tensor) -> None:  # (batch, seq, n_heads * head_dim)
+            picked = hidden.detach().float().cpu()[..., columns[layer]][where]  # (n_real_tokens, n_columns)
             grown = torch.zeros(len(key_index), picked.shape[1])
             grown[: len(sums[layer])] = sums[layer]
-            sums[layer] = grown.index_add_(0, batch_keys["keys"], picked).index_add_(0, batch_keys["pooled"], picked)
+            sums[layer] = grown.index_add_(0, key_rows, picked).index_add_(0, pooled_rows, picked)
 
-        return hook
+        return read
 
-    sites = [site for site in loaded.sites if site.layer in columns]
-    handles = [site.module.register_forward_pre_hook(accumulate(site.layer)) for site in sites]
-    try:
-        for start in range(0, len(support), batch_size):
-            batch = support[start : start + batch_size]
-            images = [example.load_images() for example in batch]
-            prompts = [build_prompt(loaded.processor, e.question_or(question), row) for e, row in zip(batch, images)]
-            inputs = prepare_inputs(loaded, images, prompts, budget)
-            rows, positions, keys, pooled = [], [], [], []
-            for row, (ids, mask) in enumerate(zip(inputs["input_ids"].cpu(), inputs["attention_mask"].cpu())):
-                row_keys = position_keys(ids, mask, image_token)
-                image_counts.add(sum(1 for key in row_keys if key is not None and key[0] == "image"))
-                for position, key in enumerate(row_keys):
-                    if key is not None:
-                        rows.append(row)
-                        positions.append(position)
-                        keys.append(key_index.setdefault(key, len(key_index)))
-                        pooled.append(1 if key[0] == "image" else 0)
-            batch_keys.update(
-                rows=torch.tensor(rows), positions=torch.tensor(positions), keys=torch.tensor(keys), pooled=torch.tensor(pooled)
-            )
-            grown = torch.zeros(len(key_index))
-            grown[: len(counts)] = counts
-            counts = grown.index_add_(0, batch_keys["keys"], torch.ones(len(keys))).index_add_(
-                0, batch_keys["pooled"], torch.ones(len(keys))
-            )
-            loaded.model(**inputs, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
+    for batch in batches(loaded, support, encoding or Encoding(), run):
+        rows, positions, keys, pooled = [], [], [], []
+        for row, row_keys in enumerate(batch.position_keys()):
+            image_counts.add(sum(1 for key in row_keys if key is not None and key.kind == "image"))
+            for position, key in enumerate(row_keys):
+                if key is not None:
+                    rows.append(row)
+                    positions.append(position)
+                    keys.append(key_index.setdefault(key, len(key_index)))
+                    pooled.append(1 if key.kind == "image" else 0)
+        where = torch.tensor(rows), torch.tensor(positions)
+        key_rows, pooled_rows = torch.tensor(keys), torch.tensor(pooled)
+        grown = torch.zeros(len(key_index))
+        grown[: len(counts)] = counts
+        counts = grown.index_add_(0, key_rows, torch.ones(len(keys))).index_add_(0, pooled_rows, torch.ones(len(keys)))
+        trace = Trace(loaded, stop=True)
+        for layer in columns:
+            trace.on_heads(layer, accumulate(layer, where, key_rows, pooled_rows))
+        with trace:
+            loaded.model(**batch.inputs, use_cache=False)
     means = {}
     for layer, table in sums.items():
         averaged = table / counts[: len(table)].clamp(min=1).unsqueeze(1)
         means[layer] = {key: averaged[i] for key, i in key_index.items() if i < len(table) and counts[i] > 0}
-        means[layer].setdefault(("image-all",), means[layer][("text-all",)])  # no image tokens in the sequence (Mllama)
+        means[layer].setdefault(IMAGE_ALL, means[layer][TEXT_ALL])  # no image tokens in the sequence (Mllama)
     return PositionMeans(heads, means, image_counts.pop() if len(image_counts) == 1 else None)
 
 
@@ -174,7 +130,7 @@ class _Prompt:
     """The prompt of the current forward passes: its ids and, per layer, its replacement rows."""
 
     input_ids: torch.Tensor | None = None
-    keys: list[list[Key | None]] = field(default_factory=list)
+    keys: list[list[PositionKey | None]] = field(default_factory=list)
     image_counts: list[int] = field(default_factory=list)
     rows: dict[int, torch.Tensor] = field(default_factory=dict)
 
@@ -194,10 +150,7 @@ def ablated_heads(loaded: LoadedModel, heads: Sequence[Head], mode: str = "zero"
     image_token = image_token_id(loaded)
     prompt = _Prompt()
 
-    def watch_prompt(module, args, kwargs):
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        if input_ids is None or mode == "zero":
-            return
+    def watch_prompt(input_ids: torch.Tensor, mask: torch.Tensor) -> None:
         known = prompt.input_ids
         continuing = input_ids.shape[1] == 1 or (
             known is not None
@@ -207,32 +160,31 @@ def ablated_heads(loaded: LoadedModel, heads: Sequence[Head], mode: str = "zero"
         )
         if continuing and known is not None:
             return
-        mask = kwargs.get("attention_mask")
-        mask = (torch.ones_like(input_ids) if mask is None else mask[:, : input_ids.shape[1]]).cpu()
+        mask = mask.cpu()
         prompt.input_ids = input_ids.detach().clone()
         answers = _ANSWER_TOKENS.get() or [0] * len(input_ids)
         prompt.keys = []
         for ids, m, n_answer in zip(input_ids.cpu(), mask, answers):  # an answer's tokens are keyed as generated ones
             keys = position_keys(ids, torch.cat([m[: len(m) - n_answer], torch.zeros(n_answer, dtype=m.dtype)]), image_token)
             prompt.keys.append(keys[: len(keys) - n_answer] + [LAST_PROMPT_POSITION] * n_answer)
-        prompt.image_counts = [sum(1 for k in keys if k is not None and k[0] == "image") for keys in prompt.keys]
+        prompt.image_counts = [sum(1 for k in keys if k is not None and k.kind == "image") for keys in prompt.keys]
         prompt.rows = {}
 
     def replace(layer: int):
         cols = columns[layer]
 
-        def hook(module, args):
-            hidden = args[0].clone()
+        def edit(hidden: torch.Tensor) -> torch.Tensor:  # (batch, seq, n_heads * head_dim)
+            hidden = hidden.clone()
             if mode == "zero":
                 hidden[..., cols.to(hidden.device)] = 0
-                return (hidden, *args[1:])
+                return hidden
             if layer not in prompt.rows:
                 prompt.rows[layer] = torch.stack(
                     [means.for_row(layer, keys, n) for keys, n in zip(prompt.keys, prompt.image_counts)]
                 )  # (batch, prompt_len, n_columns)
             rows = prompt.rows[layer]
             table = means.means[layer]
-            last = table.get(LAST_PROMPT_POSITION, table[("text-all",)])
+            last = table.get(LAST_PROMPT_POSITION, table[TEXT_ALL])
             batch, seq, length = hidden.shape[0], hidden.shape[1], rows.shape[1]
             if seq == length:
                 fill = rows
@@ -241,19 +193,17 @@ def ablated_heads(loaded: LoadedModel, heads: Sequence[Head], mode: str = "zero"
             else:  # no cache: the prompt again, then the tokens generated so far
                 fill = torch.cat([rows, last.expand(batch, seq - length, -1)], 1)
             hidden[..., cols.to(hidden.device)] = fill.to(hidden.device, hidden.dtype)
-            return (hidden, *args[1:])
+            return hidden
 
-        return hook
+        return edit
 
-    handles = [loaded.model.register_forward_pre_hook(watch_prompt, with_kwargs=True)]
-    try:
-        for site in loaded.sites:
-            if site.layer in columns:
-                handles.append(site.module.register_forward_pre_hook(replace(site.layer)))
+    trace = Trace(loaded)
+    if mode == "mean":
+        trace.on_inputs(watch_prompt)
+    for layer in columns:
+        trace.on_heads(layer, replace(layer))
+    with trace:
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def check_heads(layout: HeadLayout, heads: Sequence[Head]) -> None:

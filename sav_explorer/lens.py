@@ -1,14 +1,14 @@
 """Where a head looks: its attention from the last input token (the token SAV reads) to every input token.
 
-    lens = look(loaded, Example((path,), "what color is the shape ?"), heads=[(2, 0)])
+    lens = look(loaded, Example((path,), "what color is the shape ?"), [(2, 0)], clf.encoding)
     view = lens.heads[(2, 0)]
     view.image_share, view.text_share        # shares of the head's attention, by kind of token
     view.maps[0][0].grid                     # first image, first view: rows x cols attention per cell
 
-The prompt is built exactly as capture builds it. Models load with SDPA attention, which returns
-no weights; for the lens pass the text decoder's attention switches to eager (restored in a
-`finally`: the model is shared), forward hooks keep each needed layer's last-token row, and the
-pass stops after the deepest layer needed. Eager attention builds a sequence x sequence matrix per
+The example is read through `encode` under the classifier's encoding, exactly as capture reads it.
+Models load with SDPA attention, which returns no weights; the lens's `Trace` switches the text
+decoder's attention to eager for its pass (restored on exit: the model is shared), keeps each
+needed layer's last-token row, and stops after the deepest layer needed. Eager attention builds a sequence x sequence matrix per
 head, so the pass costs more memory than capture; run it on one example at a time.
 """
 
@@ -24,20 +24,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .capture import last_token_index
 from .checks import check_choice
-from .data import Example, VideoFile
+from .data import Example, is_video
+from .encoding import Batch, Encoding, budget_of, encode
 from .errors import DataError
 from .heads import Head
-from .models import LoadedModel, build_prompt, decoder_layers, prepare_inputs
-from .models.budget import budget_settings
+from .models import LoadedModel
 from .models.layouts import Box, ImageGrid, ImageTokenLayout, image_token_layout
+from .trace import Trace
 
 Weighting = Literal["attention", "value"]
-
-
-class _StopLens(Exception):
-    """Raised after the deepest layer needed; the rest of the decoder never runs."""
 
 
 @dataclass(frozen=True)
@@ -71,14 +67,9 @@ class Lens:
     heads: dict[Head, HeadLens]
 
 
-def _attention_module(loaded: LoadedModel, layer: int):
-    owner = decoder_layers(loaded.model)[layer]
-    return getattr(owner, "self_attn", None) or owner.cross_attn
-
-
 @torch.no_grad()
 def last_token_attention(
-    loaded: LoadedModel, inputs: dict, heads: Sequence[Head], weighting: Weighting = "attention"
+    loaded: LoadedModel, batch: Batch, heads: Sequence[Head], weighting: Weighting = "attention"
 ) -> dict[Head, torch.Tensor]:
     """Each head's attention weights from the last real input token to every key: {head: (batch, n_keys)}.
 
@@ -94,53 +85,34 @@ def last_token_attention(
         by_layer.setdefault(layer, []).append(head)
     if not by_layer:
         raise DataError("name at least one head")
-    deepest = max(by_layer)
-    mask = inputs["attention_mask"]
-    last = last_token_index(mask)
+    mask = batch.attention_mask
+    last = batch.last
     rows: dict[int, torch.Tensor] = {}
     norms: dict[int, torch.Tensor] = {}
-    handles, configs = [], {}
 
     def keep_weights(layer: int):
-        def hook(module, args, output):
-            weights = output[1]  # (batch, n_heads, q_len, k_len)
-            if weights is None:
-                raise RuntimeError(f"layer {layer} returned no attention weights even with eager attention")
+        def read(weights: torch.Tensor) -> None:  # (batch, n_heads, q_len, k_len)
             query = last if weights.shape[2] == mask.shape[1] else torch.full_like(last, weights.shape[2] - 1)
             picked = weights[torch.arange(weights.shape[0]), :, query.to(weights.device)]  # (batch, n_heads, k_len)
             rows[layer] = picked[:, by_layer[layer]].detach().float().cpu()
-            if layer == deepest:
-                raise _StopLens
 
-        return hook
+        return read
 
     def keep_value_norms(layer: int):
-        def hook(module, args, output):
-            n_heads, head_dim = sizes[layer]
-            values = output.detach().float().cpu()  # (batch, k_len, n_kv * head_dim)
+        def read(values: torch.Tensor) -> None:  # (batch, k_len, n_kv * head_dim)
+            head_dim = sizes[layer][1]
+            values = values.detach().float().cpu()
             norms[layer] = values.view(*values.shape[:2], -1, head_dim).norm(dim=-1)  # (batch, k_len, n_kv)
 
-        return hook
+        return read
 
-    try:
-        for layer in by_layer:
-            module = _attention_module(loaded, layer)
-            configs.setdefault(id(module.config), (module.config, module.config._attn_implementation_internal))
-            module.config._attn_implementation_internal = "eager"
-            handles.append(module.register_forward_hook(keep_weights(layer)))
-            if weighting == "value":
-                if not hasattr(module, "v_proj"):
-                    raise DataError(f"layer {layer}'s attention has no v_proj: value weighting is not available for this model")
-                handles.append(module.v_proj.register_forward_hook(keep_value_norms(layer)))
-        try:
-            loaded.model(**inputs, use_cache=False)
-        except _StopLens:
-            pass
-    finally:
-        for handle in handles:
-            handle.remove()
-        for config, implementation in configs.values():
-            config._attn_implementation_internal = implementation
+    trace = Trace(loaded, stop=True)
+    for layer in by_layer:
+        trace.on_attention(layer, keep_weights(layer))
+        if weighting == "value":
+            trace.on_values(layer, keep_value_norms(layer))
+    with trace:
+        loaded.model(**batch.inputs, use_cache=False)
     result = {}
     for layer, layer_heads in by_layer.items():
         for column, head in enumerate(layer_heads):
@@ -155,27 +127,20 @@ def last_token_attention(
 
 
 def look(
-    loaded: LoadedModel,
-    example: Example,
-    heads: Sequence[Head],
-    *,
-    question: str | None = None,
-    weighting: Weighting = "attention",
-    max_image_tokens: int | None = None,
+    loaded: LoadedModel, example: Example, heads: Sequence[Head], encoding: Encoding | None = None, *, weighting: Weighting = "attention"
 ) -> Lens:
-    """The lens on one example (images plus question, prompted as capture prompts it, within the
-    image-token budget capture used) for the given heads."""
-    images = example.load_images()
-    if any(isinstance(image, VideoFile) for image in images):
+    """The lens on one example, read as `encoding` says (the classifier's: the same input capture had), for the given heads."""
+    encoding = encoding or Encoding()
+    if any(is_video(item) for item in example.images):
         raise DataError("the head lens lays attention over images; it does not read video yet")
-    prompt = build_prompt(loaded.processor, example.question_or(question), len(images))
-    budget = budget_settings(loaded, max_image_tokens)
-    inputs = prepare_inputs(loaded, [images], [prompt], budget)
+    batch = encode(loaded, [example], encoding)
+    images = batch.images[0]
     sizes = [image.size for image in images]
-    layout = image_token_layout(loaded, inputs, sizes, budget.kwargs if budget else None)
-    tokens = loaded.processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+    budget = budget_of(loaded, encoding)
+    layout = image_token_layout(loaded, batch.inputs, sizes, budget.kwargs if budget else None)
+    tokens = loaded.processor.tokenizer.convert_ids_to_tokens(batch.input_ids[0].tolist())
     views = {}
-    for head, weights in last_token_attention(loaded, inputs, heads, weighting).items():
+    for head, weights in last_token_attention(loaded, batch, heads, weighting).items():
         views[head] = _head_lens(head, weights[0], layout)
     return Lens(tokens, layout, sizes, views)
 
@@ -246,12 +211,13 @@ class ClassAverage:
 
 
 def class_averages(
-    loaded: LoadedModel, examples: Sequence[Example], head: Head, *, question: str | None = None, resolution: int = 16
+    loaded: LoadedModel, examples: Sequence[Example], head: Head, encoding: Encoding | None = None, *, resolution: int = 16
 ) -> list[ClassAverage]:
-    """Per class (sorted), the head's mean map and shares over that class's examples (first image of each)."""
+    """Per class (sorted), the head's mean map and shares over that class's examples (first image of each),
+    each read as `encoding` says."""
     by_class: dict[str, list[tuple[torch.Tensor, HeadLens]]] = {}
     for example in examples:
-        lens = look(loaded, example, [head], question=question)
+        lens = look(loaded, example, [head], encoding)
         view = lens.heads[head]
         square = (resolution, resolution)
         density = density_on_image(view.maps[0], lens.sizes[0], square) if view.maps[0] else torch.zeros(square)
@@ -293,7 +259,7 @@ def lens_report(lens: Lens, heads: Sequence[Head]) -> dict:
         maps = [{"view": m.view, "rows": m.rows, "cols": m.cols, "grid": m.grid, "box": list(m.box)} for m in view.maps[0]]
         shares = {name: getattr(view, name) for name in ("image_share", "layout_share", "text_share", "first_token_share")}
         views.append({"layer": view.layer, "head": view.head, **shares, "maps": maps})
-    return {"layout": lens.layout.note or "known", "heads": views}
+    return {"layout": lens.layout.note or "known", "size": list(lens.sizes[0]), "heads": views}
 
 
 def maps_of(head_report: dict) -> list[GridMap]:
@@ -304,18 +270,15 @@ def maps_of(head_report: dict) -> list[GridMap]:
 class LensTask:
     """In a Ray actor (`distributed`): `lens_report` for each example."""
 
-    def __init__(self, heads: Sequence[Head], weighting: Weighting, max_image_tokens: int | None):
-        self.heads, self.weighting, self.max_image_tokens = list(heads), weighting, max_image_tokens
+    def __init__(self, heads: Sequence[Head], weighting: Weighting, encoding: Encoding):
+        self.heads, self.weighting, self.encoding = list(heads), weighting, encoding
 
     def setup(self, loaded: LoadedModel) -> None:
         pass
 
     def __call__(self, loaded: LoadedModel, examples: list[Example]) -> dict:
         reports = [
-            json.dumps(
-                lens_report(look(loaded, e, self.heads, weighting=self.weighting, max_image_tokens=self.max_image_tokens), self.heads)
-            )
-            for e in examples
+            json.dumps(lens_report(look(loaded, e, self.heads, self.encoding, weighting=self.weighting), self.heads)) for e in examples
         ]
         return {"lens": np.asarray(reports, dtype=object)}
 

@@ -6,7 +6,10 @@
 
 Format 2 adds `manifest_sha256` (a digest of every other field, so an edit is refused: this
 catches accidents and casual edits, not a forger who recomputes it) and the settings that later
-features need (`head_order`, `max_image_tokens`). Format 1 folders are still read.
+features need (`head_order`, `max_image_tokens`). Format 3 records the fit's whole `Encoding`
+(question, pixel cap, image-token budget, video frames) in place of the question and the budget.
+Formats 1 and 2 are still read, with the defaults they ran under: their question and budget, no
+pixel cap (images as given) and the processor's own video sampling.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_args
 
-from .errors import ClassifierFileError
+from .encoding import Encoding
+from .errors import ClassifierFileError, DataError
 from .heads import Head, HeadLayout
 from .method import HeadOrder, Scoring, TieBreak
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 
 
@@ -33,14 +37,13 @@ class Settings:
     scoring: Scoring = "in-sample"
     tie_break: TieBreak = "similarity"
     head_order: HeadOrder = "layer-head"  # order within tied head scores
-    max_image_tokens: int | None = None  # image-token budget of capture; None: the processor's own settings
 
 
 @dataclass(frozen=True)
 class Manifest:
     model_id: str
     revision: str
-    question: str | None
+    encoding: Encoding  # how the support set was read; every later pass reads examples the same way
     labels: list[str]  # sorted, unique
     layout: HeadLayout
     selected: list[Head]  # best-ranked first
@@ -49,12 +52,16 @@ class Manifest:
     tensors_sha256: str
     format_version: int = field(default=FORMAT_VERSION)
 
+    @property
+    def question(self) -> str | None:
+        return self.encoding.question
+
     # ------------------------------------------------------------------ writing
     def to_json(self) -> dict:
         body = {
             "format_version": FORMAT_VERSION,
             "model": {"id": self.model_id, "revision": self.revision},
-            "question": self.question,
+            "encoding": self.encoding.to_json(),
             "labels": list(self.labels),
             "heads": [list(h) for h in self.layout.heads],
             "head_sizes": list(self.layout.sizes),
@@ -65,7 +72,6 @@ class Manifest:
                 "scoring": self.settings.scoring,
                 "tie_break": self.settings.tie_break,
                 "head_order": self.settings.head_order,
-                "max_image_tokens": self.settings.max_image_tokens,
             },
             "tensors_sha256": self.tensors_sha256,
         }
@@ -137,9 +143,19 @@ def _parse(raw: object, path: Path) -> Manifest:
         raise fail("model", "must be an object with a non-empty 'id'")
     if not isinstance(model.get("revision"), str):
         raise fail("model", "must have a 'revision' string")
-    question = raw.get("question")
-    if question is not None and not isinstance(question, str):
-        raise fail("question", f"must be text or null; got {type(question).__name__}")
+    if version >= 3:
+        try:
+            encoding = Encoding.from_json(raw.get("encoding"))
+        except (DataError, TypeError) as error:
+            raise fail("encoding", f"is not an encoding ({error})") from None
+    else:
+        question = raw.get("question")
+        if question is not None and not isinstance(question, str):
+            raise fail("question", f"must be text or null; got {type(question).__name__}")
+        budget = (raw.get("settings") or {}).get("max_image_tokens") if isinstance(raw.get("settings"), dict) else None
+        if budget is not None and (not _whole(budget) or budget < 1):
+            raise fail("settings.max_image_tokens", f"must be a positive whole number or null; got {budget!r}")
+        encoding = Encoding(question=question, max_image_tokens=budget)
 
     labels = raw.get("labels")
     if not isinstance(labels, list) or not all(_text(label) and label == label.strip() for label in labels):
@@ -176,7 +192,7 @@ def _parse(raw: object, path: Path) -> Manifest:
     if not isinstance(digest, str) or len(digest) != 64:
         raise fail("tensors_sha256", "must be a SHA-256 hex digest")
     return Manifest(
-        model["id"], model["revision"], question, labels, layout, selected, [float(s) for s in scores], settings, digest, version
+        model["id"], model["revision"], encoding, labels, layout, selected, [float(s) for s in scores], settings, digest, version
     )
 
 
@@ -192,10 +208,7 @@ def _settings(raw: object, n_heads: int, fail) -> Settings:
         if value not in get_args(kind):
             raise fail(f"settings.{name}", f"must be one of {list(get_args(kind))}; got {value!r}")
         values[name] = value
-    budget = raw.get("max_image_tokens")
-    if budget is not None and (not _whole(budget) or budget < 1):
-        raise fail("settings.max_image_tokens", f"must be a positive whole number or null; got {budget!r}")
-    return Settings(k=k, max_image_tokens=budget, **values)
+    return Settings(k=k, **values)
 
 
 def _head_list(raw: object, fail, name: str) -> list[Head]:

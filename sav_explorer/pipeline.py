@@ -1,16 +1,17 @@
 """From a model and examples to a classifier and back: the steps the CLI and the UI share.
 
     loaded = load_model()
-    clf, activations = fit_examples(loaded, load_examples("support.jsonl"), k=20)
-    predictions = predict_examples(loaded, clf, [Example((path,), question)])
+    clf, activations = fit_examples(loaded, load_examples("support.jsonl"), Encoding(max_pixels=448 * 448), k=20)
+    predictions = predict_examples(loaded, clf, [Example((path,), question)])   # read under clf.encoding
 
-Each step validates its input before any model work.
+Each step validates its input before any model work. A fit's `Encoding` becomes the classifier's
+`encoding`, which every later pass on it reads.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from .capture import HeadActivations, capture_heads, sites_for_heads
 from .checks import check_classes, check_k
 from .classifier import DEFAULT_HEAD_ORDER, Prediction, SAVClassifier
 from .data import Example, labels_of
+from .encoding import Encoding, RunOptions
 from .errors import ClassifierFileError
 from .models import LoadedModel
 
@@ -32,70 +34,53 @@ ACTIVATIONS = "activations.safetensors"
 def fit_examples(
     loaded: LoadedModel,
     examples: Sequence[Example],
+    encoding: Encoding | None = None,
+    run: RunOptions | None = None,
     *,
     k: int = 20,
     scoring: str = "in-sample",
     tie_break: str = "similarity",
     head_order: str = DEFAULT_HEAD_ORDER,
-    question: str | None = None,
-    batch_size: int = 8,
-    max_pixels: int | None = None,
-    on_batch: Callable[[int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    max_image_tokens_total: int | None = None,
-    max_image_tokens: int | None = None,
-    video_frames: int | None = None,
-    max_activation_bytes: int | None = None,
 ) -> tuple[SAVClassifier, HeadActivations]:
-    """Captures every head once per example and fits the classifier. Labels are checked first,
-    so that a bad support set fails before any model work."""
+    """Captures every head once per example, read as `encoding` says, and fits the classifier, which
+    keeps the encoding. Labels are checked first, so that a bad support set fails before any model work."""
     labels = labels_of(examples)
     check_classes(labels)
     check_k(k, loaded.layout.n_heads)
-    activations = capture_heads(
-        loaded,
-        examples,
-        batch_size=batch_size,
-        default_question=question,
-        max_pixels=max_pixels,
-        on_batch=on_batch,
-        should_stop=should_stop,
-        max_image_tokens_total=max_image_tokens_total,
-        max_image_tokens=max_image_tokens,
-        video_frames=video_frames,
-        max_activation_bytes=max_activation_bytes,
-    )
-    clf = fit_activations(
-        activations, labels, k=k, scoring=scoring, tie_break=tie_break, head_order=head_order, max_image_tokens=max_image_tokens
-    )
+    encoding = encoding or Encoding()
+    activations = capture_heads(loaded, examples, encoding, run)
+    clf = fit_activations(activations, labels, encoding, k=k, scoring=scoring, tie_break=tie_break, head_order=head_order)
     return clf, activations
 
 
 def fit_activations(
     activations: HeadActivations,
     labels: Sequence[str],
+    encoding: Encoding | None = None,
     *,
     k: int,
     scoring: str = "in-sample",
     tie_break: str = "similarity",
     head_order: str = DEFAULT_HEAD_ORDER,
-    max_image_tokens: int | None = None,
 ) -> SAVClassifier:
-    """The classifier of heads captured elsewhere (on a Ray cluster, say), as `fit_examples` fits it."""
+    """The classifier of heads captured elsewhere (on a Ray cluster, say) under `encoding`, as `fit_examples` fits it."""
     clf = SAVClassifier(k=k, scoring=scoring, tie_break=tie_break, head_order=head_order).fit(activations, labels)
-    clf.max_image_tokens = max_image_tokens  # saved with it, so that prediction sees images as fitting did
+    clf.encoding = encoding or Encoding()  # saved with it, so that every later pass reads examples as fitting did
     return clf
 
 
-def capture_for(loaded: LoadedModel, clf: SAVClassifier, examples: Sequence[Example], **capture_options) -> HeadActivations:
-    """Captures only the layers that hold selected heads; the pass stops after the deepest one. Images get
-    the classifier's image-token budget unless `max_image_tokens` says otherwise."""
-    capture_options.setdefault("max_image_tokens", clf.max_image_tokens)
-    return capture_heads(loaded, examples, sites=sites_for_heads(loaded, clf.selected_heads), **capture_options)
+def capture_for(
+    loaded: LoadedModel, clf: SAVClassifier, examples: Sequence[Example], run: RunOptions | None = None, encoding: Encoding | None = None
+) -> HeadActivations:
+    """Captures only the layers that hold selected heads (the pass stops after the deepest one), reading
+    the examples under the classifier's encoding unless `encoding` overrides it."""
+    return capture_heads(loaded, examples, encoding or clf.encoding, run, sites=sites_for_heads(loaded, clf.selected_heads))
 
 
-def predict_examples(loaded: LoadedModel, clf: SAVClassifier, examples: Sequence[Example], **capture_options) -> list[Prediction]:
-    return clf.explain(capture_for(loaded, clf, examples, **capture_options))
+def predict_examples(
+    loaded: LoadedModel, clf: SAVClassifier, examples: Sequence[Example], run: RunOptions | None = None, encoding: Encoding | None = None
+) -> list[Prediction]:
+    return clf.explain(capture_for(loaded, clf, examples, run, encoding))
 
 
 @dataclass(frozen=True)

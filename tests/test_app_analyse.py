@@ -11,7 +11,7 @@ import torch
 from gradio_client.exceptions import AppError
 
 from app_harness import client
-from sav_explorer import fit_examples, load_examples, load_model
+from sav_explorer import Encoding, RunOptions, fit_examples, load_examples, load_model
 from sav_explorer.ablation import ablation_study
 from sav_explorer.analysis import accuracy_curve, compare_tasks
 from sav_explorer.answers import zero_shot
@@ -40,7 +40,7 @@ def visitor(url):
 @pytest.fixture(scope="module")
 def reference(model):
     support = load_examples(SIZE / "support.jsonl")
-    clf, activations = fit_examples(model, support, k=8, batch_size=4, max_pixels=200704)
+    clf, activations = fit_examples(model, support, Encoding(max_pixels=200704), RunOptions(batch_size=4), k=8)
     return clf, activations, support, load_examples(SIZE / "queries.jsonl")
 
 
@@ -93,8 +93,8 @@ def test_two_fitted_tasks_are_compared_side_by_side(url, model):
     first, second = visitor.predict(api_name="/task_choices")
     assert {c[0] for c in first["choices"]} == {"size", "colour"} and first["value"] != second["value"]
     left, right, summary = visitor.predict("size", "colour", 5, api_name="/compare")
-    size, _ = fit_examples(model, load_examples(SIZE / "support.jsonl"), k=8, batch_size=4, max_pixels=200704)
-    colour, _ = fit_examples(model, load_examples(COLOUR / "support.jsonl"), k=8, batch_size=4, max_pixels=200704)
+    size, _ = fit_examples(model, load_examples(SIZE / "support.jsonl"), Encoding(max_pixels=200704), RunOptions(batch_size=4), k=8)
+    colour, _ = fit_examples(model, load_examples(COLOUR / "support.jsonl"), Encoding(max_pixels=200704), RunOptions(batch_size=4), k=8)
     expected = compare_tasks(size, colour, 5)
     assert f"**{expected.shared}** shared" in summary and f"Jaccard **{expected.jaccard:.3f}**" in summary
     assert f"(Spearman) **{expected.spearman:.3f}**" in summary

@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from app_harness import client
-from sav_explorer import SAVClassifier, evaluate, fit_examples, load_examples, load_model, predict_examples
+from sav_explorer import Encoding, RunOptions, SAVClassifier, evaluate, fit_examples, load_examples, load_model, predict_examples
 from sav_explorer.data import Example
 from sav_explorer.lens import look
 from sav_explorer.models import EXAMPLES_DIR, default_model_id
@@ -65,7 +65,7 @@ def flow(url, model):
     table, gallery, question, status = visitor.predict("size", api_name="/load_example")
     extracted = visitor.predict("", 200704, 4, 8, "in-sample", api_name="/extract")
     examples = load_examples(SIZE / "support.jsonl")
-    reference, _ = fit_examples(model, examples, k=8, batch_size=4, max_pixels=200704)
+    reference, _ = fit_examples(model, examples, Encoding(max_pixels=200704), RunOptions(batch_size=4), k=8)
     return visitor, (table, gallery, question, status), extracted, reference
 
 
@@ -348,7 +348,7 @@ def test_support_from_a_jsonl_with_its_images_and_from_a_class_folder_zip(url, m
     table, _, _, status = visitor.predict([handle_file(str(archive))], api_name="/upload_support")
     assert sorted(row[2] for row in table["data"]) == ["large"] * 5 + ["small"] * 5
     _, summary, *_ = visitor.predict("is the shape small or large ?", 200704, 4, 4, "in-sample", api_name="/extract")
-    engine, _ = fit_examples(model, load_examples(SIZE / "support.jsonl"), k=4, max_pixels=200704)  # the same images and labels
+    engine, _ = fit_examples(model, load_examples(SIZE / "support.jsonl"), Encoding(max_pixels=200704), k=4)  # the same images and labels
     assert loo_of(summary) == pytest.approx(engine.leave_one_out_accuracy(), abs=5e-4)
 
 
@@ -376,6 +376,7 @@ def test_labels_can_be_edited_one_by_one_in_the_support_table(url):
 
 def test_cancel_over_http_reaches_a_running_extraction(url, monkeypatch):
     """The cancel event is not queued behind the model work it cancels, and it stops it between batches."""
+    import dataclasses
     import threading
 
     from sav_explorer.ui import explore
@@ -383,16 +384,16 @@ def test_cancel_over_http_reaches_a_running_extraction(url, monkeypatch):
     first_batch_done, release = threading.Event(), threading.Event()
     real_fit = explore.fit_examples
 
-    def fit_that_pauses(*args, on_batch, should_stop, **kwargs):
+    def fit_that_pauses(loaded, examples, encoding, run, **kwargs):
         def report(done, total):
-            on_batch(done, total)
+            run.on_batch(done, total)
             first_batch_done.set()
             for _ in range(600):  # waits (at most a minute) until the visitor's cancel has arrived
-                if should_stop():
+                if run.should_stop():
                     break
                 release.wait(0.1)
 
-        return real_fit(*args, on_batch=report, should_stop=should_stop, **kwargs)
+        return real_fit(loaded, examples, encoding, dataclasses.replace(run, on_batch=report), **kwargs)
 
     monkeypatch.setattr(explore, "fit_examples", fit_that_pauses)
     visitor = client(url)

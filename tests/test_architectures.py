@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sav_explorer import Example, HeadCapture, build_prompt, capture_heads, count_image_tokens, load_model
-from sav_explorer.models import decoder_layers, prepare_inputs
+from sav_explorer import Example, HeadCapture, RunOptions, build_prompt, capture_heads, count_image_tokens, load_model
+from sav_explorer.models import decoder_layers
+from sav_explorer.models.prompts import processor_inputs
 from tiny_models import FAMILIES, build_tiny
 
 EXPECTED_PROMPTS = {
@@ -68,7 +69,7 @@ def examples():
 def reference_o_proj(loaded, example):
     """Full forward with plain hooks: each site's o_proj input and output at the last token."""
     images = [example.load_images()]
-    inputs = prepare_inputs(loaded, images, [build_prompt(loaded.processor, example.question, 1)])
+    inputs = processor_inputs(loaded, images, [build_prompt(loaded.processor, example.question, 1)])
     seen_in, seen_out, handles = {}, {}, []
     for site in loaded.sites:
         handles.append(site.module.register_forward_pre_hook(lambda m, a, name=site.name: seen_in.__setitem__(name, a[0][0, -1])))
@@ -135,8 +136,8 @@ def test_heads_concatenated_equal_o_proj_input_and_project_to_its_output(models,
 @pytest.mark.parametrize("family", FAMILIES)
 def test_padded_batch_equals_one_example_at_a_time(models, family):
     loaded = models[family]
-    batched = capture_heads(loaded, examples(), batch_size=2)
-    single = capture_heads(loaded, examples(), batch_size=1)
+    batched = capture_heads(loaded, examples(), run=RunOptions(batch_size=2))
+    single = capture_heads(loaded, examples(), run=RunOptions(batch_size=1))
     for a, b in zip(batched.blocks, single.blocks):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
@@ -145,8 +146,8 @@ def test_padded_batch_equals_one_example_at_a_time(models, family):
 def test_early_stop_equals_full_forward_and_never_runs_the_lm_head(models, family):
     loaded = models[family]
     example = examples()[1]
-    inputs = prepare_inputs(loaded, [example.load_images()], [build_prompt(loaded.processor, example.question, 1)])
-    with torch.no_grad(), HeadCapture(loaded.sites, inputs["attention_mask"], stop_early=False) as capture:
+    inputs = processor_inputs(loaded, [example.load_images()], [build_prompt(loaded.processor, example.question, 1)])
+    with torch.no_grad(), HeadCapture(loaded, inputs["attention_mask"], stop_early=False) as capture:
         loaded.model(**inputs, use_cache=False)
     full = capture.blocks()
     lm_head_calls = []
@@ -165,7 +166,7 @@ def test_no_hook_is_left_behind_after_an_exception(models, family):
     loaded = models[family]
     mask = torch.ones(1, 4, dtype=torch.long)
     with pytest.raises(ZeroDivisionError):
-        with HeadCapture(loaded.sites, mask):
+        with HeadCapture(loaded, mask):
             raise ZeroDivisionError("the forward pass failed")
     assert all(not site.module._forward_pre_hooks for site in loaded.sites)
 
@@ -175,8 +176,8 @@ def test_the_early_stop_is_swallowed_by_the_capture_block(models, family):
     """A model called directly inside the block is safe: the block ends the pass and keeps the heads."""
     loaded = models[family]
     example = examples()[0]
-    inputs = prepare_inputs(loaded, [example.load_images()], [build_prompt(loaded.processor, example.question, 1)])
-    with torch.no_grad(), HeadCapture(loaded.sites[:1], inputs["attention_mask"]) as capture:
+    inputs = processor_inputs(loaded, [example.load_images()], [build_prompt(loaded.processor, example.question, 1)])
+    with torch.no_grad(), HeadCapture(loaded, inputs["attention_mask"], loaded.sites[:1]) as capture:
         loaded.model(**inputs, use_cache=False)
         pytest.fail("the forward pass should have stopped after the first site")
     assert capture.blocks()[0].shape == (1, loaded.sites[0].n_heads, loaded.sites[0].head_dim)
@@ -186,8 +187,8 @@ def test_the_early_stop_is_swallowed_by_the_capture_block(models, family):
 def test_only_the_needed_layers_are_captured(models, family):
     loaded = models[family]
     first = loaded.sites[:1]
-    partial = capture_heads(loaded, examples(), sites=first, batch_size=2)
-    full = capture_heads(loaded, examples(), batch_size=2)
+    partial = capture_heads(loaded, examples(), run=RunOptions(batch_size=2), sites=first)
+    full = capture_heads(loaded, examples(), run=RunOptions(batch_size=2))
     assert partial.layout.layers == [first[0].layer]
     torch.testing.assert_close(partial.blocks[0], full.blocks[0])
 
@@ -195,7 +196,7 @@ def test_only_the_needed_layers_are_captured(models, family):
 def test_several_images_per_example(models):
     loaded = models["qwen2_vl"]
     two = Example((Image.new("RGB", (40, 30), (200, 30, 30)), Image.new("RGB", (40, 30), (30, 200, 30))), "Same colour?", "no")
-    captured = capture_heads(loaded, [two, examples()[0]], batch_size=2)
+    captured = capture_heads(loaded, [two, examples()[0]], run=RunOptions(batch_size=2))
     assert captured.n_examples == 2
     alone = capture_heads(loaded, [two])
     torch.testing.assert_close(captured.blocks[0][:1], alone.blocks[0], atol=1e-5, rtol=1e-4)
@@ -223,9 +224,9 @@ def test_a_model_without_attention_output_projections_is_refused(models):
 def test_device_map_and_dtype_options_load_and_capture(models, options):
     path = models["llava"].model_id
     loaded = load_model(path, **options)
-    captured = capture_heads(loaded, examples(), batch_size=2)
+    captured = capture_heads(loaded, examples(), run=RunOptions(batch_size=2))
     assert captured.blocks[0].dtype == torch.float32  # activations are always kept in float32
-    reference = capture_heads(models["llava"], examples(), batch_size=2)
+    reference = capture_heads(models["llava"], examples(), run=RunOptions(batch_size=2))
     tolerance = 5e-2 if "dtype" in options else 1e-6
     torch.testing.assert_close(captured.blocks[0], reference.blocks[0], atol=tolerance, rtol=tolerance)
 
@@ -259,7 +260,7 @@ def test_image_tokens_are_counted_where_image_features_enter_the_decoder(models,
     loaded = models[family]
     rows = examples()
     images = [row.load_images() for row in rows]
-    inputs = prepare_inputs(loaded, images, [build_prompt(loaded.processor, row.question, 1) for row in rows])
+    inputs = processor_inputs(loaded, images, [build_prompt(loaded.processor, row.question, 1) for row in rows])
     counted = count_image_tokens(loaded, inputs["input_ids"])
     if family == "mllama":  # images enter through cross-attention; the sequence keeps one placeholder per image
         assert counted == [1, 1] and image_feature_positions(loaded, inputs) == [0, 0]

@@ -8,6 +8,7 @@ import torch
 from sav_explorer import ClassifierFileError, DataError, HeadLayout, LayerBlock, SAVClassifier
 from sav_explorer.capture import HeadActivations
 from sav_explorer.classifier import DEFAULT_HEAD_ORDER
+from sav_explorer.encoding import Encoding
 from sav_explorer.manifest import _digest
 
 
@@ -105,7 +106,8 @@ def test_labels_with_stray_spaces_are_trimmed():
 def saved(tmp_path, **settings):
     acts, labels = separable()
     clf = SAVClassifier(k=3, **settings).fit(acts, labels)
-    folder = clf.save(tmp_path / "clf", model_id="org/model", revision="abc123", question="what is it?")
+    clf.encoding = Encoding("what is it?", max_pixels=448 * 448, max_image_tokens=256)
+    folder = clf.save(tmp_path / "clf", model_id="org/model", revision="abc123")
     return clf, acts, folder
 
 
@@ -120,7 +122,8 @@ def test_save_load_predict_is_identical(tmp_path, settings):
     assert loaded.selected_heads == clf.selected_heads
     assert loaded.leave_one_out_accuracy() == clf.leave_one_out_accuracy()
     assert (manifest.model_id, manifest.revision, manifest.question) == ("org/model", "abc123", "what is it?")
-    assert manifest.labels == ["cat", "dog", "eel"] and manifest.format_version == 2
+    assert manifest.labels == ["cat", "dog", "eel"] and manifest.format_version == 3
+    assert loaded.encoding == clf.encoding  # how its examples were read travels with it
     assert manifest.layout == acts.layout
     assert manifest.layout.heads[:4] == [(0, 0), (0, 1), (0, 2), (1, 0)] and manifest.layout.sizes == [4, 4, 4, 6, 6]
     expected = {"k": 3, "scoring": "in-sample", "tie_break": "similarity", "head_order": DEFAULT_HEAD_ORDER, **settings}
@@ -131,7 +134,7 @@ def test_save_load_predict_is_identical(tmp_path, settings):
 def test_a_reselected_classifier_saves_its_selection(tmp_path):
     clf, acts, folder = saved(tmp_path)
     clf.select(heads=[(0, 1), (1, 0)])
-    clf.save(folder, model_id="org/model", revision="abc123", question=None)
+    clf.save(folder, model_id="org/model", revision="abc123")
     assert SAVClassifier.load(folder).selected_heads == [(0, 1), (1, 0)]
 
 
@@ -157,7 +160,8 @@ def rewrite_manifest(folder, edit, resign=True):
     "edit",
     [
         lambda m: m.update(labels=["cat", "eel", "dog"][::-1]),  # swapped labels would flip predictions silently
-        lambda m: m.update(question="something else"),
+        lambda m: m["encoding"].update(question="something else"),
+        lambda m: m["encoding"].update(max_pixels=1024 * 1024),
         lambda m: m["model"].update(id="org/other-model"),
         lambda m: m.update(selected=m["selected"][:1] * 2),
     ],
@@ -210,15 +214,41 @@ def test_format_1_folders_are_still_read(tmp_path):
     clf, acts, folder = saved(tmp_path)
 
     def as_version_1(m):
-        m.update(format_version=1)
+        m.update(format_version=1, question=m.pop("encoding")["question"])
         m.pop("manifest_sha256")
         m["settings"].pop("head_order")
-        m["settings"].pop("max_image_tokens")
 
     rewrite_manifest(folder, as_version_1, resign=False)
     loaded = SAVClassifier.load(folder)
     assert loaded.manifest_.format_version == 1 and loaded.manifest_.settings.head_order == "layer-head"
+    assert loaded.encoding == Encoding("what is it?")  # no pixel cap and the processor's own tokens: as format 1 ran
     assert loaded.explain(acts) == clf.explain(acts)
+
+
+def test_format_2_folders_read_their_question_and_budget_as_the_encoding(tmp_path):
+    clf, acts, folder = saved(tmp_path)
+
+    def as_version_2(m):
+        encoding = m.pop("encoding")
+        m.update(format_version=2, question=encoding["question"])
+        m["settings"]["max_image_tokens"] = encoding["max_image_tokens"]
+
+    rewrite_manifest(folder, as_version_2)
+    loaded = SAVClassifier.load(folder)
+    assert loaded.manifest_.format_version == 2
+    assert loaded.encoding == Encoding("what is it?", max_image_tokens=256)
+    assert loaded.explain(acts) == clf.explain(acts)
+
+
+@pytest.mark.parametrize(
+    "encoding, field",
+    [({"question": "q", "max_pixels": 0}, "max pixels"), ({"question": "q", "dpi": 3}, "dpi"), ("448", "JSON object")],
+)
+def test_a_damaged_encoding_is_refused_by_name(tmp_path, encoding, field):
+    _, _, folder = saved(tmp_path)
+    rewrite_manifest(folder, lambda m: m.update(encoding=encoding))
+    with pytest.raises(ClassifierFileError, match=f"field 'encoding' is not an encoding.*{field}"):
+        SAVClassifier.load(folder)
 
 
 def test_missing_files_and_garbage_are_refused(tmp_path):

@@ -45,7 +45,12 @@ def test_fit_writes_manifest_tensors_and_activations(fitted, tiny_llava):
     manifest = json.loads((fitted / "manifest.json").read_text())
     assert manifest["labels"] == sorted(["red", "green", "blue", "yellow", "purple", "orange"])
     assert manifest["model"]["id"] == tiny_llava and manifest["model"]["revision"].startswith("sha256-headers:")
-    assert manifest["question"] == "what color is the shape ?"
+    assert manifest["encoding"] == {
+        "question": "what color is the shape ?",
+        "max_pixels": None,
+        "max_image_tokens": None,
+        "video_frames": None,
+    }
     assert len(manifest["selected"]) == 4 and manifest["settings"]["k"] == 4
     assert len(manifest["heads"]) == len(manifest["head_sizes"]) == 8  # 2 layers x 4 heads
     saved = load_file(fitted / "activations.safetensors")
@@ -55,12 +60,24 @@ def test_fit_writes_manifest_tensors_and_activations(fitted, tiny_llava):
     assert (fitted / "tensors.safetensors").is_file()
 
 
+def test_later_commands_read_with_the_fits_encoding_and_name_an_override(tiny_llava, tmp_path, capsys):
+    support = COLOUR / "support.jsonl"
+    status, _, _ = run(capsys, "fit", "--model", tiny_llava, "--data", support, "--out", tmp_path / "c", "--k", "3", "--max-pixels", "1024")
+    assert status == 0
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["encoding"]["max_pixels"] == 1024
+    status, out, err = run(capsys, "eval", "--classifier", tmp_path / "c", "--data", COLOUR / "queries.jsonl", "--json")
+    assert status == 0 and json.loads(out)["encoding"]["max_pixels"] == 1024 and "warning" not in err  # the fit's, silently
+    image = str(COLOUR / "queries_red_0.png")
+    status, _, err = run(capsys, "predict", "--classifier", tmp_path / "c", "--max-pixels", "4096", image)
+    assert status == 0 and "max pixels 4,096 instead of the fit's 1,024" in err
+
+
 def test_eval_json_reports_accuracy_and_confusion(fitted, capsys):
     status, out, _ = run(capsys, "eval", "--classifier", fitted, "--data", COLOUR / "queries.jsonl", "--json")
     report = json.loads(out)
     assert status == 0 and report["n"] == 60
     assert {"accuracy", "n", "per_class_accuracy", "confusion"} <= set(report)  # the keys scripts rely on
-    extra = {"predictions", "accuracy_interval", "per_class_interval", "max_image_tokens", "image_tokens"}
+    extra = {"predictions", "accuracy_interval", "per_class_interval", "encoding", "max_image_tokens", "image_tokens"}
     assert set(report) - {"accuracy", "n", "per_class_accuracy", "confusion"} == extra
     assert report["max_image_tokens"] is None and report["image_tokens"] == {"min": 16, "mean": 16.0, "max": 16}  # 4 x 4 patches
     predictions = report["predictions"]

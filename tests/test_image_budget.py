@@ -3,8 +3,10 @@
 import pytest
 from PIL import Image
 
-from sav_explorer.models import build_prompt, count_image_tokens, load_model, prepare_inputs
+from sav_explorer.encoding import Encoding
+from sav_explorer.models import build_prompt, count_image_tokens, load_model
 from sav_explorer.models.budget import BudgetError, budget_settings
+from sav_explorer.models.prompts import processor_inputs
 from tiny_models import FAMILIES, build_tiny
 
 IMAGES = {"small": (40, 30), "square": (800, 800), "wide": (900, 300)}
@@ -18,7 +20,7 @@ def models(tmp_path_factory):
 
 
 def tokens_per_image(loaded, size, settings=None) -> int:
-    inputs = prepare_inputs(loaded, [[Image.new("RGB", size, (200, 40, 40))]], [build_prompt(loaded.processor, "What?", 1)], settings)
+    inputs = processor_inputs(loaded, [[Image.new("RGB", size, (200, 40, 40))]], [build_prompt(loaded.processor, "What?", 1)], settings)
     return count_image_tokens(loaded, inputs["input_ids"])[0]
 
 
@@ -96,7 +98,7 @@ def test_a_classifier_fitted_under_a_budget_predicts_under_the_same(models, tmp_
     )
     fitted = json.loads(capsys.readouterr().out)
     assert fitted["max_image_tokens"] == 4 and fitted["image_tokens"]["max"] <= 4
-    assert json.loads((out / "manifest.json").read_text())["settings"]["max_image_tokens"] == 4
+    assert json.loads((out / "manifest.json").read_text())["encoding"]["max_image_tokens"] == 4
     assert main(["eval", "--classifier", str(out), "--data", str(colour / "queries.jsonl"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["max_image_tokens"] == 4 and report["image_tokens"]["max"] <= 4
@@ -113,7 +115,7 @@ def test_the_head_lens_lays_out_images_seen_under_a_budget(models, family, budge
     from sav_explorer.lens import look
 
     loaded = models[family]
-    lens = look(loaded, Example((Image.new("RGB", (900, 300), (200, 40, 40)),), "What?"), [(0, 0)], max_image_tokens=budget)
+    lens = look(loaded, Example((Image.new("RGB", (900, 300), (200, 40, 40)),), "What?"), [(0, 0)], Encoding(max_image_tokens=budget))
     assert lens.layout.known, lens.layout.note
     in_grids = sum(len(grid.positions) for views in lens.layout.grids for grid in views)
     assert 0 < in_grids <= budget

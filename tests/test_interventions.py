@@ -8,9 +8,11 @@ from PIL import Image
 from transformers import AutoConfig, LlavaForConditionalGeneration
 
 from sav_explorer.data import Example
+from sav_explorer.encoding import Encoding, encode
 from sav_explorer.errors import DataError
 from sav_explorer.interventions import ablated_heads, answer_tokens, position_keys, random_heads, support_means
-from sav_explorer.models import build_prompt, load_model, prepare_inputs
+from sav_explorer.models import build_prompt, load_model
+from sav_explorer.models.prompts import processor_inputs
 from tiny_models import build_tiny
 
 FAMILIES = ("llava", "qwen2_vl", "smolvlm")
@@ -41,7 +43,7 @@ def models(tmp_path_factory):
 
 
 def inputs_for(loaded, images, question="What is it?"):
-    return prepare_inputs(loaded, [[image] for image in images], [build_prompt(loaded.processor, question, 1)] * len(images))
+    return processor_inputs(loaded, [[image] for image in images], [build_prompt(loaded.processor, question, 1)] * len(images))
 
 
 def o_proj_inputs(loaded, layer):
@@ -181,13 +183,12 @@ def test_an_answer_scored_after_the_prompt_is_ablated_like_generated_tokens(mode
     heads = [(site.layer, 0)]
     image = noise(5)
     means = support_means(loaded, [Example((image,), "What is it?")], heads)
-    prompt = build_prompt(loaded.processor, "What is it?", 1)
-    inputs = prepare_inputs(loaded, [[image]], [prompt + "ab"])
-    n_answer = inputs["input_ids"].shape[1] - prepare_inputs(loaded, [[image]], [prompt])["input_ids"].shape[1]
+    batch = encode(loaded, [Example((image,), "What is it?")], Encoding(), answers=["ab"])
+    n_answer = sum(batch.answer_spans[0])
     seen, handle = o_proj_inputs(loaded, 0)
     try:
         with torch.no_grad(), ablated_heads(loaded, heads, mode="mean", means=means), answer_tokens([n_answer]):
-            loaded.model(**inputs)
+            loaded.model(**batch.inputs)
     finally:
         handle.remove()
     head = seen[0][0, :, : site.head_dim]

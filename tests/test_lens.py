@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sav_explorer import Example, build_prompt, load_examples, load_model
+from sav_explorer import Encoding, Example, encode, load_examples, load_model
 from sav_explorer.lens import class_averages, density_on_image, last_token_attention, look, region_share
-from sav_explorer.models import EXAMPLES_DIR, decoder_layers, prepare_inputs
+from sav_explorer.models import EXAMPLES_DIR, decoder_layers
 from sav_explorer.models.layouts import image_token_layout
 from sav_explorer.teaching.shapes import BACKGROUND
 from tiny_models import FAMILIES, build_tiny
@@ -34,7 +34,7 @@ def noise_image(width=64, height=48, seed=0) -> Image.Image:
 
 
 def inputs_for(loaded, image, question="What is it?"):
-    return prepare_inputs(loaded, [[image]], [build_prompt(loaded.processor, question, 1)])
+    return encode(loaded, [Example((image,), question)], Encoding())
 
 
 def eager_reference(loaded, inputs):
@@ -56,10 +56,11 @@ def attention_modules(loaded):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_lens_equals_the_eager_attention_weights(models, family):
     loaded = models[family]
-    inputs = inputs_for(loaded, noise_image())
+    batch = inputs_for(loaded, noise_image())
+    inputs = batch.inputs
     heads = [(site.layer, h) for site in loaded.sites for h in range(site.n_heads)]
     before = [module.config._attn_implementation for module in attention_modules(loaded)]
-    lens = last_token_attention(loaded, inputs, heads)
+    lens = last_token_attention(loaded, batch, heads)
     assert [module.config._attn_implementation for module in attention_modules(loaded)] == before == ["sdpa"] * len(before)
     reference = eager_reference(loaded, inputs)
     for (layer, head), weights in lens.items():
@@ -147,7 +148,7 @@ def test_a_patch_of_changed_pixels_shows_in_the_cell_that_covers_it(models, fami
     changed = base.copy()
     x, y = int(spot[0] * width), int(spot[1] * height)
     changed.paste((255, 255, 255) if sum(base.getpixel((x, y))) < 384 else (0, 0, 0), (x - HALF, y - HALF, x + HALF, y + HALF))
-    inputs, inputs_changed = inputs_for(loaded, base), inputs_for(loaded, changed)
+    inputs, inputs_changed = inputs_for(loaded, base).inputs, inputs_for(loaded, changed).inputs
     with vision_layers_skipped(loaded.model):
         delta = (decoder_input(loaded, inputs) - decoder_input(loaded, inputs_changed)).norm(dim=-1)
     layout = image_token_layout(loaded, inputs, [(width, height)])
@@ -199,11 +200,12 @@ def test_class_averages_are_the_mean_of_each_classs_maps_and_shares():
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
 def test_value_weighting_multiplies_each_weight_by_its_tokens_value_norm(models, family):
     loaded = models[family]
-    inputs = inputs_for(loaded, noise_image())
+    batch = inputs_for(loaded, noise_image())
+    inputs = batch.inputs
     layer = loaded.sites[-1].layer
     heads = [(layer, h) for h in range(loaded.sites[-1].n_heads)]
-    plain = last_token_attention(loaded, inputs, heads)
-    weighted = last_token_attention(loaded, inputs, heads, "value")
+    plain = last_token_attention(loaded, batch, heads)
+    weighted = last_token_attention(loaded, batch, heads, "value")
     seen = {}
     attention = decoder_layers(loaded.model)[layer].self_attn
     handle = attention.v_proj.register_forward_hook(lambda module, args, output: seen.__setitem__("v", output.detach()))

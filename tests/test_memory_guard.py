@@ -1,5 +1,5 @@
 """The memory guard on SmolVLM-256M's real shape (random weights): the activation memory of a request is
-estimated from the processor's output before the model runs, and a request over the budget is run
+estimated from the processor's output before the model runs, and a request over the limit is run
 one example at a time or refused, saying which and why."""
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from real_size_models import build_real
 from sav_explorer.__main__ import main
 from sav_explorer.capture import capture_heads
 from sav_explorer.data import Example
-from sav_explorer.models import build_prompt, load_model, prepare_inputs
+from sav_explorer.encoding import Encoding, RunOptions
+from sav_explorer.models import build_prompt, load_model
 from sav_explorer.models.budget import budget_settings
-from sav_explorer.models.memory import GB, RUNTIME, ActivationBudgetError, activation_estimate
+from sav_explorer.models.memory import GB, RUNTIME, MemoryLimitError, activation_estimate
+from sav_explorer.models.prompts import processor_inputs
 from tests.conftest import REPO
 
 PHOTO = Image.new("RGB", (1024, 768), (40, 90, 160))
@@ -30,7 +32,9 @@ def smolvlm(tmp_path_factory):
 
 def estimate(loaded, images, budget=None):
     rows = [[image] for image in images]
-    inputs = prepare_inputs(loaded, rows, [build_prompt(loaded.processor, QUESTION, row) for row in rows], budget_settings(loaded, budget))
+    inputs = processor_inputs(
+        loaded, rows, [build_prompt(loaded.processor, QUESTION, row) for row in rows], budget_settings(loaded, budget)
+    )
     return activation_estimate(loaded, inputs)
 
 
@@ -48,11 +52,11 @@ def test_the_estimate_follows_image_tokens_and_batch(smolvlm):
     assert estimate(smolvlm, [PHOTO, PHOTO], budget=64).bytes - RUNTIME > 1.8 * (small.bytes - RUNTIME)
 
 
-def test_an_example_over_the_budget_is_refused_before_the_model_runs(smolvlm):
+def test_an_example_over_the_memory_limit_is_refused_before_the_model_runs(smolvlm):
     calls, handle = forward_calls(smolvlm)
     try:
-        with pytest.raises(ActivationBudgetError) as refused:
-            capture_heads(smolvlm, [Example((PHOTO,), QUESTION)], max_activation_bytes=GB // 2)
+        with pytest.raises(MemoryLimitError) as refused:
+            capture_heads(smolvlm, [Example((PHOTO,), QUESTION)], run=RunOptions(memory_limit=GB // 2))
     finally:
         handle.remove()
     message, needed = str(refused.value), estimate(smolvlm, [PHOTO]).bytes
@@ -60,14 +64,14 @@ def test_an_example_over_the_budget_is_refused_before_the_model_runs(smolvlm):
     assert calls == []
 
 
-def test_a_batch_over_the_budget_runs_one_example_at_a_time_with_the_same_result(smolvlm, caplog):
+def test_a_batch_over_the_memory_limit_runs_one_example_at_a_time_with_the_same_result(smolvlm, caplog):
     examples = [Example((PHOTO,), QUESTION), Example((Image.new("RGB", (640, 480), (200, 40, 40)),), QUESTION)]
     one, two = estimate(smolvlm, [PHOTO], budget=64).bytes, estimate(smolvlm, [PHOTO, PHOTO], budget=64).bytes
-    alone = capture_heads(smolvlm, examples, batch_size=1, max_image_tokens=64)
+    alone = capture_heads(smolvlm, examples, Encoding(max_image_tokens=64), RunOptions(batch_size=1))
     calls, handle = forward_calls(smolvlm)
     try:
         with caplog.at_level(logging.WARNING, logger="sav_explorer.capture"):
-            split = capture_heads(smolvlm, examples, batch_size=2, max_image_tokens=64, max_activation_bytes=(one + two) // 2)
+            split = capture_heads(smolvlm, examples, Encoding(max_image_tokens=64), RunOptions(batch_size=2, memory_limit=(one + two) // 2))
     finally:
         handle.remove()
     assert len(calls) == 2 and "one at a time" in caplog.text and "a batch of 2" in caplog.text
@@ -75,8 +79,8 @@ def test_a_batch_over_the_budget_runs_one_example_at_a_time_with_the_same_result
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
 
 
-def test_the_cli_budget_flag_refuses_with_one_line(tmp_path, capsys):
+def test_the_cli_memory_limit_flag_refuses_with_one_line(tmp_path, capsys):
     data = REPO / "assets" / "examples" / "colour" / "support.jsonl"
     status = main(["fit", "--data", str(data), "--out", str(tmp_path / "o"), "--max-activation-gb", "0.00001"])
     err = capsys.readouterr().err
-    assert status == 2 and "activation-memory budget" in err and "Traceback" not in err
+    assert status == 2 and "activation-memory limit" in err and "Traceback" not in err

@@ -142,7 +142,7 @@ def test_fit_and_eval_run_end_to_end_on_official_files(tmp_path, capsys, name, k
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 6 and set(report["per_class_accuracy"]) == set(colours)
     manifest = json.loads((tmp_path / "clf" / "manifest.json").read_text())
-    assert manifest["question"] == FORMATS[name].template.format(text="What colour?")
+    assert manifest["encoding"]["question"] == FORMATS[name].template.format(text="What colour?")
 
 
 def test_the_app_reads_an_uploaded_official_file_and_finds_its_images_by_name(url, tmp_path):

@@ -18,6 +18,7 @@ from sav_explorer.__main__ import main
 from sav_explorer.capture import capture_heads
 from sav_explorer.data import Example, load_examples
 from sav_explorer.distributed import ModelSpec, RayOptions, capture_on_ray
+from sav_explorer.encoding import RunOptions
 from sav_explorer.models import BUNDLED_ID, load_model
 from sav_explorer.pipeline import capture_for
 from tests.conftest import REPO
@@ -49,7 +50,7 @@ def assert_same_activations(local, remote):
 def test_capture_on_ray_equals_the_local_capture_and_runs_in_actors(address, bundled):
     examples = load_examples(COLOUR / "support.jsonl")[:9]
     result = capture_on_ray(RayOptions(address, actors=2), ModelSpec(BUNDLED_ID), examples, batch_size=2)
-    assert_same_activations(capture_heads(bundled, examples, batch_size=2), result.activations)
+    assert_same_activations(capture_heads(bundled, examples, run=RunOptions(batch_size=2)), result.activations)
     assert result.worker_pids and os.getpid() not in result.worker_pids  # not a silent local fallback
     assert result.model_id == BUNDLED_ID and result.revision == bundled.revision
     assert result.model_layout == bundled.layout

@@ -16,9 +16,11 @@ import torch
 
 from sav_explorer.capture import capture_heads
 from sav_explorer.data import load_examples
+from sav_explorer.encoding import RunOptions
 from sav_explorer.errors import ModelLoadError
 from sav_explorer.lens import look
-from sav_explorer.models import build_prompt, load_model, prepare_inputs
+from sav_explorer.models import build_prompt, load_model
+from sav_explorer.models.prompts import processor_inputs
 from sav_explorer.pipeline import evaluate, fit_examples, predict_examples
 from tests.conftest import REPO
 
@@ -42,8 +44,8 @@ def test_sav_reads_the_colour_task_on_a_real_checkpoint(real):
     queries = load_examples(COLOUR / "queries.jsonl", question=QUESTION)
     support = [type(e)(e.images, QUESTION, e.label) for e in support]
     queries = [type(e)(e.images, QUESTION, e.label) for e in queries]
-    clf, _ = fit_examples(real, support, k=20, batch_size=4)
-    predicted = [p.label for p in predict_examples(real, clf, queries, batch_size=4)]
+    clf, _ = fit_examples(real, support, run=RunOptions(batch_size=4), k=20)
+    predicted = [p.label for p in predict_examples(real, clf, queries, RunOptions(batch_size=4))]
     report = evaluate(predicted, [q.label for q in queries], clf.classes_)
     assert report.accuracy >= 0.8, report.per_class_accuracy  # the paper's models read colour near perfectly
 
@@ -55,7 +57,7 @@ def test_heads_concatenated_equal_the_o_proj_input_on_a_real_checkpoint(real):
         handles.append(site.module.register_forward_pre_hook(lambda m, a, name=site.name: seen.__setitem__(name, a[0][0, -1])))
     try:
         images = [example.load_images()]
-        inputs = prepare_inputs(real, images, [build_prompt(real.processor, QUESTION, images[0])])
+        inputs = processor_inputs(real, images, [build_prompt(real.processor, QUESTION, images[0])])
         with torch.no_grad():
             real.model(**inputs, use_cache=False)
     finally:

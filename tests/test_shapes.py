@@ -6,10 +6,11 @@ import random
 import pytest
 import torch
 
+from sav_explorer.teaching.batches import qa_batch
 from sav_explorer.teaching.build import build_processor
 from sav_explorer.teaching.examples import SUPPORT_PER_CLASS, TASKS, balanced_attributes, write_task
 from sav_explorer.teaching.shapes import COLOURS, QUESTION_KINDS, SHAPES, SIZES, ShapesWorld, describe, parse_description
-from sav_explorer.teaching.train import POINTER_HEADS, patch_targets, pointer_targets, qa_batch, stack_targets, word_targets
+from sav_explorer.teaching.targets import POINTER_HEADS, patch_targets, pointer_targets, stack_targets, word_targets
 from tests.conftest import REPO
 
 

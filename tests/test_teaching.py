@@ -131,9 +131,9 @@ def test_the_sketches_are_drawn_by_a_program_the_training_never_imports():
     import ast
     import inspect
 
-    from sav_explorer.teaching import drawn, train
+    from sav_explorer.teaching import batches, drawn, probes, recipe, stages, targets, train
 
-    for module in (train, drawn):
+    for module in (train, stages, recipe, batches, targets, probes, drawn):
         imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(module))) if isinstance(node, ast.ImportFrom)}
         assert not any(name and name.endswith("sketches") for name in imported), module.__name__
 
@@ -143,11 +143,14 @@ def test_ablating_savs_colour_heads_hurts_the_models_own_answers_more_than_rando
     colour answers far below ablating as many random heads of the same layers."""
     from sav_explorer.ablation import ablation_study
     from sav_explorer.data import load_examples
+    from sav_explorer.encoding import RunOptions
     from sav_explorer.models import EXAMPLES_DIR
 
     clf = tasks["colour"].classifier
     queries = load_examples(EXAMPLES_DIR / "colour" / "queries.jsonl")
     support = load_examples(EXAMPLES_DIR / "colour" / "support.jsonl")
-    study = ablation_study(teaching_model, queries, clf.classes_, clf.selected_heads, support=support, n_random=2, batch_size=30)
+    study = ablation_study(
+        teaching_model, queries, clf.classes_, clf.selected_heads, run=RunOptions(batch_size=30), support=support, n_random=2
+    )
     assert study.baseline.accuracy >= FLOOR
     assert study.ablated.accuracy <= min(study.random_accuracies) - 0.2, study.to_json()

@@ -10,9 +10,11 @@ import torch
 
 from sav_explorer.capture import HeadCapture, capture_heads
 from sav_explorer.data import Example, load_examples
+from sav_explorer.encoding import Encoding
 from sav_explorer.errors import DataError
 from sav_explorer.lens import look
-from sav_explorer.models import build_prompt, load_model, prepare_inputs
+from sav_explorer.models import build_prompt, load_model
+from sav_explorer.models.prompts import processor_inputs
 from tiny_models import build_tiny
 
 VIDEO_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "llava_onevision", "smolvlm", "internvl", "gemma4")
@@ -49,11 +51,11 @@ def test_a_video_row_is_captured_and_its_heads_are_the_o_proj_input(tmp_path, cl
     loaded = load_model(str(build_tiny(family, tmp_path / family)), device="cpu")
     example = Example((clip,), "What moves?")
     frames = FRAMES_NEEDED.get(family)
-    activations = capture_heads(loaded, [example, example], video_frames=frames)
+    activations = capture_heads(loaded, [example, example], Encoding(video_frames=frames))
     assert activations.n_examples == 2 and activations.image_tokens[0] > 0  # a video's tokens are counted
     # the invariant: concatenated heads equal the o_proj input at the last token, read directly
     row = example.load_images()
-    inputs = prepare_inputs(loaded, [row], [build_prompt(loaded.processor, "What moves?", row)], video_frames=frames)
+    inputs = processor_inputs(loaded, [row], [build_prompt(loaded.processor, "What moves?", row)], video_frames=frames)
     if family in FRAMES_AS_IMAGES:
         assert inputs["pixel_values"].shape[:2].numel() >= 2  # several frames went in
     else:
@@ -67,7 +69,7 @@ def test_a_video_row_is_captured_and_its_heads_are_the_o_proj_input(tmp_path, cl
     finally:
         handle.remove()
     assert torch.allclose(activations.blocks[-1][0].reshape(-1), seen["x"].float(), atol=1e-5)
-    with HeadCapture(loaded.sites, inputs["attention_mask"]) as capture, torch.no_grad():
+    with HeadCapture(loaded, inputs["attention_mask"]) as capture, torch.no_grad():
         loaded.model(**inputs)
     assert torch.allclose(capture.blocks()[-1][0], activations.blocks[-1][0], atol=1e-5)
 
@@ -93,10 +95,10 @@ def test_frames_samples_that_many_frames_evenly_and_refuses_more_than_a_video_ha
     prompt = [build_prompt(loaded.processor, "What moves?", row)]
 
     def temporal_groups(frames):
-        return int(prepare_inputs(loaded, [row], prompt, video_frames=frames)["video_grid_thw"][0, 0])
+        return int(processor_inputs(loaded, [row], prompt, video_frames=frames)["video_grid_thw"][0, 0])
 
     assert [temporal_groups(n) for n in (8, 4, 2)] == [4, 2, 1]  # two frames per temporal patch
     with pytest.raises(DataError, match="between 1 and the shortest video's 8 frames"):
         temporal_groups(9)
-    fewer = capture_heads(loaded, [Example((clip,), "What moves?")], video_frames=2)
+    fewer = capture_heads(loaded, [Example((clip,), "What moves?")], Encoding(video_frames=2))
     assert fewer.n_examples == 1 and fewer.image_tokens[0] < capture_heads(loaded, [Example((clip,), "What moves?")]).image_tokens[0]

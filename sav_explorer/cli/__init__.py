@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     atlas.add_argument("--device")
     atlas.add_argument("--batch-size", type=int, default=8)
     atlas.add_argument("--max-image-tokens", type=int, metavar="N", help="image tokens per image at most")
+    atlas.add_argument("--max-pixels", type=int, metavar="N", help="larger images are scaled down to this many pixels first")
     data_options(atlas)
     ray_options(atlas)
     atlas.add_argument("--json", action="store_true")

@@ -13,14 +13,15 @@ from ..errors import DataError
 from ..pipeline import capture_for, evaluate, fit_activations, fit_examples, predict_examples, save_activations
 from .common import (
     DEFAULT_K,
-    activation_bytes,
     captured_on_ray,
     classifier_and_model,
+    encoding_for,
+    fit_encoding,
     image_token_summary,
     load,
     model_for,
-    progress,
     read_data,
+    run_options,
     warn_unseen_words,
 )
 
@@ -28,31 +29,22 @@ from .common import (
 def run_fit(args) -> int:
     examples = read_data(args, args.data, question=args.question)
     labels = labels_of(examples)
-    settings = dict(scoring=args.scoring, tie_break=args.tie_break, head_order=args.head_order, max_image_tokens=args.max_image_tokens)
+    settings = dict(scoring=args.scoring, tie_break=args.tie_break, head_order=args.head_order)
+    encoding = fit_encoding(args, examples)
     if args.ray:  # the model's head count is known once the actors have loaded it
         check_classes(labels)  # before any model work
-        captured = captured_on_ray(args, examples, question=args.question, budget=args.max_image_tokens)
+        captured = captured_on_ray(args, examples, encoding)
         activations, model_id, revision = captured.activations, captured.model_id, captured.revision
         k = fit_k(args, activations.layout.n_heads)
         check_k(k, activations.layout.n_heads)
-        clf = fit_activations(activations, labels, k=k, **settings)
+        clf = fit_activations(activations, labels, encoding, k=k, **settings)
     else:
         loaded = load(args, args.model)
         warn_unseen_words(loaded, dict.fromkeys(e.question_or(args.question) for e in examples))
-        clf, activations = fit_examples(
-            loaded,
-            examples,
-            k=fit_k(args, loaded.layout.n_heads),
-            question=args.question,
-            batch_size=args.batch_size,
-            on_batch=progress("capturing heads"),
-            video_frames=args.frames,
-            max_activation_bytes=activation_bytes(args),
-            **settings,
-        )
+        k = fit_k(args, loaded.layout.n_heads)
+        clf, activations = fit_examples(loaded, examples, encoding, run_options(args, "capturing heads"), k=k, **settings)
         model_id, revision = loaded.model_id, loaded.revision
-    question = args.question or examples[0].question
-    clf.save(args.out, model_id=model_id, revision=revision, question=question)
+    clf.save(args.out, model_id=model_id, revision=revision)
     if args.save_activations:
         save_activations(args.out, activations, labels, clf.classes_)
     loo = clf.leave_one_out_accuracy()
@@ -65,6 +57,7 @@ def run_fit(args) -> int:
         "selected": [list(h) for h in clf.selected_heads],
         "leave_one_out_accuracy_heads_fixed": loo,
         "leave_one_out_interval": list(wilson_interval(round(loo * len(examples)), len(examples))),
+        "encoding": encoding.to_json(),
         "max_image_tokens": args.max_image_tokens,
         "image_tokens": image_token_summary(activations.image_tokens),
     }
@@ -85,33 +78,27 @@ def run_eval(args) -> int:
     if args.ray and args.zero_shot:
         raise DataError("--zero-shot runs the model here: give it without --ray (SAV's capture is what --ray spreads)")
     clf = SAVClassifier.load(args.classifier)
-    question = args.question or clf.manifest_.question
-    examples = read_data(args, args.data, question=question)
+    encoding = encoding_for(args, clf)
+    examples = read_data(args, args.data, question=encoding.question)
     truth = labels_of(examples)
-    budget = args.max_image_tokens or clf.max_image_tokens
     if args.ray:
-        captured = captured_on_ray(args, examples, clf, layers=clf.needed_layers(), question=question, budget=budget)
+        captured = captured_on_ray(args, examples, encoding, clf, layers=clf.needed_layers())
         clf.manifest_.check_matches(captured.model_id, captured.revision, captured.model_layout)
         activations = captured.activations
     else:
         loaded = model_for(args, clf)
-        activations = capture_for(
-            loaded,
-            clf,
-            examples,
-            batch_size=args.batch_size,
-            on_batch=progress("classifying"),
-            max_image_tokens=budget,
-            max_activation_bytes=activation_bytes(args),
-            video_frames=args.frames,
-        )
+        activations = capture_for(loaded, clf, examples, run_options(args, "classifying"), encoding)
     predictions = clf.explain(activations)
     report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])
     own = None
     if args.zero_shot:
-        own = zero_shot(loaded, examples, clf.classes_, method=args.zero_shot, batch_size=args.batch_size, max_image_tokens=budget)
+        own = zero_shot(loaded, examples, clf.classes_, encoding, run_options(args), method=args.zero_shot)
     if args.json:
-        tokens = {"max_image_tokens": budget, "image_tokens": image_token_summary(activations.image_tokens)}
+        tokens = {
+            "encoding": encoding.to_json(),
+            "max_image_tokens": encoding.max_image_tokens,
+            "image_tokens": image_token_summary(activations.image_tokens),
+        }
         print(json.dumps({**report.to_json(), **tokens, **(own.to_json() if own else {})}))
         return 0
     low, high = report.interval
@@ -137,17 +124,9 @@ def run_eval(args) -> int:
 
 def run_predict(args) -> int:
     clf, loaded = classifier_and_model(args)
-    question = args.question or clf.manifest_.question
-    examples = [Example((path,), question) for path in args.images]
-    predictions = predict_examples(
-        loaded,
-        clf,
-        examples,
-        batch_size=args.batch_size,
-        default_question=question,
-        max_image_tokens=args.max_image_tokens or clf.max_image_tokens,
-        max_activation_bytes=activation_bytes(args),
-    )
+    encoding = encoding_for(args, clf)
+    examples = [Example((path,)) for path in args.images]
+    predictions = predict_examples(loaded, clf, examples, run_options(args), encoding)
     rows = [{"image": str(path), "label": p.label, "votes": p.votes} for path, p in zip(args.images, predictions)]
     if args.json:
         print(json.dumps(rows))

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from ..classifier import SAVClassifier
 from ..data import Example, load_examples
+from ..encoding import Encoding, RunOptions
 from ..errors import DataError
 from ..models import default_model_id, load_model, unseen_words
 from ..official import FORMATS, parse_image_roots, read_official
@@ -40,6 +41,13 @@ def model_options(parser: argparse.ArgumentParser, default: str | None) -> None:
         type=int,
         metavar="N",
         help=f"{help_budget} (default: the processor's own)" if default else f"{help_budget} (default: the classifier's)",
+    )
+    help_pixels = "larger images are scaled down to this many pixels before the processor, the aspect kept"
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help=f"{help_pixels} (default: images as given)" if default else f"{help_pixels} (default: the classifier's)",
     )
 
 
@@ -95,7 +103,37 @@ def check_ray_model(clf: SAVClassifier, description: dict) -> None:
     clf.manifest_.check_matches(description["model_id"], description["revision"], layout_of(description))
 
 
-def captured_on_ray(args, examples: list[Example], clf: SAVClassifier | None = None, *, layers=None, question=None, budget=None):
+def fit_encoding(args, examples: list[Example]) -> Encoding:
+    """The encoding a fit records: --question (else the first row's, for later images without one),
+    --max-pixels, --max-image-tokens and --frames."""
+    return Encoding(
+        question=args.question or examples[0].question,
+        max_pixels=args.max_pixels,
+        max_image_tokens=args.max_image_tokens,
+        video_frames=getattr(args, "frames", None),
+    )
+
+
+def encoding_for(args, clf: SAVClassifier) -> Encoding:
+    """The classifier's encoding with what the command line overrides; each override that changes what
+    the model reads is named on stderr, since the class means were made from inputs read the fit's way."""
+    encoding, notes = clf.encoding.overridden(
+        question=getattr(args, "question", None),
+        max_pixels=getattr(args, "max_pixels", None),
+        max_image_tokens=getattr(args, "max_image_tokens", None),
+        video_frames=getattr(args, "frames", None),
+    )
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    return encoding
+
+
+def run_options(args, what: str | None = None) -> RunOptions:
+    """--batch-size and --max-activation-gb, with a progress bar labelled `what`."""
+    return RunOptions(batch_size=args.batch_size, on_batch=progress(what) if what else None, memory_limit=memory_limit(args))
+
+
+def captured_on_ray(args, examples: list[Example], encoding: Encoding, clf: SAVClassifier | None = None, *, layers=None):
     """`capture_heads` for a command given --ray: the model loads in the cluster's actors, not here."""
     from ..distributed import capture_on_ray
 
@@ -103,12 +141,10 @@ def captured_on_ray(args, examples: list[Example], clf: SAVClassifier | None = N
         ray_options_of(args),
         model_spec(args, clf),
         examples,
+        encoding,
         layers=layers,
         batch_size=args.batch_size,
-        default_question=question,
-        max_image_tokens=budget,
-        max_activation_bytes=activation_bytes(args),
-        video_frames=getattr(args, "frames", None),
+        memory_limit=memory_limit(args),
     )
 
 
@@ -177,8 +213,8 @@ def parse_heads(texts: list[str]) -> list[tuple[int, int]]:
     return list(dict.fromkeys(heads))
 
 
-def activation_bytes(args) -> int | None:
-    """--max-activation-gb in bytes (None: the default budget)."""
+def memory_limit(args) -> int | None:
+    """--max-activation-gb in bytes (None: the default limit, half the free memory)."""
     gb = getattr(args, "max_activation_gb", None)
     if gb is None:
         return None

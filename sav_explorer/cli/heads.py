@@ -14,20 +14,21 @@ from ..capture import capture_heads
 from ..classifier import SAVClassifier
 from ..data import Example, labels_of, open_image
 from ..distributed import ModelSpec, example_row, run_on_ray
+from ..encoding import Encoding
 from ..errors import DataError
 from ..lens import LensTask, density_on_image, lens_report, look, maps_of, overlay
 from ..models import default_model_id
 from ..pipeline import load_activations
 from .common import (
-    activation_bytes,
     check_ray_model,
+    encoding_for,
     load,
     model_for,
     model_spec,
     parse_heads,
-    progress,
     ray_options_of,
     read_data,
+    run_options,
 )
 
 
@@ -37,16 +38,9 @@ def run_curve(args) -> int:
     test_sims = test_labels = None
     if args.data:
         loaded = model_for(args, clf)
-        examples = read_data(args, args.data, question=args.question or clf.manifest_.question)
-        activations = capture_heads(
-            loaded,
-            examples,
-            batch_size=args.batch_size,
-            on_batch=progress("capturing heads"),
-            max_image_tokens=args.max_image_tokens or clf.max_image_tokens,
-            max_activation_bytes=activation_bytes(args),
-            video_frames=args.frames,
-        )
+        encoding = encoding_for(args, clf)
+        examples = read_data(args, args.data, question=encoding.question)
+        activations = capture_heads(loaded, examples, encoding, run_options(args, "capturing heads"))
         test_sims = clf.similarities(activations)
         test_labels = class_indices(clf, labels_of(examples))
     curve = accuracy_curve(clf, saved[0] if saved else None, test_sims, test_labels)
@@ -83,26 +77,26 @@ def run_attention(args) -> int:
         raise DataError("name one or more images to look at")
     clf = SAVClassifier.load(args.classifier) if args.classifier else None
     if clf is not None:
-        question = args.question or clf.manifest_.question
+        encoding = encoding_for(args, clf)
         heads = parse_heads(args.heads) if args.heads else clf.selected_heads
     else:
         if not args.heads:
             raise DataError("name the heads to look at with --heads L:H ... (or give --classifier to use its selected heads)")
         heads = parse_heads(args.heads)
-        question = args.question
-    if not question:
+        encoding = Encoding(args.question, args.max_pixels, args.max_image_tokens)
+    if not encoding.question:
         raise DataError("no question: give --question (the lens reads the prompt that capture reads)")
-    budget = args.max_image_tokens or (clf.max_image_tokens if clf is not None else None)
-    examples = [Example((path,), question) for path in args.images]
+    examples = [Example((path,)) for path in args.images]
     if args.ray:
-        rows = [example_row(i, example, question) for i, example in enumerate(examples)]
-        out, description, _ = run_on_ray(ray_options_of(args), model_spec(args, clf), LensTask(heads, args.weighting, budget), rows, 1)
+        rows = [example_row(i, example, encoding.question) for i, example in enumerate(examples)]
+        task = LensTask(heads, args.weighting, encoding)
+        out, description, _ = run_on_ray(ray_options_of(args), model_spec(args, clf), task, rows, 1)
         if clf is not None:
             check_ray_model(clf, description)
         lenses = [json.loads(row["lens"]) for row in out]
     else:
         loaded = model_for(args, clf) if clf is not None else load(args, args.model or default_model_id())
-        lenses = [lens_report(look(loaded, e, heads, weighting=args.weighting, max_image_tokens=budget), heads) for e in examples]
+        lenses = [lens_report(look(loaded, e, heads, encoding, weighting=args.weighting), heads) for e in examples]
     report = [{"image": str(path), **lens} for path, lens in zip(args.images, lenses)]
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +104,7 @@ def run_attention(args) -> int:
             image = open_image(path)
             for head in lens["heads"]:
                 if head["maps"]:
-                    density = density_on_image(maps_of(head), image.size)
+                    density = density_on_image(maps_of(head), tuple(lens["size"]))  # as the model read it
                     overlay(image, density).save(args.out / f"{path.stem}_L{head['layer']}H{head['head']}.png")
     if args.json:
         print(json.dumps({"images": report}))
@@ -129,33 +123,32 @@ def run_attention(args) -> int:
 
 def run_ablate(args) -> int:
     clf = SAVClassifier.load(args.classifier)
-    question = args.question or clf.manifest_.question
-    queries = read_data(args, args.data, question=question)
-    support = read_data(args, args.support, question=question) if args.support else None
+    encoding = encoding_for(args, clf)
+    queries = read_data(args, args.data, question=encoding.question)
+    support = read_data(args, args.support, question=encoding.question) if args.support else None
     if args.heads == ["selected"]:
         heads = clf.selected_heads
     elif args.heads == ["all"]:
         heads = clf.layout_.heads
     else:
         heads = parse_heads(args.heads)
-    options = dict(
-        mode=args.mode,
-        support=support,
-        n_random=args.random,
-        seed=args.seed,
-        method=args.zero_shot,
-        question=question,
-        batch_size=args.batch_size,
-        max_image_tokens=args.max_image_tokens or clf.max_image_tokens,
-    )
+    options = dict(mode=args.mode, support=support, n_random=args.random, seed=args.seed, method=args.zero_shot)
     if args.ray:
         report, description, _ = ablation_on_ray(
-            ray_options_of(args), model_spec(args, clf), clf.layout_, queries, clf.classes_, heads, **options
+            ray_options_of(args),
+            model_spec(args, clf),
+            clf.layout_,
+            queries,
+            clf.classes_,
+            heads,
+            encoding,
+            batch_size=args.batch_size,
+            **options,
         )
         check_ray_model(clf, description)
     else:
         loaded = model_for(args, clf)
-        report = ablation_study(loaded, queries, clf.classes_, heads, **options)
+        report = ablation_study(loaded, queries, clf.classes_, heads, encoding, run_options(args), **options)
     if args.json:
         print(json.dumps(report.to_json()))
         return 0
@@ -197,7 +190,7 @@ def run_atlas(args) -> int:
         tasks,
         k=args.k,
         batch_size=args.batch_size,
-        max_image_tokens=args.max_image_tokens,
+        encoding=Encoding(max_pixels=args.max_pixels, max_image_tokens=args.max_image_tokens, video_frames=getattr(args, "frames", None)),
         load=lambda model: load(args, model),
         ray=ray,
         spec=lambda model: ModelSpec(model, dtype=args.dtype, device=args.device),

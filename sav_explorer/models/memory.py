@@ -1,7 +1,7 @@
 """A memory guard: the activation memory a forward pass will need, estimated before it runs.
 
     estimate = activation_estimate(loaded, inputs)     # from the processor's output
-    check_fits(estimate, budget_bytes, "photo.jpg")     # refuses, naming the GB and what to change
+    check_fits(estimate, limit_bytes, "photo.jpg")      # refuses, naming the GB and what to change
 
 Weights are already resident; what a request adds is activations, which grow with the batch and
 the sequence (mostly image tokens). The estimate is 1.5 times the largest layer's working set,
@@ -13,7 +13,7 @@ from the model's configuration, plus 256 MB for the runtime's own first-pass all
   heads x sequence^2, and heads x patches-per-view^2 for each view); SDPA and flash attention,
   the default, work in blocks and never hold them.
 
-`capture_heads` uses it to split or refuse a batch (see there); `benchmarks/bench_real_sizes.py`
+`encoding.batches` uses it to split or refuse a batch (see there); `benchmarks/bench_real_sizes.py`
 prints it beside the measured peak of a fresh process on real-size models.
 """
 
@@ -84,7 +84,7 @@ def activation_estimate(loaded, inputs: dict) -> ActivationEstimate:
     return ActivationEstimate(int(SAFETY * max(decoder, vision) * size) + RUNTIME, sequence, batch, patches)
 
 
-def default_budget_bytes(device: str | torch.device | None) -> int:
+def default_memory_limit(device: str | torch.device | None) -> int:
     """Half the memory free now: of the GPU for a CUDA model, else of this machine
     ($SAV_MAX_ACTIVATION_GB overrides)."""
     configured = os.environ.get("SAV_MAX_ACTIVATION_GB")
@@ -107,14 +107,14 @@ def _available_ram() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-class ActivationBudgetError(DataError):
-    """One example alone needs more activation memory than the budget allows."""
+class MemoryLimitError(DataError):
+    """One example alone needs more activation memory than the limit allows."""
 
 
-def check_fits(estimate: ActivationEstimate, budget: int, what: str) -> None:
-    """Refuses one example whose estimate is over the budget, saying how much and what to change."""
-    if estimate.bytes > budget:
-        raise ActivationBudgetError(
-            f"{what} needs {estimate.describe()}, more than the activation-memory budget of {budget / GB:.1f} GB; "
-            "give it fewer image tokens (--max-image-tokens, or a smaller image) or raise the budget (--max-activation-gb)"
+def check_fits(estimate: ActivationEstimate, limit: int, what: str) -> None:
+    """Refuses one example whose estimate is over the limit, saying how much and what to change."""
+    if estimate.bytes > limit:
+        raise MemoryLimitError(
+            f"{what} needs {estimate.describe()}, more than the activation-memory limit of {limit / GB:.1f} GB; "
+            "give it fewer image tokens (--max-image-tokens, or a smaller image) or raise the limit (--max-activation-gb)"
         )

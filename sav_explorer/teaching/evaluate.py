@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 from ..ablation import ablation_study
 from ..analysis import wilson_interval
+from ..answers import generate_answers
 from ..capture import capture_heads
 from ..classifier import SAVClassifier
 from ..data import Example, load_examples
-from ..models import EXAMPLES_DIR, LoadedModel, generate_answers, load_model, quiet_transformers
+from ..encoding import Encoding, RunOptions
+from ..models import EXAMPLES_DIR, LoadedModel, load_model, quiet_transformers
 from ..pipeline import evaluate, fit_examples, predict_examples
 from .examples import TASK_NAMES
 from .shapes import COLOURS, QUESTION_KINDS, SHAPES, ShapesWorld, parse_description
@@ -46,7 +48,8 @@ def answer_accuracy(loaded: LoadedModel, n_per_kind: int = 100, batch_size: int 
         answers = []
         for start in range(0, len(samples), batch_size):
             batch = samples[start : start + batch_size]
-            answers += generate_answers(loaded, [[image] for image, _, _ in batch], [q for _, q, _ in batch], max_new_tokens=24)
+            examples = [Example((image,), question) for image, question, _ in batch]
+            answers += generate_answers(loaded, examples, Encoding(), RunOptions(batch_size=len(examples)), max_new_tokens=24)
         exact[kind] = sum(a == truth for a, (_, _, truth) in zip(answers, samples)) / len(samples)
         if kind == "describe":
             for answer, (_, _, truth) in zip(answers, samples):
@@ -74,9 +77,9 @@ def sav_task(loaded: LoadedModel, name: str, k: int = 20, batch_size: int = 16) 
     default in-sample head scoring and, on the same activations, with leave-one-out scoring."""
     folder = EXAMPLES_DIR / name
     support = load_examples(folder / "support.jsonl")
-    clf, activations = fit_examples(loaded, support, k=k, batch_size=batch_size)
+    clf, activations = fit_examples(loaded, support, run=RunOptions(batch_size=batch_size), k=k)
     queries = load_examples(folder / "queries.jsonl")
-    query_activations = capture_heads(loaded, queries, batch_size=batch_size)
+    query_activations = capture_heads(loaded, queries, run=RunOptions(batch_size=batch_size))
     truth = [q.label for q in queries]
     loo = SAVClassifier(k=k, scoring="loo").fit(activations, [e.label for e in support])
     accuracy, loo_accuracy = (evaluate(c.predict(query_activations), truth, c.classes_).accuracy for c in (clf, loo))
@@ -109,9 +112,9 @@ def sketches_for(task: str, n_per_class: int, seed: str = "sketch") -> list[tupl
 
 def drawn_accuracy(loaded: LoadedModel, task: str, n_per_class: int = 20, k: int = 20, batch_size: int = 16) -> DrawnResult:
     """SAV on drawings: fitted on the task's bundled support set (the world's renders), asked about sketches."""
-    clf, _ = fit_examples(loaded, load_examples(EXAMPLES_DIR / task / "support.jsonl"), k=k, batch_size=batch_size)
+    clf, _ = fit_examples(loaded, load_examples(EXAMPLES_DIR / task / "support.jsonl"), run=RunOptions(batch_size=batch_size), k=k)
     rows = sketches_for(task, n_per_class)
-    predictions = predict_examples(loaded, clf, [example for example, _ in rows], batch_size=batch_size)
+    predictions = predict_examples(loaded, clf, [example for example, _ in rows], RunOptions(batch_size=batch_size))
     right = [p.label == example.label for p, (example, _) in zip(predictions, rows)]
     styles = sorted({s for _, s in rows})
     per_style = {style: sum(r for r, (_, s) in zip(right, rows) if s == style) / sum(s == style for _, s in rows) for style in styles}

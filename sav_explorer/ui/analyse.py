@@ -21,10 +21,10 @@ from ..checks import check_k
 from ..errors import DataError
 from ..pipeline import evaluate
 from . import plots
-from .classify import ClassifyHandlers, check_same_model, classify_test_set, question_for_queries
+from .classify import ClassifyHandlers, check_same_model, classify_test_set, query_encoding, query_run
 from .common import md, ui_errors
 from .explore import fitted
-from .session import MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, Session
+from .session import Session
 
 MAX_ABLATION_QUERIES = 200  # every random draw answers every query again
 MAX_RANDOM_DRAWS = 5
@@ -49,23 +49,16 @@ class AnalyseHandlers(ClassifyHandlers):
         examples = self.test_set(session, files, use_example, question)
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
-        default = question_for_queries(session, question)
-        predictions = classify_test_set(loaded, clf, examples, default)
+        encoding, note = query_encoding(session, question)
+        predictions = classify_test_set(loaded, clf, examples, encoding)
         sav = evaluate([p.label for p in predictions], [e.label for e in examples], clf.classes_)
-        own = zero_shot(
-            loaded,
-            examples,
-            clf.classes_,
-            method=method,
-            question=default,
-            on_batch=lambda done, n: progress((done, n), desc=f"the model answers ({method})", unit="queries"),
-            max_image_tokens=clf.max_image_tokens,
-        )
+        answering = query_run(lambda done, n: progress((done, n), desc=f"the model answers ({method})", unit="queries"))
+        own = zero_shot(loaded, examples, clf.classes_, encoding, answering, method=method)
         unmatched = f"; {own.unmatched} answers named no class" if method == "generate" else ""
         summary = (
             f"On {own.n} queries: **SAV** ({clf.k} heads) {interval_text(sav.accuracy, sav.interval)} · "
             f"**the model's own answers** ({method}) {interval_text(own.accuracy, own.interval)}{unmatched}. "
-            "95 % intervals in brackets."
+            "95 % intervals in brackets." + (f"\n\n*Note: {md(note)}*" if note else "")
         )
         return summary, answer_rows(own)
 
@@ -83,18 +76,19 @@ class AnalyseHandlers(ClassifyHandlers):
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
         draws = max(0, min(MAX_RANDOM_DRAWS, int(draws or 0)))
+        encoding, note = query_encoding(session, question)
         report = ablation_study(
             loaded,
             examples,
             clf.classes_,
             clf.selected_heads,
+            encoding,
+            query_run(),
             mode=mode,
             support=support,
             n_random=draws,
             method=method,
-            question=question_for_queries(session, question),
             on_run=lambda what: progress(None, desc=what),
-            max_image_tokens=clf.max_image_tokens,
         )
         random_line = (
             f"as many **random heads** of the same layers ablated: **{report.random_accuracy:.3f}** "
@@ -106,6 +100,7 @@ class AnalyseHandlers(ClassifyHandlers):
             f"The model's own answers ({method}) on {report.baseline.n} queries, {len(report.heads)} voting heads "
             f"{mode}-ablated. Nothing ablated: {interval_text(report.baseline.accuracy, report.baseline.interval)} · "
             f"**voting heads ablated**: {interval_text(report.ablated.accuracy, report.ablated.interval)} · {random_line}."
+            + (f"\n\n*Note: {md(note)}*" if note else "")
         )
         rows = [
             [example.name, example.label, before, after]
@@ -119,20 +114,14 @@ class AnalyseHandlers(ClassifyHandlers):
         session = self.session(session)
         clf = fitted(session)
         test_sims = test_labels = None
+        override = ""
         if with_test:
             examples = self.test_set(session, files, use_example, question)
             loaded = self.model(session, progress)
             check_same_model(session, loaded)
-            activations = capture_heads(
-                loaded,
-                examples,
-                batch_size=8,
-                default_question=question_for_queries(session, question),
-                max_pixels=MAX_PIXELS_CAP,
-                max_image_tokens_total=MAX_IMAGE_TOKENS,
-                on_batch=lambda done, n: progress((done, n), desc="capturing the test set once", unit="examples"),
-                max_image_tokens=clf.max_image_tokens,
-            )
+            encoding, override = query_encoding(session, question)
+            capturing = query_run(lambda done, n: progress((done, n), desc="capturing the test set once", unit="examples"))
+            activations = capture_heads(loaded, examples, encoding, capturing)
             test_sims = clf.similarities(activations)
             test_labels = class_indices(clf, [e.label for e in examples])
         result = accuracy_curve(clf, session.fit.activations, test_sims, test_labels)
@@ -141,7 +130,7 @@ class AnalyseHandlers(ClassifyHandlers):
         note = (
             f"Leave-one-out on the support set is optimistic: the heads were chosen on every example. "
             f"Best k by the {'test set' if result.test else 'nested estimate' if result.nested_loo else 'optimistic estimate'}: "
-            f"{result.k[best]}.{nested}"
+            f"{result.k[best]}.{nested}" + (f" Note: {override}" if with_test and override else "")
         )
         return plots.curve_chart(result, len(clf.classes_)), note
 

@@ -125,7 +125,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             """After a change of the support set or the model, and after an extraction (which measures the time per
             token): the support set's image tokens counted. Not after k or a head toggle, which change neither:
             counting runs the processor over the support images."""
-            return event.then(explorer.token_preview, [ui.image_tokens, session], [ui.token_preview], **instant)
+            return event.then(explorer.token_preview, [ui.image_tokens, session, ui.max_pixels], [ui.token_preview], **instant)
 
         def then_support(event):
             """After a change of the support set or the model: the banners, then the token count."""
@@ -178,11 +178,14 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         ui.question.input(explorer.banners, [ui.question, session], banners, api_name="banners", trigger_mode="always_last", **instant)
         ui.image_tokens.input(
             explorer.token_preview,
-            [ui.image_tokens, session],
+            [ui.image_tokens, session, ui.max_pixels],
             [ui.token_preview],
             api_name="token_preview",
             trigger_mode="always_last",
             **instant,
+        )
+        ui.max_pixels.release(
+            explorer.token_preview, [ui.image_tokens, session, ui.max_pixels], [ui.token_preview], trigger_mode="always_last", **instant
         )
 
         # ------------------------------------------------------------------ extraction and re-scoring

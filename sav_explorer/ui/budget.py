@@ -15,7 +15,9 @@ import statistics
 
 import torch
 
-from ..models import LoadedModel, build_prompt, count_image_tokens, image_token_id, prepare_inputs
+from ..data import Example
+from ..encoding import Encoding, encode
+from ..models import LoadedModel, image_token_id
 from ..models.budget import BudgetError, BudgetSettings, budget_settings
 from .common import Handlers, md
 from .session import MAX_PIXELS_CAP, Session
@@ -49,8 +51,9 @@ class BudgetHandlers(Handlers):
         if tokens and sum(tokens):
             self.seconds_per_token[session.model_key] = seconds / sum(tokens)
 
-    def token_preview(self, requested: float, session: Session | None) -> str:
-        """The support set's image tokens under the budget, counted by the processor alone (no model call)."""
+    def token_preview(self, requested: float, session: Session | None, max_pixels: float | None = None) -> str:
+        """The support set's image tokens under the budget and pixel cap, as extraction will read them
+        (`encode`, the processor alone: no model call)."""
         session = self.session(session)
         key = session.model_key
         if not session.support:
@@ -61,15 +64,13 @@ class BudgetHandlers(Handlers):
         settings, how = page_budget(loaded, requested)
         if image_token_id(loaded) is None:
             return f"Images: {md(how)}."
+        pixels = min(MAX_PIXELS_CAP, max(64, int(max_pixels))) if max_pixels else MAX_PIXELS_CAP
+        encoding = Encoding(question=session.question or "?", max_pixels=pixels, max_image_tokens=settings.budget if settings else None)
         counts = []
         sample = session.support[:PREVIEW_EXAMPLES]
         for start in range(0, len(sample), 8):
-            batch = sample[start : start + 8]
-            images = [example.load_images(MAX_PIXELS_CAP) for example in batch]
-            prompts = [
-                build_prompt(loaded.processor, example.question_or(session.question or "?"), row) for example, row in zip(batch, images)
-            ]
-            counts += count_image_tokens(loaded, prepare_inputs(loaded, images, prompts, settings)["input_ids"])
+            batch = [Example(e.images, e.question) for e in sample[start : start + 8]]
+            counts += encode(loaded, batch, encoding).image_tokens
         total = statistics.fmean(counts) * len(session.support)
         cost = self.seconds_per_token.get(key)
         estimate = (

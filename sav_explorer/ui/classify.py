@@ -10,23 +10,33 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..answers import generate_answers
 from ..data import Example, labels_of, load_examples, open_image
+from ..encoding import Encoding, RunOptions
 from ..errors import ClassifierFileError, DataError
-from ..models import EXAMPLES_DIR, LoadedModel, generate_answers
-from ..models.budget import budget_settings
+from ..models import EXAMPLES_DIR, LoadedModel
 from ..pipeline import evaluate, predict_examples
 from . import plots
 from .common import Handlers, file_paths, md, ui_errors
 from .explore import fitted
 from .housekeeping import room_left
-from .session import MAX_CLASSIFY, MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, MAX_TEST, Classified, Session
+from .session import MAX_CLASSIFY, MAX_IMAGE_TOKENS, MAX_TEST, Classified, Session
 from .support import check_images_per_example
 from .uploads import examples_from_uploads
 
 
+def query_encoding(session: Session, question: str | None) -> tuple[Encoding, str]:
+    """How queries are read: the fit's encoding, with a question typed here in place of the fit's; and a
+    note for the page when that changes what the model reads."""
+    encoding, notes = session.fit.clf.encoding.overridden(question=(question or "").strip() or None)
+    if encoding.question is None and session.question:  # the support rows had their own questions
+        encoding, _ = encoding.overridden(question=session.question)
+    return encoding, " ".join(notes)
+
+
 def question_for_queries(session: Session, question: str | None) -> str | None:
-    fit_question = session.fit.question if session.fit else None
-    return (question or "").strip() or fit_question or session.question or None
+    """The question asked of queries without their own (the fit's, unless one is typed here)."""
+    return query_encoding(session, question)[0].question if session.fit else (question or "").strip() or session.question or None
 
 
 def check_same_model(session: Session, loaded: LoadedModel) -> None:
@@ -39,18 +49,14 @@ def check_same_model(session: Session, loaded: LoadedModel) -> None:
         raise ClassifierFileError("this classifier's heads do not match the loaded model; extract again")
 
 
-def classify_test_set(loaded: LoadedModel, clf, examples: list[Example], question: str | None, on_batch=None) -> list:
-    """SAV's predictions on a labeled test set, under the page's caps on pixels and image tokens."""
-    return predict_examples(
-        loaded,
-        clf,
-        examples,
-        batch_size=8,
-        default_question=question,
-        max_pixels=MAX_PIXELS_CAP,
-        max_image_tokens_total=MAX_IMAGE_TOKENS,
-        on_batch=on_batch,
-    )
+def classify_test_set(loaded: LoadedModel, clf, examples: list[Example], encoding: Encoding, on_batch=None) -> list:
+    """SAV's predictions on a labeled test set, read as `encoding` says, under the page's cap on a request's image tokens."""
+    return predict_examples(loaded, clf, examples, query_run(on_batch), encoding)
+
+
+def query_run(on_batch=None) -> RunOptions:
+    """How the page runs queries: in batches of 8, within the cap on a request's image tokens."""
+    return RunOptions(batch_size=8, on_batch=on_batch, max_request_image_tokens=MAX_IMAGE_TOKENS)
 
 
 def classify_views(session: Session):
@@ -81,6 +87,8 @@ def prediction_detail(session: Session, index: int):
     ranked = sorted(pred.votes.items(), key=lambda item: -item[1])
     others = " · ".join(f"{md(c)}: {v} of {total}" for c, v in ranked if c != pred.label)
     label = f"### SAV prediction: **{md(pred.label)}**\n{pred.votes[pred.label]} of {total} heads voted for it. {others}"
+    if item.note:
+        label += f"\n\n*Note: {md(item.note)}*"
     heads = [[h.layer, h.head, h.vote, *(round(h.similarities[c], 4) for c in pred.votes)] for h in pred.heads]
     return label, plots.votes_chart(pred), {"headers": ["layer", "head", "vote", *[f"sim {c}" for c in pred.votes]], "data": heads}, answer
 
@@ -100,23 +108,23 @@ class ClassifyHandlers(Handlers):
 
     def classify_paths(self, session: Session, clf, paths: list, question: str | None, with_answers: bool = True, progress=None):
         """Classifies image files and keeps them as the session's predictions; returns the Classify views."""
-        question = question_for_queries(session, question)
-        if not question:
+        encoding, note = query_encoding(session, question)
+        if not encoding.question:
             raise DataError("no question: type the question to ask about the images")
-        images = [open_image(p, MAX_PIXELS_CAP) for p in paths]
+        images = [open_image(p) for p in paths]  # decoded once; `encode` scales them as the fit's encoding says
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
         if progress is not None:
             progress(0.1, desc="classifying")
-        examples = [Example((img,), question) for img in images]
-        predictions = predict_examples(loaded, clf, examples, batch_size=8)
+        examples = [Example((img,)) for img in images]
+        predictions = predict_examples(loaded, clf, examples, query_run(), encoding)
         answers = ["(not asked for drawings)"] * len(images)
         if with_answers:
             if progress is not None:
                 progress(0.6, desc="the model's own answer")
-            budget = budget_settings(loaded, clf.max_image_tokens)
-            answers = generate_answers(loaded, [[img] for img in images], [question] * len(images), image_budget=budget)
-        session.predictions = [Classified(p.name, p, question, pred, answer) for p, pred, answer in zip(paths, predictions, answers)]
+            answers = generate_answers(loaded, examples, encoding)
+        question = encoding.question
+        session.predictions = [Classified(p.name, p, question, pred, answer, note) for p, pred, answer in zip(paths, predictions, answers)]
         return classify_views(session)
 
     @ui_errors
@@ -158,19 +166,19 @@ class ClassifyHandlers(Handlers):
         """Held-out accuracy and confusion matrix on a labeled test set."""
         session = self.session(session)
         clf = fitted(session)
-        default = question_for_queries(session, question)
+        encoding, note = query_encoding(session, question)
         examples = self.test_set(session, files, use_example, question)
         truth = labels_of(examples)
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
         predictions = classify_test_set(
-            loaded, clf, examples, default, lambda done, n: progress((done, n), desc="classifying the test set", unit="examples")
+            loaded, clf, examples, encoding, lambda done, n: progress((done, n), desc="classifying the test set", unit="examples")
         )
         report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])
         per_class = [[label, round(acc, 3)] for label, acc in report.per_class_accuracy.items()]
         low, high = report.interval
         summary = (
             f"### Held-out accuracy: **{report.accuracy:.3f}** on {report.n} examples (95 % interval {low:.3f}–{high:.3f})\n"
-            f"Classifier: {md(session.fit.describe())}"
+            f"Classifier: {md(session.fit.describe())}" + (f"\n\n*Note: {md(note)}*" if note else "")
         )
         return session, summary, plots.confusion_chart(report), per_class

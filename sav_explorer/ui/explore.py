@@ -18,6 +18,7 @@ import gradio as gr
 from ..capture import CaptureCancelled
 from ..classifier import SAVClassifier
 from ..data import labels_of
+from ..encoding import Encoding, RunOptions
 from ..errors import DataError
 from ..models import unseen_words
 from ..pipeline import fit_examples
@@ -148,20 +149,15 @@ class ExploreHandlers(BudgetHandlers):
         total = len(session.support)
         progress((0, total), desc="extracting heads", unit="examples")
         started = time.perf_counter()
+        encoding = Encoding(question=question, max_pixels=max_pixels, max_image_tokens=budget.budget if budget else None)
+        run = RunOptions(
+            batch_size=batch_size,
+            on_batch=lambda done, n: progress((done, n), desc="extracting heads", unit="examples"),
+            should_stop=flag.is_set,
+            max_request_image_tokens=MAX_IMAGE_TOKENS,
+        )
         try:
-            clf, activations = fit_examples(
-                loaded,
-                session.support,
-                k=k,
-                scoring=scoring,
-                question=question,
-                batch_size=batch_size,
-                max_pixels=max_pixels,
-                on_batch=lambda done, n: progress((done, n), desc="extracting heads", unit="examples"),
-                should_stop=flag.is_set,
-                max_image_tokens_total=MAX_IMAGE_TOKENS,
-                max_image_tokens=budget.budget if budget else None,
-            )
+            clf, activations = fit_examples(loaded, session.support, encoding, run, k=k, scoring=scoring)
         except CaptureCancelled as stopped:
             return explore_views(session, f"Extraction {md(stopped)}; the previous result (if any) is kept.")
         finally:
@@ -178,7 +174,6 @@ class ExploreHandlers(BudgetHandlers):
                 clf,
                 activations,
                 labels,
-                question,
                 session.model_key,
                 loaded.revision,
                 loaded.n_layers,

@@ -84,15 +84,13 @@ class InspectHandlers(Handlers):
         if key not in session.lens_cache:
             if len(session.lens_cache) >= MAX_CACHED:
                 session.lens_cache.clear()
-            session.lens_cache[key] = look(
-                self.model(session), example, heads, question=fit.question, max_image_tokens=fit.clf.max_image_tokens
-            )
+            session.lens_cache[key] = look(self.model(session), example, heads, fit.clf.encoding)
         return session.lens_cache[key]
 
     def _overlay(self, lens: Lens, head: Head, path: Path) -> Image.Image:
         view = lens.heads[head]
-        image = open_image(path)
-        return overlay(image, density_on_image(view.maps[0], image.size)) if view.maps[0] else image
+        image = open_image(path)  # the maps lie on the image as the model read it (lens.sizes): the overlay scales to this one
+        return overlay(image, density_on_image(view.maps[0], lens.sizes[0])) if view.maps[0] else image
 
     @ui_errors
     def inspect(self, cell: str, choice: str | None, session: Session | None, progress=gr.Progress()):
@@ -138,7 +136,7 @@ class InspectHandlers(Handlers):
             for example in fit.examples:  # a lens pass each: at most AVERAGE_OVER per class, in support order
                 per_class.setdefault(str(example.label), []).append(example)
             examples = [e for group in per_class.values() for e in group[:AVERAGE_OVER]]
-            averages = class_averages(loaded, examples, head, question=fit.question)
+            averages = class_averages(loaded, examples, head, fit.clf.encoding)
             tiles = []
             for average in averages:
                 canvas = Image.new("RGB", (THUMB, THUMB), (236, 236, 236))

@@ -51,7 +51,6 @@ class Fit:
     clf: SAVClassifier
     activations: HeadActivations | None  # None when restored from a file
     labels: list[str]  # the support labels, in example order (empty when restored)
-    question: str | None
     model_key: ModelKey
     revision: str
     n_layers: int
@@ -61,6 +60,10 @@ class Fit:
     created: float = field(default_factory=time.time)
     top_k: int = 20  # the k of the top-k selection, kept while a custom set votes
     custom: list[tuple[int, int]] | None = None  # the hand-picked heads, kept while the top k vote
+
+    @property
+    def question(self) -> str | None:
+        return self.clf.encoding.question
 
     @property
     def mode(self) -> str:
@@ -83,6 +86,7 @@ class Classified:
     question: str
     prediction: Prediction
     answer: str
+    note: str = ""  # how the image was read differently from the support set, if it was
 
 
 @dataclass

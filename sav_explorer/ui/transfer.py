@@ -32,7 +32,7 @@ class TransferHandlers(Handlers):
         clf = fitted(session)
         fit = session.fit
         out = session.fresh_dir("export")
-        folder = clf.save(out / "sav-classifier", model_id=fit.model_key.model_id, revision=fit.revision, question=fit.question)
+        folder = clf.save(out / "sav-classifier", model_id=fit.model_key.model_id, revision=fit.revision)
         archive = shutil.make_archive(str(out / "sav-classifier"), "zip", root_dir=folder)
         scores = save_head_scores(out / "head-scores.csv", clf)
         png = plots.heatmap_png(clf, fit.n_layers, out / "heatmap.png", about=fit.describe())
@@ -63,8 +63,6 @@ class TransferHandlers(Handlers):
         clf.manifest_.check_matches(loaded.model_id, loaded.revision, loaded.layout)
         question = clf.manifest_.question
         name = f"restored: {paths[0].name}"
-        session.keep_fit(
-            Fit(clf, None, [], question, session.model_key, loaded.revision, loaded.n_layers, name, top_k=len(clf.selected_heads))
-        )
+        session.keep_fit(Fit(clf, None, [], session.model_key, loaded.revision, loaded.n_layers, name, top_k=len(clf.selected_heads)))
         views = explore_views(session, f"Restored a classifier for {len(clf.classes_)} classes with {len(clf.selected_heads)} heads.")
         return (*views, question or "")
