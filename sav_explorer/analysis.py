@@ -18,7 +18,7 @@ import torch
 from .checks import check_k
 from .classifier import SAVClassifier
 from .errors import DataError
-from .method import class_means, cosine_to_means, head_margins, head_scores, select_heads, vote
+from .method import class_means, cosine_to_means, head_margins, head_scores, leave_one_out_cosine, select_heads, vote
 
 Z_95 = 1.959964  # the normal quantile of a two-sided 95 % interval
 
@@ -128,17 +128,25 @@ def accuracy_curve(
 
 
 def _nested_loo(clf: SAVClassifier, activations, ks: list[int]) -> list[float]:
-    """Each example left out of the class means *and* of the head scoring; heads re-chosen for each."""
+    """Each example left out of the class means *and* of the head scoring; the rest refitted with the
+    classifier's own settings (its scoring ranks the heads), and the heads re-chosen for each. A class
+    left with no example has no mean: it can be nobody's nearest class, as in the leave-one-out."""
     labels = clf.support_labels_
     n, n_classes = len(labels), len(clf.classes_)
     right = torch.zeros(len(ks))
     for i in range(n):
         keep = torch.arange(n) != i
+        kept = labels[keep]
+        absent = torch.bincount(kept, minlength=n_classes) == 0  # (classes,)
         sims = torch.cat(
-            [cosine_to_means(block, class_means(block[keep], labels[keep], n_classes)) for block in activations.blocks], 1
-        )  # (n, heads, classes): every example against the means without example i
-        scores = head_scores(sims[keep], labels[keep])
-        ranking = select_heads(scores, len(scores), clf.head_order, head_margins(sims[keep], labels[keep]))
+            [cosine_to_means(block, class_means(block[keep], kept, n_classes)) for block in activations.blocks], 1
+        ).masked_fill(absent, float("-inf"))  # (n, heads, classes): every example against the means without example i
+        if clf.scoring == "loo":
+            inner = torch.cat([leave_one_out_cosine(block[keep], kept, n_classes) for block in activations.blocks], 1)
+            inner = inner.masked_fill(absent, float("-inf"))
+        else:
+            inner = sims[keep]
+        ranking = select_heads(head_scores(inner, kept), inner.shape[1], clf.head_order, head_margins(inner, kept))
         for j, k in enumerate(ks):
             predicted, _ = vote(sims[i : i + 1], ranking[:k], clf.tie_break)
             right[j] += float(predicted[0] == labels[i])

@@ -9,9 +9,13 @@ The paper sets SAV beside the model answering by itself. Two ways to read an ans
   of punctuation, is right when it names the true label as a whole word and no other label;
   longer labels are matched first, so "light blue" is not also read as "blue". An answer that
   names no label is counted as unmatched (and wrong).
-- `likelihood`: forced choice. The label whose tokens, appended to the prompt as the answer, have
-  the highest total log-probability. Never unmatched; it tells what the model knows even when it
-  would phrase its answer in words no label matches.
+- `likelihood`: forced choice. The label whose tokens, appended to the prompt as the answer and
+  followed by what ends an answer in the family's template (`models.prompts.answer_ending`), have
+  the highest total log-probability: a label is scored as a whole answer, so a label that is a
+  prefix of another does not win by being shorter. The label's tokens are found from the
+  processor's own ids (`encode(answers=...)`), wherever a processor adds tokens of its own.
+  Never unmatched; it tells what the model knows even when it would phrase its answer in words no
+  label matches.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .encoding import Batch, Encoding, RunOptions, batches, encode
 from .errors import DataError
 from .interventions import answer_tokens
 from .models import LoadedModel
+from .models.prompts import answer_ending
 
 ZERO_SHOT_METHODS = ("generate", "likelihood")
 SAMPLES_PER_KIND = 3  # answers shown of each kind: right, wrong, unmatched
@@ -148,12 +153,12 @@ def report_of(method: str, queries: Sequence[Example], answers: list[str], predi
 
 @torch.no_grad()
 def _most_likely(loaded: LoadedModel, examples: Sequence[Example], encoding: Encoding, classes: Sequence[str]) -> list[str]:
-    """For each example, the label with the highest total log-probability as the answer (one forward per label).
-    The label's tokens are found from the processor's own ids (`encode(answers=...)`), wherever the family's
-    processor puts tokens of its own after the text."""
+    """For each example, the label with the highest total log-probability as a whole answer, its ending
+    included (see the module's doc; one forward per label)."""
     scores = torch.empty(len(examples), len(classes))
+    ending = answer_ending(loaded.processor)
     for column, label in enumerate(classes):
-        batch = encode(loaded, examples, encoding, answers=[label] * len(examples))
+        batch = encode(loaded, examples, encoding, answers=[label + ending] * len(examples))
         with answer_tokens([sum(span) for span in batch.answer_spans]):  # under an ablation, the label counts as answer, not prompt
             logits = loaded.model(**batch.inputs).logits.float()
         log_probs = logits[:, :-1].log_softmax(-1).gather(-1, batch.input_ids[:, 1:, None])[..., 0]  # (batch, seq - 1)

@@ -58,38 +58,53 @@ def test_comparing_two_tasks_counts_shared_top_heads_and_their_jaccard():
         compare_tasks(a, other, 1)
 
 
-def noisy_task(seed: int = 3):
-    """Three classes over two layers; heads of graded quality, so that accuracy moves with k."""
+def noisy_task(seed: int = 3, lonely: bool = False):
+    """Three classes over two layers; heads of graded quality, so that accuracy moves with k.
+    `lonely` adds a fourth class "w" of one example."""
     generator = torch.Generator().manual_seed(seed)
-    labels = [c for c in ("x", "y", "z") for _ in range(4)]
-    index = torch.tensor([("x", "y", "z").index(c) for c in labels])
-    centres = torch.randn(3, 8, 4, generator=generator)
+    labels = [c for c in ("x", "y", "z") for _ in range(4)] + (["w"] if lonely else [])
+    index = torch.tensor([("x", "y", "z", "w").index(c) for c in labels])
+    centres = torch.randn(4, 8, 4, generator=generator)
     noise = torch.linspace(0.2, 3.0, 8).view(1, 8, 1)
-    acts = centres[index] + noise * torch.randn(12, 8, 4, generator=generator)
+    acts = centres[index] + noise * torch.randn(len(labels), 8, 4, generator=generator)
     layout = HeadLayout((LayerBlock(0, 4, 4), LayerBlock(1, 4, 4)))
     return HeadActivations(layout, list(acts.split(4, dim=1))), labels, centres, noise
 
 
-def test_the_curve_equals_refitting_for_every_k_loo_nested_and_test():
-    acts, labels, centres, noise = noisy_task()
-    clf = SAVClassifier(k=3).fit(acts, labels)
+@pytest.mark.parametrize(("scoring", "lonely"), [("in-sample", False), ("loo", False), ("in-sample", True)])
+def test_the_curve_equals_refitting_for_every_k_loo_nested_and_test(scoring, lonely):
+    """The nested estimate refits without each example with the classifier's own settings: its scoring
+    ranks the heads, and a class left with no example has no mean (it cannot be predicted)."""
+    acts, labels, centres, noise = noisy_task(lonely=lonely)
+    n = len(labels)
+    clf = SAVClassifier(k=3, scoring=scoring).fit(acts, labels)
     generator = torch.Generator().manual_seed(9)
-    test_index = torch.tensor([0, 1, 2] * 3)
-    test_blocks = list((centres[test_index] + noise * torch.randn(9, 8, 4, generator=generator)).split(4, dim=1))
+    test_index = torch.tensor([0, 1, 2] * 3 + ([3] if lonely else []))
+    test_blocks = list((centres[test_index] + noise * torch.randn(len(test_index), 8, 4, generator=generator)).split(4, dim=1))
     test_acts = HeadActivations(acts.layout, test_blocks)
-    curve = accuracy_curve(clf, acts, clf.similarities(test_acts), test_index)
+    truth = [("x", "y", "z", "w")[i] for i in test_index.tolist()]
+    curve = accuracy_curve(clf, acts, clf.similarities(test_acts), torch.tensor([clf.classes_.index(t) for t in truth]))
     assert curve.k == list(range(1, 9))
     for k, loo, nested, test in zip(curve.k, curve.loo, curve.nested_loo, curve.test):
         clf.select(k=k)
         assert loo == pytest.approx(clf.leave_one_out_accuracy())
-        truth = [("x", "y", "z")[i] for i in test_index.tolist()]
-        assert test == pytest.approx(sum(p == t for p, t in zip(clf.predict(test_acts), truth)) / 9)
+        assert test == pytest.approx(sum(p == t for p, t in zip(clf.predict(test_acts), truth)) / len(truth))
         right = 0
-        for i in range(12):  # the nested estimate, brute force: refit without example i, choose k heads, classify it
-            keep = [j for j in range(12) if j != i]
+        for i in range(n):  # the nested estimate, brute force: refit without example i, choose k heads, classify it
+            keep = [j for j in range(n) if j != i]
             others = HeadActivations(acts.layout, [b[keep] for b in acts.blocks])
             alone = HeadActivations(acts.layout, [b[i : i + 1] for b in acts.blocks])
-            refit = SAVClassifier(k=k).fit(others, [labels[j] for j in keep])
+            refit = SAVClassifier(k=k, scoring=scoring).fit(others, [labels[j] for j in keep])
             right += refit.predict(alone)[0] == labels[i]
-        assert nested == pytest.approx(right / 12)
+        assert nested == pytest.approx(right / n)
     assert len(set(curve.loo)) > 1  # accuracy does move with k here
+
+
+def test_a_class_left_with_no_example_cannot_win_the_nested_estimate():
+    """Leaving out the only example of "c" leaves "c" no mean; a zero mean (cosine 0) would beat the
+    other classes' negative cosines and count the example right."""
+    acts = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0], [-1.0, -1.0]]).view(5, 1, 2)
+    activations = HeadActivations(HeadLayout((LayerBlock(0, 1, 2),)), [acts])
+    clf = SAVClassifier(k=1).fit(activations, ["a", "a", "b", "b", "c"])
+    curve = accuracy_curve(clf, activations)
+    assert curve.loo == pytest.approx([0.8]) and curve.nested_loo == pytest.approx([0.8])

@@ -29,3 +29,43 @@ def test_an_answer_naming_no_label_is_unmatched_and_one_naming_two_is_wrong():
     low, high = report.interval
     assert low < 1 / 3 < high
     assert report.to_json()["zero_shot_unmatched"] == 1
+
+
+@pytest.fixture(scope="module")
+def paligemma(tmp_path_factory):
+    from sav_explorer import load_model
+    from tiny_models import build_tiny
+
+    return load_model(str(build_tiny("paligemma", tmp_path_factory.mktemp("paligemma") / "m")), device="cpu")
+
+
+def test_a_scored_label_is_found_from_the_processors_own_ids_even_where_it_appends_tokens(paligemma):
+    """PaliGemma's processor puts "\\n" after any text: the scored window is the label and its ending, not the "\\n"."""
+    from PIL import Image
+
+    from sav_explorer import Encoding, Example, encode
+    from sav_explorer.models.prompts import answer_ending
+
+    ending = answer_ending(paligemma.processor)
+    batch = encode(paligemma, [Example((Image.new("RGB", (64, 64)),), "What colour?")], Encoding(), answers=["red" + ending])
+    ids, span = batch.input_ids[0].tolist(), batch.answer_spans[0]
+    scored = ids[len(ids) - span.after - span.length : len(ids) - span.after]
+    assert paligemma.processor.tokenizer.decode(scored).strip() == "red" + ending == "red<eos>"
+    assert paligemma.processor.tokenizer.decode(ids[len(ids) - span.after :]) == "\n"
+
+
+def test_a_label_that_is_a_prefix_of_another_does_not_win_by_being_shorter():
+    """On the bundled model, the description of a scene of several objects against its first object alone:
+    scored as whole answers (each followed by what ends an answer), the full description wins."""
+    from sav_explorer import Example, load_model
+    from sav_explorer.answers import zero_shot
+    from sav_explorer.teaching.evaluate import held_out
+
+    loaded = load_model()
+    scenes = [(image, question, truth) for image, question, truth in held_out("describe", 60, "eval") if "," in truth][:12]
+    chosen = []
+    for image, question, truth in scenes:
+        first = truth.split(" , ")[0]  # "small blue square" of "small blue square , large red circle"
+        report = zero_shot(loaded, [Example((image,), question, truth)], [first, truth], method="likelihood")
+        chosen.append(report.answers[0] == truth)
+    assert sum(chosen) >= 0.9 * len(scenes), f"the full description won on {sum(chosen)} of {len(scenes)} scenes"

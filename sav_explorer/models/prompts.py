@@ -105,3 +105,28 @@ def _decode_video(video: VideoFile):
         raise DataError("reading video needs PyAV: pip install av (it is in requirements.txt)") from None
     except Exception as error:  # noqa: BLE001 - a damaged or unsupported file: name it
         raise DataError(f"could not read the video {video.path.name}: {first_line(error)}") from None
+
+
+def answer_ending(processor) -> str:
+    """What ends an answer in this family's template (e.g. "<|im_end|>", " </s>"), or the tokenizer's
+    end-of-sequence token where the template says nothing after an answer (PaliGemma has no template).
+
+    Likelihood scoring appends it to each label, so that a label is scored as a whole answer: without
+    it, "square" would always beat "square circle" (a prefix's log-probability is never lower).
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if getattr(processor, "chat_template", None):
+        marker = "ANSWER"
+        messages = [
+            {"role": "user", "content": [{"type": "text", "text": "?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": marker}]},
+        ]
+        try:
+            text = processor.apply_chat_template(messages, tokenize=False)
+        except Exception:  # noqa: BLE001 - a template that cannot write an assistant turn: use the end-of-sequence token
+            text = ""
+        if marker in text:
+            ending = text[text.rindex(marker) + len(marker) :].rstrip()
+            if ending:
+                return ending
+    return getattr(tokenizer, "eos_token", None) or ""
