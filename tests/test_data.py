@@ -107,3 +107,14 @@ def test_max_pixels_scales_down_keeping_the_aspect_ratio(solid_image):
 def test_a_question_is_required_somewhere():
     with pytest.raises(DataError, match="no question"):
         Example(("a.png",)).question_or(None)
+
+
+def test_a_device_map_loads_bfloat16_where_an_accelerator_is_present(monkeypatch):
+    """`--device-map auto` on a GPU machine took float32 (the device is None under a device map), doubling memory."""
+    from sav_explorer.models import loading
+
+    monkeypatch.setattr(loading, "pick_device", lambda device: device or "cuda")
+    assert loading.default_dtype(None, "auto") == "bfloat16"
+    assert loading.default_dtype("cuda", None) == "bfloat16" and loading.default_dtype("cpu", None) == "float32"
+    monkeypatch.setattr(loading, "pick_device", lambda device: device or "cpu")
+    assert loading.default_dtype(None, "auto") == "float32"

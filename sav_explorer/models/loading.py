@@ -69,6 +69,14 @@ def pick_device(device: str | None) -> str:
     return "cpu"
 
 
+def default_dtype(device: str | None, device_map: str | None) -> str:
+    """float32 on a CPU, bfloat16 on an accelerator; with a device map (which places the model itself),
+    bfloat16 where an accelerator is present, as the documentation says."""
+    if device_map is not None:
+        return "bfloat16" if pick_device(None) != "cpu" else "float32"
+    return "float32" if device in ("cpu", None) else "bfloat16"
+
+
 def load_model(
     model_id: str | None = None,
     *,
@@ -88,7 +96,7 @@ def load_model(
     model_id = model_id or default_model_id()
     location = model_location(model_id)
     device = pick_device(device) if device_map is None else None
-    dtype = dtype or ("float32" if device in ("cpu", None) else "bfloat16")
+    dtype = dtype or default_dtype(device, device_map)
     if dtype != "auto" and dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; expected one of {['auto', *DTYPES]}")
     common = {"revision": revision, "token": os.environ.get("HF_TOKEN"), "trust_remote_code": False}
