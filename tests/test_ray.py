@@ -71,7 +71,7 @@ def test_another_family_captures_the_same_on_ray(address, tmp_path):
     folder = build_tiny("qwen2_vl", tmp_path / "qwen2_vl")
     examples = [Example((COLOUR / f"support_{name}.png",), "what color is the shape ?") for name in ("red_0", "blue_1", "green_2")]
     result = capture_on_ray(RayOptions(address), ModelSpec(str(folder)), examples, batch_size=2)
-    assert_same_activations(capture_heads(load_model(str(folder)), examples, batch_size=2), result.activations)
+    assert_same_activations(capture_heads(load_model(str(folder)), examples, run=RunOptions(batch_size=2)), result.activations)
 
 
 def no_model_here(monkeypatch):
