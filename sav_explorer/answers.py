@@ -112,7 +112,8 @@ def zero_shot(
     encoding = encoding or Encoding()
     answers: list[str] = []
     predicted: list[str | None] = []
-    for batch in batches(loaded, queries, encoding, run):
+    scored = _scored_positions(loaded, classes) if method == "likelihood" else 1
+    for batch in batches(loaded, queries, encoding, run, logits_positions=scored):
         if method == "generate":
             texts = _generate(loaded, batch, max_new_tokens)
             answers += texts
@@ -151,18 +152,31 @@ def report_of(method: str, queries: Sequence[Example], answers: list[str], predi
     return ZeroShotReport(method, predicted, truth, answers, samples)
 
 
+def _scored_positions(loaded: LoadedModel, classes: Sequence[str]) -> int:
+    """Enough final positions to hold any label's tokens, its ending and the one before them (an
+    upper bound, for the memory estimate: the tokenizer alone, with room for a processor's own tokens)."""
+    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+    ending = answer_ending(loaded.processor)
+    longest = max(len(tokenizer(label + ending, add_special_tokens=False)["input_ids"]) for label in classes)
+    return longest + 4
+
+
 @torch.no_grad()
 def _most_likely(loaded: LoadedModel, examples: Sequence[Example], encoding: Encoding, classes: Sequence[str]) -> list[str]:
     """For each example, the label with the highest total log-probability as a whole answer, its ending
-    included (see the module's doc; one forward per label)."""
+    included (see the module's doc; one forward per label). Only the scored positions' logits are kept
+    (`logits_to_keep`) and no cache is built: the whole vocabulary at every position of a long image
+    prompt is gigabytes."""
     scores = torch.empty(len(examples), len(classes))
     ending = answer_ending(loaded.processor)
     for column, label in enumerate(classes):
         batch = encode(loaded, examples, encoding, answers=[label + ending] * len(examples))
+        kept = max(sum(span) for span in batch.answer_spans) + 1  # the scored tokens, and the position before them
         with answer_tokens([sum(span) for span in batch.answer_spans]):  # under an ablation, the label counts as answer, not prompt
-            logits = loaded.model(**batch.inputs).logits.float()
-        log_probs = logits[:, :-1].log_softmax(-1).gather(-1, batch.input_ids[:, 1:, None])[..., 0]  # (batch, seq - 1)
+            logits = loaded.model(**batch.inputs, logits_to_keep=kept, use_cache=False).logits.float()
+        # logits[:, i] predicts token (length - kept + i + 1); left padding: every row ends at the last column
+        log_probs = logits[:, :-1].log_softmax(-1).gather(-1, batch.input_ids[:, -kept + 1 :, None])[..., 0]  # (batch, kept - 1)
         end = log_probs.shape[1]
-        for row, span in enumerate(batch.answer_spans):  # left padding: every row ends at the last column
+        for row, span in enumerate(batch.answer_spans):
             scores[row, column] = log_probs[row, end - span.after - span.length : end - span.after].sum()
     return [classes[i] for i in scores.argmax(1).tolist()]

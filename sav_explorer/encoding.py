@@ -252,11 +252,14 @@ class Cancelled(Exception):
     """The user stopped a pass between batches."""
 
 
-def batches(loaded: LoadedModel, examples: Sequence[Example], encoding: Encoding, run: RunOptions | None = None) -> Iterator[Batch]:
+def batches(
+    loaded: LoadedModel, examples: Sequence[Example], encoding: Encoding, run: RunOptions | None = None, *, logits_positions: int = 1
+) -> Iterator[Batch]:
     """`encode` over the examples in batches of `run.batch_size`: asks `should_stop` before each,
     splits a batch estimated over the memory limit into single examples (refusing one over it alone),
     refuses the batch that passes the request's image-token cap before the model runs it, and reports
-    progress once a batch's work is done."""
+    progress once a batch's work is done. `logits_positions`: the tokens a pass appends and scores
+    (likelihood scoring), which the memory estimate counts."""
     run = run or RunOptions()
     limit = run.memory_limit if run.memory_limit is not None else default_memory_limit(loaded.input_device)
     tokens_so_far = 0
@@ -264,7 +267,7 @@ def batches(loaded: LoadedModel, examples: Sequence[Example], encoding: Encoding
         if run.should_stop is not None and run.should_stop():
             raise Cancelled(f"cancelled after {start} of {len(examples)} examples")
         chunk = list(examples[start : start + run.batch_size])
-        for batch in _within_memory(loaded, encode(loaded, chunk, encoding), encoding, limit):
+        for batch in _within_memory(loaded, encode(loaded, chunk, encoding), encoding, limit, logits_positions):
             tokens_so_far += sum(batch.image_tokens or [])
             if run.max_request_image_tokens is not None and tokens_so_far > run.max_request_image_tokens:
                 raise DataError(
@@ -276,11 +279,11 @@ def batches(loaded: LoadedModel, examples: Sequence[Example], encoding: Encoding
             run.on_batch(min(start + run.batch_size, len(examples)), len(examples))
 
 
-def _within_memory(loaded: LoadedModel, batch: Batch, encoding: Encoding, limit: int) -> list[Batch]:
+def _within_memory(loaded: LoadedModel, batch: Batch, encoding: Encoding, limit: int, logits_positions: int) -> list[Batch]:
     """The batch, or its examples one at a time when the whole is estimated over `limit` (`models.memory`)."""
     if not limit:
         return [batch]
-    estimate = activation_estimate(loaded, batch.inputs)
+    estimate = activation_estimate(loaded, batch.inputs, logits_positions)
     if estimate.bytes <= limit:
         return [batch]
     if len(batch) > 1:
@@ -292,5 +295,5 @@ def _within_memory(loaded: LoadedModel, batch: Batch, encoding: Encoding, limit:
         )
     parts = [encode(loaded, [example], encoding) for example in batch.examples] if len(batch) > 1 else [batch]
     for part in parts:
-        check_fits(activation_estimate(loaded, part.inputs), limit, part.examples[0].name)
+        check_fits(activation_estimate(loaded, part.inputs, logits_positions), limit, part.examples[0].name)
     return parts

@@ -89,14 +89,15 @@ def read_official(
     by_name_in: Path | None = None,
 ) -> list[Example]:
     """Examples from an official task file (see the module's doc); each question is the template's final text.
-    `by_name_in` (an uploaded folder): images are found there by file name, wherever the file says they lived."""
+    `by_name_in` (an uploaded folder): images are found there by the longest tail of the path the file
+    wrote (its folders, then its name), wherever the file says they lived."""
     fmt = official_format(name)
     source = Path(source)
     if not source.is_file():
         raise DataError(f"data not found: {source}")
     rows = _rows(source, fmt)
     base = Path(root) if root is not None else source.parent
-    uploaded = {p.name: p for p in sorted(by_name_in.rglob("*")) if p.is_file()} if by_name_in is not None else None
+    uploaded = _UploadedFiles(by_name_in) if by_name_in is not None else None
     examples = []
     for number, row in enumerate(rows, start=1):
         where = f"{source.name} row {number}"
@@ -111,10 +112,7 @@ def read_official(
         paths = []
         for path_text in written:
             if uploaded is not None:
-                name = path_text.replace("\\", "/").rsplit("/", 1)[-1]
-                if name not in uploaded:
-                    raise DataError(f"{where}: image {name!r} ({path_text!r} in the file) is not among the uploaded files")
-                paths.append(uploaded[name])
+                paths.append(uploaded.find(path_text, where))
                 continue
             remapped = _remap(path_text, image_roots)
             path = (base / remapped).resolve()
@@ -128,6 +126,41 @@ def read_official(
     if not examples:
         raise DataError(f"{source.name} holds no examples")
     return examples
+
+
+class _UploadedFiles:
+    """An uploaded folder's files, found by the longest tail of the path a task file wrote.
+
+    `/data/cat/1.jpg` finds `cat/1.jpg` and not `dog/1.jpg`; a tail that two files share as
+    well as any other is refused with both named, never resolved by order."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+        self.parts = [p.relative_to(folder).parts for p in self.files]
+
+    def find(self, path_text: str, where: str) -> Path:
+        written = tuple(part for part in path_text.replace("\\", "/").split("/") if part not in ("", "."))
+        shared = [_common_tail(written, parts) for parts in self.parts]
+        best = max(shared, default=0)
+        name = written[-1] if written else path_text
+        if best == 0:
+            raise DataError(f"{where}: image {name!r} ({path_text!r} in the file) is not among the uploaded files")
+        matches = [parts for parts, n in zip(self.parts, shared) if n == best]
+        if len(matches) > 1:
+            both = " and ".join(repr("/".join(parts)) for parts in matches[:2])
+            raise DataError(
+                f"{where}: image {path_text!r} is ambiguous: it matches {both} among the uploaded files; "
+                "keep the folders the task file names, or give the files distinct names"
+            )
+        return self.files[shared.index(best)]
+
+
+def _common_tail(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
 
 
 def _rows(source: Path, fmt: OfficialFormat) -> list:

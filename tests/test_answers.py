@@ -69,3 +69,58 @@ def test_a_label_that_is_a_prefix_of_another_does_not_win_by_being_shorter():
         report = zero_shot(loaded, [Example((image,), question, truth)], [first, truth], method="likelihood")
         chosen.append(report.answers[0] == truth)
     assert sum(chosen) >= 0.9 * len(scenes), f"the full description won on {sum(chosen)} of {len(scenes)} scenes"
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "paligemma", "mllama"])
+def test_likelihood_keeps_only_the_scored_positions_and_chooses_as_the_full_vocabulary_would(tmp_path, family):
+    """The chosen labels equal those of an independent computation: the whole sequence's logits, with the
+    cache on, the label's tokens read at the span the processor's own ids give; and the pass's logits
+    hold only the scored positions (a hook reads their shape)."""
+    import torch
+    from PIL import Image
+
+    from sav_explorer import Encoding, Example, encode, load_model
+    from sav_explorer.answers import zero_shot
+    from sav_explorer.models.prompts import answer_ending
+    from tiny_models import build_tiny
+
+    loaded = load_model(str(build_tiny(family, tmp_path / "m")), device="cpu")
+    classes = ["red", "blue", "light red", "a red square"]  # a prefix, and different token lengths
+    queries = [Example((Image.new("RGB", (48, 40), (20 * i, 90, 160)),), "What colour?", "red") for i in range(3)]
+    seen = []
+    handle = loaded.model.register_forward_hook(lambda module, args, output: seen.append(tuple(output.logits.shape)))
+    try:
+        chosen = zero_shot(loaded, queries, classes, method="likelihood").answers
+    finally:
+        handle.remove()
+
+    ending = answer_ending(loaded.processor)
+    expected = []
+    for query in queries:
+        scores = []
+        for label in classes:
+            batch = encode(loaded, [query], Encoding(), answers=[label + ending])
+            with torch.no_grad():
+                logits = loaded.model(**batch.inputs).logits.float()[0]
+            ids, span = batch.input_ids[0], batch.answer_spans[0]
+            end = len(ids) - span.after
+            positions = range(end - span.length, end)
+            scores.append(sum(logits[p - 1].log_softmax(-1)[ids[p]].item() for p in positions))
+        expected.append(classes[max(range(len(classes)), key=scores.__getitem__)])
+    assert chosen == expected
+    sequence = encode(loaded, queries, Encoding(), answers=["a red square" + ending] * 3).input_ids.shape[1]
+    assert all(kept < sequence // 2 for _, kept, _ in seen), (seen, sequence)
+
+
+def test_the_memory_estimate_counts_the_logits_likelihood_keeps(paligemma):
+    """Scoring 20 appended positions over a vocabulary needs the logits' bytes in the estimate."""
+    from PIL import Image
+
+    from sav_explorer import Encoding, Example, encode
+    from sav_explorer.models.memory import activation_estimate
+
+    batch = encode(paligemma, [Example((Image.new("RGB", (64, 64)),), "What colour?")] * 8, Encoding())
+    vocab = paligemma.model.config.get_text_config().vocab_size
+    one, twenty = activation_estimate(paligemma, batch.inputs), activation_estimate(paligemma, batch.inputs, logits_positions=20)
+    assert twenty.bytes - one.bytes >= 1.5 * 3 * 4 * 8 * 19 * vocab * 0.99 or twenty.bytes > 1.5 * 3 * 4 * 8 * 20 * vocab
+    assert twenty.sequence == one.sequence + 19

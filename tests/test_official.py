@@ -179,3 +179,24 @@ def test_a_stray_json_beside_class_folders_is_not_taken_for_rows(tmp_path):
     (tmp_path / "dataset_info.json").write_text('{"name": "colours"}')
     examples = examples_from_folder(tmp_path)
     assert sorted(e.label for e in examples) == ["blue", "blue", "red", "red"]
+
+
+def test_uploaded_images_are_matched_by_their_folders_before_their_names(tmp_path):
+    """`cat/1.jpg` and `dog/1.jpg` are two images: each row gets the one its path names, wherever the
+    authors kept them; a name that stays ambiguous is refused with both files named."""
+    upload = tmp_path / "upload"
+    for label, shade in (("cat", 10), ("dog", 240)):
+        (upload / "pictures" / label).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (shade, shade, shade)).save(upload / "pictures" / label / "1.png")
+    rows = [{"image": f"/home/authors/pets/{label}/1.png", "question": "Which?", "label": label} for label in ("cat", "dog")]
+    data = write(tmp_path / "pets.json", "array", rows)
+    examples = read_official(data, "pets", by_name_in=upload)
+    assert [e.images[0].relative_to(upload).as_posix() for e in examples] == ["pictures/cat/1.png", "pictures/dog/1.png"]
+    assert [Image.open(e.images[0]).getpixel((0, 0))[0] for e in examples] == [10, 240]
+
+    bare = write(tmp_path / "bare.json", "array", [{"image": "1.png", "question": "Which?", "label": "cat"}])
+    with pytest.raises(DataError, match=r"ambiguous.*'pictures/cat/1.png' and 'pictures/dog/1.png'"):
+        read_official(bare, "pets", by_name_in=upload)
+    elsewhere = write(tmp_path / "elsewhere.json", "array", [{"image": "/x/bird/1.png", "question": "Which?", "label": "bird"}])
+    with pytest.raises(DataError, match="ambiguous"):
+        read_official(elsewhere, "pets", by_name_in=upload)

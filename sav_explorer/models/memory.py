@@ -11,7 +11,10 @@ from the model's configuration, plus 256 MB for the runtime's own first-pass all
 - vision tower: patches x (4 hidden + 2 intermediate) values;
 - with eager attention only, two attention matrices per layer (scores and probabilities: batch x
   heads x sequence^2, and heads x patches-per-view^2 for each view); SDPA and flash attention,
-  the default, work in blocks and never hold them.
+  the default, work in blocks and never hold them;
+- the logits a pass keeps: batch x positions x vocabulary, three float32 copies (the logits, in
+  float32, their log-softmax); one position for a capture or a generated token, the scored
+  answer's tokens for likelihood scoring (`answers`, which also appends them to the sequence).
 
 `encoding.batches` uses it to split or refuse a batch (see there); `benchmarks/bench_real_sizes.py`
 prints it beside the measured peak of a fresh process on real-size models.
@@ -54,13 +57,14 @@ SAFETY = 1.5  # over the largest layer's working set: the allocator's slack, inp
 RUNTIME = 256 * 1024**2  # the runtime's own allocations in a first pass (kernels' scratch, thread pools): about 200 MB measured
 
 
-def activation_estimate(loaded, inputs: dict) -> ActivationEstimate:
-    """See the module's doc."""
+def activation_estimate(loaded, inputs: dict, logits_positions: int = 1) -> ActivationEstimate:
+    """See the module's doc; `logits_positions` beyond 1 are tokens appended to every row and scored."""
     config = loaded.model.config
     text = config.get_text_config()
     size = torch.finfo(loaded.model.dtype).bits // 8 if loaded.model.dtype.is_floating_point else 4
     eager = getattr(config, "_attn_implementation", None) == "eager"
     batch, sequence = inputs["input_ids"].shape
+    sequence += logits_positions - 1
     hidden = _get(text, "hidden_size")
     intermediate = _get(text, "intermediate_size", default=4 * hidden)
     decoder = batch * sequence * (4 * hidden + 3 * intermediate)
@@ -81,7 +85,9 @@ def activation_estimate(loaded, inputs: dict) -> ActivationEstimate:
             per_view = (image // patch) ** 2 if image else patches  # Qwen-style towers attend over a whole image
             views = max(1, patches // max(1, per_view))
             vision += 2 * views * _get(vision_config, "num_attention_heads", "num_heads", default=1) * per_view * per_view
-    return ActivationEstimate(int(SAFETY * max(decoder, vision) * size) + RUNTIME, sequence, batch, patches)
+    logits = 3 * 4 * batch * logits_positions * _get(text, "vocab_size", default=_get(config, "vocab_size"))
+    working = max(decoder * size, vision * size, logits)
+    return ActivationEstimate(int(SAFETY * working) + RUNTIME, sequence, batch, patches)
 
 
 def default_memory_limit(device: str | torch.device | None) -> int:

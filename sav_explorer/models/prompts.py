@@ -92,7 +92,8 @@ def processor_inputs(
             raise
         inputs = processor(images=[row[0] for row in images], text=prompts, padding=True, return_tensors="pt", **settings)
     device = loaded.input_device
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    # PaliGemma's processor returns training `labels` with every batch: the model would compute a loss
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items() if k != "labels"}
 
 
 def _decode_video(video: VideoFile):
