@@ -23,6 +23,8 @@ from ..data import Example, load_examples
 from ..encoding import Encoding, RunOptions
 from ..models import EXAMPLES_DIR, LoadedModel, load_model, quiet_transformers
 from ..pipeline import evaluate, fit_examples, predict_examples
+from .bigdrawings import FILLS as BIG_FILLS
+from .bigdrawings import RADIUS_BANDS, draw_big, free_colour, named_colour
 from .examples import TASK_NAMES
 from .shapes import COLOURS, QUESTION_KINDS, SHAPES, ShapesWorld, parse_description
 from .sketches import STYLES, draw
@@ -121,6 +123,80 @@ def drawn_accuracy(loaded: LoadedModel, task: str, n_per_class: int = 20, k: int
     return DrawnResult(task, sum(right) / len(right), len(right), per_style)
 
 
+BIG_PAPERS = ((255, 255, 255), (255, 255, 255), (236, 236, 236), (250, 244, 228))  # white, the world's grey, cream
+
+
+def big_drawings_for(task: str, radius: float, n_per_class: int, seed: str = "big") -> list[Example]:
+    """Drawings by `bigdrawings` (never trained on) at one size band, for the colour or shape task:
+    each class `n_per_class` times, the fills and papers in turn; for shape, every other drawing in
+    a free colour instead of one of the six."""
+    labels = tuple(COLOURS) if task == "colour" else SHAPES
+    question = load_examples(EXAMPLES_DIR / task / "support.jsonl")[0].question
+    rows = []
+    for label in labels:
+        for i in range(n_per_class):
+            rng = random.Random(f"{seed}-{task}-{radius}-{label}-{i}")
+            if task == "colour":
+                shape, ink = rng.choice(SHAPES), named_colour(rng, label)
+            else:
+                shape, ink = label, free_colour(rng) if i % 2 else named_colour(rng, rng.choice(tuple(COLOURS)))
+            image = draw_big(rng, shape, radius, ink, BIG_FILLS[i % len(BIG_FILLS)], BIG_PAPERS[(i // 2) % len(BIG_PAPERS)])
+            rows.append(Example((image,), question, label))
+    return rows
+
+
+@dataclass
+class BigDrawingResult:
+    """Per size band (the shape's radius as a share of the canvas width), the share read right."""
+
+    shape_sav: dict[float, float]  # SAV fitted on the bundled shape support set (the world's renders)
+    shape_sav_drawn: dict[float, float]  # SAV fitted on the `drawn` task's support set (the training's drawings)
+    shape_answers: dict[float, float]  # the model's own generated answers
+    colour_sav: dict[float, float]
+    colour_answers: dict[float, float]
+    n_shape: int  # drawings per band
+    n_colour: int
+
+
+def big_drawing_accuracy(loaded: LoadedModel, n_per_shape: int = 8, n_per_colour: int = 4, k: int = 20, batch_size: int = 16) -> BigDrawingResult:
+    """Shape and colour read off big drawings, band by band: by SAV and by the model's own answers."""
+    run = RunOptions(batch_size=batch_size)
+    fitted = {
+        name: fit_examples(loaded, load_examples(EXAMPLES_DIR / name / "support.jsonl"), run=run, k=k)[0] for name in ("shape", "drawn", "colour")
+    }
+    figures: dict[str, dict[float, float]] = {key: {} for key in ("shape_sav", "shape_sav_drawn", "shape_answers", "colour_sav", "colour_answers")}
+
+    def share_right(guesses, rows) -> float:
+        return sum(g == row.label for g, row in zip(guesses, rows)) / len(rows)
+
+    for radius in RADIUS_BANDS:
+        for task, n, readers in (("shape", n_per_shape, ("shape", "drawn")), ("colour", n_per_colour, ("colour",))):
+            rows = big_drawings_for(task, radius, n)
+            for reader in readers:
+                key = f"{task}_sav" + ("_drawn" if reader == "drawn" else "")
+                figures[key][radius] = share_right([p.label for p in predict_examples(loaded, fitted[reader], rows, run)], rows)
+            answers = generate_answers(loaded, rows, Encoding(), run, max_new_tokens=4)
+            figures[f"{task}_answers"][radius] = share_right(answers, rows)
+    return BigDrawingResult(**figures, n_shape=n_per_shape * len(SHAPES), n_colour=n_per_colour * len(COLOURS))
+
+
+def print_big_drawings(result: BigDrawingResult) -> None:
+    print(
+        f"\nBig drawings by another program (`bigdrawings`), per size band (radius / canvas width; {result.n_shape} shape and "
+        f"{result.n_colour} colour drawings a band; target >= 95 %):"
+    )
+    print("  radius    " + " ".join(f"{100 * r:5.0f} %" for r in RADIUS_BANDS))
+    for label, key in (
+        ("shape SAV", "shape_sav"),
+        ("shape SAV, drawn support", "shape_sav_drawn"),
+        ("shape answers", "shape_answers"),
+        ("colour SAV", "colour_sav"),
+        ("colour answers", "colour_answers"),
+    ):
+        row = getattr(result, key)
+        print(f"  {label:<26}" + " ".join(f"{100 * row[r]:5.1f} %" for r in RADIUS_BANDS))
+
+
 def top_heads(clf: SAVClassifier, n: int = 10) -> set[tuple[int, int]]:
     return {clf.heads_[i] for i in clf.ranking()[:n].tolist()}
 
@@ -160,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="default: the bundled teaching model")
     parser.add_argument("--n-per-kind", type=int, default=200)
+    parser.add_argument("--big-only", action="store_true", help="only the big drawings, per size band (a quick check of stage 6)")
     parser.add_argument("--write-results", action="store_true", help=f"record each task's SAV accuracy in {RESULTS.name}")
     args = parser.parse_args(argv)
     quiet_transformers()
@@ -169,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
         "transformers modules that any model needs (its lazy imports pull in torchvision and torch._dynamo)"
     )
 
+    if args.big_only:
+        print_big_drawings(big_drawing_accuracy(loaded))
+        return
     exact, description = answer_accuracy(loaded, args.n_per_kind)
     print(f"Generated answers, exact match on {args.n_per_kind} held-out questions per kind:")
     for kind, accuracy in exact.items():
@@ -199,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         low, high = wilson_interval(round(drawn.accuracy * drawn.n), drawn.n)
         styles = ", ".join(f"{style} {100 * a:.0f} %" for style, a in drawn.per_style.items())
         print(f"  {task:<9} {100 * drawn.accuracy:5.1f} %  (n = {drawn.n}, 95 % interval {100 * low:.1f}-{100 * high:.1f} %; {styles})")
+    print_big_drawings(big_drawing_accuracy(loaded))
     print("\nThe model's own answers beside SAV, and ablating SAV's 20 heads (mean) against as many random heads of their layers:")
     for name in ("colour", "shape", "count", "presence"):
         result = results[name]
