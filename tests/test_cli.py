@@ -304,3 +304,31 @@ def test_ablate_json_gives_baseline_ablated_and_random_accuracies(fitted, capsys
 def test_ablate_refuses_unclear_requests_with_one_line(fitted, capsys, extra, message):
     status, _, err = run(capsys, "ablate", "--classifier", fitted, "--data", COLOUR / "queries.jsonl", *extra)
     assert status == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_saved_classifier_loads_its_own_revision_and_another_only_when_asked(fitted, tmp_path, capsys, monkeypatch):
+    """A hub repository that moved on: with no --revision the CLI asks for the manifest's commit (and
+    predicts); --revision loads another on purpose, the two revisions named on stderr."""
+    import sav_explorer.cli.common as common
+
+    copy = tmp_path / "hub-classifier"
+    shutil.copytree(fitted, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["model"]["id"] = "someone/tiny-llava"
+    manifest["model"]["revision"] = "a" * 40
+    manifest["manifest_sha256"] = _digest({k: v for k, v in manifest.items() if k != "manifest_sha256"})
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    real_load, tiny_path, asked = common.load_model, json.loads((fitted / "manifest.json").read_text())["model"]["id"], []
+
+    def hub(model_id, revision=None, **options):  # the hub at a later commit: its head is not the saved one
+        asked.append(revision)
+        loaded = real_load(tiny_path, **options)
+        loaded.model_id, loaded.revision = model_id, revision or "b" * 40
+        return loaded
+
+    monkeypatch.setattr(common, "load_model", hub)
+    status, out, err = run(capsys, "predict", "--classifier", copy, COLOUR / "queries_red_0.png")
+    assert status == 0 and asked == ["a" * 40] and "warning" not in err
+    status, out, err = run(capsys, "predict", "--classifier", copy, "--revision", "main", COLOUR / "queries_red_0.png")
+    assert status == 0 and asked[-1] == "main"
+    assert f"--revision main loads main; this classifier was made at revision {'a' * 40}" in err

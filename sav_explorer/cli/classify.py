@@ -14,6 +14,7 @@ from ..pipeline import capture_for, evaluate, fit_activations, fit_examples, pre
 from .common import (
     DEFAULT_K,
     captured_on_ray,
+    check_made_for,
     classifier_and_model,
     encoding_for,
     fit_encoding,
@@ -83,7 +84,7 @@ def run_eval(args) -> int:
     truth = labels_of(examples)
     if args.ray:
         captured = captured_on_ray(args, examples, encoding, clf, layers=clf.needed_layers())
-        clf.manifest_.check_matches(captured.model_id, captured.revision, captured.model_layout)
+        check_made_for(args, clf, captured.model_id, captured.revision, captured.model_layout)
         activations = captured.activations
     else:
         loaded = model_for(args, clf)

@@ -24,6 +24,8 @@ def model_options(parser: argparse.ArgumentParser, default: str | None) -> None:
         "hub id or local folder (default: $SAV_MODEL or the bundled teaching model)" if default else "default: the classifier's model"
     )
     parser.add_argument("--model", default=default, help=help_model)
+    help_revision = "hub branch, tag or commit" + (" (default: the latest)" if default else " (default: the classifier's own)")
+    parser.add_argument("--revision", help=help_revision)
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), help="default float32 on CPU, bfloat16 on GPU")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     parser.add_argument("--device-map", help="e.g. auto: shard across GPUs with accelerate (replaces --device)")
@@ -93,14 +95,15 @@ def model_spec(args, clf: SAVClassifier | None = None):
     from ..distributed import ModelSpec
 
     model_id = getattr(args, "model", None) or (clf.manifest_.model_id if clf is not None else None)
-    return ModelSpec(model_id or default_model_id(), dtype=args.dtype, device=args.device)
+    revision = getattr(args, "revision", None) or (hub_revision(clf.manifest_.revision) if clf is not None else None)
+    return ModelSpec(model_id or default_model_id(), revision=revision, dtype=args.dtype, device=args.device)
 
 
-def check_ray_model(clf: SAVClassifier, description: dict) -> None:
+def check_ray_model(args, clf: SAVClassifier, description: dict) -> None:
     """Refuses a classifier made for another model than the one the actors loaded (as a local run does)."""
     from ..distributed import layout_of
 
-    clf.manifest_.check_matches(description["model_id"], description["revision"], layout_of(description))
+    check_made_for(args, clf, description["model_id"], description["revision"], layout_of(description))
 
 
 def fit_encoding(args, examples: list[Example]) -> Encoding:
@@ -165,8 +168,15 @@ def image_token_summary(counts: list[int] | None) -> dict | None:
     return {"min": min(counts), "mean": round(sum(counts) / len(counts), 1), "max": max(counts)}
 
 
-def load(args, model_id: str):
-    return load_model(model_id, dtype=args.dtype, device=args.device, device_map=args.device_map)
+def load(args, model_id: str, revision: str | None = None):
+    revision = getattr(args, "revision", None) or revision
+    return load_model(model_id, revision=revision, dtype=args.dtype, device=args.device, device_map=args.device_map)
+
+
+def hub_revision(recorded: str) -> str | None:
+    """A manifest's revision as the hub knows it: a commit, branch or tag; None for a local folder's
+    digest of its weights (`checkpoint_revision`), which no hub can load."""
+    return None if not recorded or recorded == "unknown" or recorded.startswith("sha256-headers:") else recorded
 
 
 def progress(total_label: str):
@@ -197,10 +207,25 @@ def classifier_and_model(args):
 
 
 def model_for(args, clf: SAVClassifier):
-    """The classifier's model (or --model), refused when it is not the model the classifier was made for."""
-    loaded = load(args, args.model or clf.manifest_.model_id)
-    clf.manifest_.check_matches(loaded.model_id, loaded.revision, loaded.layout)
+    """The classifier's model (or --model) at the classifier's revision, so that a saved classifier
+    loads after its hub repository moves on, refused when it is not the model it was made for.
+    --revision loads another version on purpose: the mismatch is named on stderr, not refused."""
+    loaded = load(args, args.model or clf.manifest_.model_id, hub_revision(clf.manifest_.revision))
+    check_made_for(args, clf, loaded.model_id, loaded.revision, loaded.layout)
     return loaded
+
+
+def check_made_for(args, clf: SAVClassifier, model_id: str, revision: str, layout) -> None:
+    """`Manifest.check_matches`, but a revision asked for with --revision is named on stderr, not refused."""
+    manifest = clf.manifest_
+    if getattr(args, "revision", None) and revision != manifest.revision:
+        print(
+            f"warning: --revision {args.revision} loads {revision}; this classifier was made at revision {manifest.revision}: "
+            "its class means may not fit these weights",
+            file=sys.stderr,
+        )
+        revision = manifest.revision  # the head layout and the model id are still checked
+    manifest.check_matches(model_id, revision, layout)
 
 
 def parse_heads(texts: list[str]) -> list[tuple[int, int]]:

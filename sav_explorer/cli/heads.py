@@ -92,7 +92,7 @@ def run_attention(args) -> int:
         task = LensTask(heads, args.weighting, encoding)
         out, description, _ = run_on_ray(ray_options_of(args), model_spec(args, clf), task, rows, 1)
         if clf is not None:
-            check_ray_model(clf, description)
+            check_ray_model(args, clf, description)
         lenses = [json.loads(row["lens"]) for row in out]
     else:
         loaded = model_for(args, clf) if clf is not None else load(args, args.model or default_model_id())
@@ -145,7 +145,7 @@ def run_ablate(args) -> int:
             batch_size=args.batch_size,
             **options,
         )
-        check_ray_model(clf, description)
+        check_ray_model(args, clf, description)
     else:
         loaded = model_for(args, clf)
         report = ablation_study(loaded, queries, clf.classes_, heads, encoding, run_options(args), **options)
