@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from transformers import LlavaProcessor
 
 from ..models import build_prompt
-from .drawn import Picture, render_drawn
+from .drawn import Picture, render_big, render_drawn
 from .shapes import IMAGE_SIZE, QUESTION_KINDS, Scene, ShapesWorld, draw_shape
 
 
@@ -27,6 +27,11 @@ def index_map(scene: Scene) -> Image.Image:
     for i, obj in enumerate(scene.objects):
         draw_shape(draw, obj, i + 1)
     return objects
+
+
+# The questions stage 6 asks about one big object: every kind a lone object answers but its side
+# (a big object's centre is near the middle) and the kinds that need several objects.
+BIG_KINDS = ("colour", "shape", "size", "presence", "describe")
 
 
 def picture(world: ShapesWorld, scene: Scene, rng: random.Random, drawn_share: float = 0.0) -> Picture:
@@ -57,17 +62,20 @@ def qa_batch(
     weights: dict[str, float],
     drawn_share: float = 0.0,
     same_colour: float = 0.0,
+    big_share: float = 0.0,
 ) -> QABatch:
+    """`big_share` of the questions of `BIG_KINDS` are about one object drawn big (`render_big`, stage 6)."""
     kinds = rng.choices(QUESTION_KINDS, weights=[weights[k] for k in QUESTION_KINDS], k=batch)
     images, texts, questions, answer_lengths, scenes, index_maps = [], [], [], [], [], []
     for kind in kinds:
-        scene = world.sample_scene_for(rng, kind)
+        big = kind in BIG_KINDS and big_share and rng.random() < big_share
+        scene, drawn = render_big(rng) if big else (world.sample_scene_for(rng, kind), None)
         if kind == "presence" and same_colour:
             # the case the model got wrong before stage 5: it answered yes to every object of the colour named
             question, answer = world.presence_question(scene, rng, same_colour, same_colour_only=True)
         else:
             question, answer = world.question(scene, kind, rng)
-        drawn = picture(world, scene, rng, drawn_share)
+        drawn = drawn or picture(world, scene, rng, drawn_share)
         images.append(drawn.image)
         index_maps.append(drawn.index_map)
         questions.append(question)

@@ -17,13 +17,17 @@ from __future__ import annotations
 import io
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image, ImageDraw
 
-from .shapes import COLOURS, IMAGE_SIZE, SIZES, Scene, ShapeObject
+from .shapes import BACKGROUND, COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene, ShapeObject
 
 FILLS = ("filled", "outline", "scribble")
+# Stage 6's big objects: half-widths in scene pixels, from a little below the world's large (10)
+# to 29, an object that fills 90 % of the image. All are "large": the world's small objects
+# (half-width 5) stay the only small ones, so the size task's support set reads as before.
+BIG_HALF_WIDTH = (8.0, 29.0)
 
 
 @dataclass(frozen=True)
@@ -136,3 +140,27 @@ def _scribble(mask: Image.Image, shape: list[tuple[float, float]], stroke: int, 
     if len(points) > 1:
         ImageDraw.Draw(strokes).line(points, fill=255, width=stroke, joint="curve")
     return Image.composite(strokes, Image.new("L", mask.size, 0), mask)
+
+
+def sample_big_scene(rng: random.Random, colour: str | None = None, shape: str | None = None) -> tuple[Scene, float]:
+    """One large object drawn big (stage 6), and its scale against the world's large: the scene
+    keeps 64-pixel coordinates, its centre where the enlarged shape (and a hand's wobble) fits."""
+    scale = rng.uniform(*BIG_HALF_WIDTH) / SIZES["large"]
+    margin = min(IMAGE_SIZE // 2 - 1, math.ceil(SIZES["large"] * scale * 1.1) + 1)
+    x, y = rng.randint(margin, IMAGE_SIZE - 1 - margin), rng.randint(margin, IMAGE_SIZE - 1 - margin)
+    obj = ShapeObject(colour or rng.choice(tuple(COLOURS)), shape or rng.choice(SHAPES), "large", x, y)
+    return Scene((obj,)), scale
+
+
+def sample_big_style(rng: random.Random, scale: float) -> DrawnStyle:
+    """A big object as people draw it, or one time in three as the world renders (its grey
+    ground, flat fill, 64 pixels): the model must read big shapes on its own backgrounds too."""
+    if rng.random() < 1 / 3:
+        return DrawnStyle(IMAGE_SIZE, IMAGE_SIZE, BACKGROUND, "filled", 1.0, False, scale, 0.0, None, 18)
+    return replace(sample_style(rng), scale=scale)
+
+
+def render_big(rng: random.Random, colour: str | None = None, shape: str | None = None) -> tuple[Scene, Picture]:
+    """A scene of one big object and its picture (stage 6)."""
+    scene, scale = sample_big_scene(rng, colour, shape)
+    return scene, render_drawn(scene, rng, sample_big_style(rng, scale))

@@ -158,13 +158,18 @@ class BigDrawingResult:
     n_colour: int
 
 
-def big_drawing_accuracy(loaded: LoadedModel, n_per_shape: int = 8, n_per_colour: int = 4, k: int = 20, batch_size: int = 16) -> BigDrawingResult:
+def big_drawing_accuracy(
+    loaded: LoadedModel, n_per_shape: int = 8, n_per_colour: int = 4, k: int = 20, batch_size: int = 16
+) -> BigDrawingResult:
     """Shape and colour read off big drawings, band by band: by SAV and by the model's own answers."""
     run = RunOptions(batch_size=batch_size)
     fitted = {
-        name: fit_examples(loaded, load_examples(EXAMPLES_DIR / name / "support.jsonl"), run=run, k=k)[0] for name in ("shape", "drawn", "colour")
+        name: fit_examples(loaded, load_examples(EXAMPLES_DIR / name / "support.jsonl"), run=run, k=k)[0]
+        for name in ("shape", "drawn", "colour")
     }
-    figures: dict[str, dict[float, float]] = {key: {} for key in ("shape_sav", "shape_sav_drawn", "shape_answers", "colour_sav", "colour_answers")}
+    figures: dict[str, dict[float, float]] = {
+        key: {} for key in ("shape_sav", "shape_sav_drawn", "shape_answers", "colour_sav", "colour_answers")
+    }
 
     def share_right(guesses, rows) -> float:
         return sum(g == row.label for g, row in zip(guesses, rows)) / len(rows)

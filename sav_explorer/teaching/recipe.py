@@ -68,6 +68,19 @@ CHECKING_WEIGHTS = {
     "relation": 1.0,
     "describe": 4.0,
 }
+# The sixth stage's second part, the decoder alone on questions about big objects as well: shape
+# most (a big cross was read as a square), the kinds that name a shape, and every other kind kept
+# in practice in stage 5's proportions.
+REREADING_WEIGHTS = {
+    "colour": 1.0,
+    "shape": 2.0,
+    "size": 0.75,
+    "position": 0.5,
+    "count": 2.0,
+    "presence": 3.0,
+    "relation": 1.0,
+    "describe": 4.0,
+}
 # Per-patch attributes the tower is taught: what an object is, and where it is (side of the
 # image, place counting from the left).
 SEEING = ("colour", "shape", "size")
@@ -87,6 +100,12 @@ class TrainConfig:
     redrawing_steps: int = 1000  # stage 4: the tower on drawings as well as renders, held to what it saw of renders
     drawing_steps: int = 3000  # stage 4, then everything on questions about drawings and renders
     checking_steps: int = 1500  # stage 5: the decoder alone, presence looked up one attribute per pointer head
+    enlarging_steps: int = 500  # stage 6: the tower on objects drawn big, held to what it read of everything else
+    rereading_steps: int = 1200  # stage 6, then the decoder alone on questions about big objects as well
+    big_share: float = 0.4  # of stage 6's images (and its questions about one object), one object drawn big
+    enlarging_lr: float = 6e-4  # the tower in stage 6's first part
+    enlarging_anchor: float = 3.0  # the anchor's weight in stage 6: big shapes pull the tower harder than stage 4's drawings
+    rereading_lr: float = 3e-4  # the decoder in stage 6's second part
     drawn_share: float = 0.5  # of stage 4's and 5's images, drawn in the style of `drawn`
     redrawing_lr: float = 6e-4  # the tower in stage 4's first part
     drawing_lr: float = 3e-4  # the decoder in stage 4 (tower and projector at finetune_lr)

@@ -14,6 +14,7 @@ import time
 import torch
 
 from .batches import picture, qa_batch
+from .drawn import render_big
 from .probes import PointerSupervision, VisionProbe, WordPointer
 from .recipe import TrainConfig
 from .shapes import QUESTION_KINDS
@@ -156,6 +157,44 @@ def train_redrawing(model, probe: VisionProbe, processor, world, rng, cfg: Train
     )
 
 
+def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: TrainConfig) -> dict:
+    """Stage 6, first part: the tower alone learns objects drawn big (`render_big`, up to 90 % of
+    the image), `big_share` of each batch, from its probes, while a frozen copy of it holds its
+    reading of everything else (renders and the drawings of stage 4) where the decoder expects it."""
+    tower = model.model.vision_tower
+    anchor = copy.deepcopy(tower).requires_grad_(False).eval()
+    probe_metrics = [{}]
+
+    def enlarging_loss():
+        scenes, pictures, big = [], [], []
+        for _ in range(cfg.vision_batch):
+            big.append(rng.random() < cfg.big_share)
+            scene, drawn = render_big(rng) if big[-1] else (world.sample_scene(rng), None)
+            scenes.append(scene)
+            pictures.append(drawn or picture(world, scene, rng, cfg.drawn_share))
+        pixels = processor.image_processor([p.image for p in pictures], return_tensors="pt")["pixel_values"]
+        hidden = tower(pixel_values=pixels).last_hidden_state
+        loss, probe_metrics[0] = probe.loss(hidden, stack_targets(scenes, [p.index_map for p in pictures]))
+        held_rows = ~torch.tensor(big)
+        if held_rows.any():
+            with torch.no_grad():
+                held = anchor(pixel_values=pixels[held_rows]).last_hidden_state
+            drift = (hidden[held_rows] - held).pow(2).mean() / held.pow(2).mean()
+            probe_metrics[0]["anchor"] = round(drift.item(), 4)
+            loss = loss + cfg.enlarging_anchor * drift
+        return loss
+
+    model.train()
+    return run_stage(
+        "enlarging",
+        [{"params": list(tower.parameters()), "lr": cfg.enlarging_lr}, {"params": list(probe.parameters()), "lr": cfg.lr}],
+        cfg.enlarging_steps,
+        cfg,
+        enlarging_loss,
+        lambda: probe_metrics[0],
+    )
+
+
 def train_answering(
     name,
     model,
@@ -171,12 +210,13 @@ def train_answering(
     presence: str = "object",
     same_colour: float = 0.0,
     word_pointer: tuple[int, int] | None = None,
+    big_share: float = 0.0,
 ) -> dict:
     """Stages 2 to 5: the decoder learns to answer, with the pointer heads told where to look
     (`presence`: where for a presence question, see `pointer_targets`). Without a probe, tower
     and projector stay frozen (stages 2 and 5); with one they train at `finetune_lr`, the probes'
     loss added so that the tower keeps seeing what stage 1 taught it. `drawn_share` of the images
-    are drawings (stages 4 and 5)."""
+    are drawings (stages 4 to 6), `big_share` of the questions about one object one drawn big (stage 6)."""
     tower, projector = model.model.vision_tower, model.model.multi_modal_projector
     tower.requires_grad_(probe is not None)
     projector.requires_grad_(probe is not None)
@@ -186,7 +226,7 @@ def train_answering(
     hook = tower.register_forward_hook(lambda module, args, output: tower_output.update(hidden=output.last_hidden_state))
 
     def answering_loss():
-        batch = qa_batch(processor, world, rng, cfg.batch, weights, drawn_share, same_colour)
+        batch = qa_batch(processor, world, rng, cfg.batch, weights, drawn_share, same_colour, big_share)
         output = model(**batch.inputs)
         seen = stack_targets(batch.scenes, batch.index_maps)
         pointer_loss, pointer_metric[0] = pointers.loss(batch, seen["object_weights"])

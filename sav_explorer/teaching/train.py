@@ -56,18 +56,19 @@ from .recipe import (
     DRAWING_WEIGHTS,
     PLACING,
     READING_WEIGHTS,
+    REREADING_WEIGHTS,
     SEEING,
     SINGLE_WEIGHTS,
     TrainConfig,
 )
 from .shapes import ShapesWorld
-from .stages import train_aligning, train_answering, train_redrawing, train_seeing
+from .stages import train_aligning, train_answering, train_enlarging, train_redrawing, train_seeing
 from .targets import WORD_LAYER
 
 log = logging.getLogger(__name__)
 
 
-STAGES = ("seeing", "aligning", "reading", "answering", "binding", "redrawing", "drawing", "checking")
+STAGES = ("seeing", "aligning", "reading", "answering", "binding", "redrawing", "drawing", "checking", "enlarging", "rereading")
 
 
 def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: Path | None = None) -> None:
@@ -149,6 +150,29 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
                     presence=cfg.checking_pointers,
                     same_colour=cfg.same_colour,
                     word_pointer=(WORD_LAYER, cfg.word_head),
+                )
+            )
+        elif name == "enlarging":
+            probe = probe or VisionProbe(model.config.vision_config.hidden_size, SEEING + PLACING)
+            stages.append(train_enlarging(model, probe, processor, world, seeded(name), cfg))
+        elif name == "rereading":
+            stages.append(
+                train_answering(
+                    name,
+                    model,
+                    None,
+                    processor,
+                    world,
+                    seeded(name),
+                    cfg,
+                    cfg.rereading_steps,
+                    REREADING_WEIGHTS,
+                    cfg.rereading_lr,
+                    cfg.drawn_share,
+                    presence=cfg.checking_pointers,
+                    same_colour=cfg.same_colour,
+                    word_pointer=(WORD_LAYER, cfg.word_head),
+                    big_share=cfg.big_share,
                 )
             )
         if checkpoints is not None and name != STAGES[-1]:

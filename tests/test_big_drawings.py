@@ -1,0 +1,109 @@
+"""Stage 6 of the teaching recipe and its check: objects drawn big for training (`drawn.render_big`),
+big drawings by a program of their own for the evaluation (`bigdrawings`), and the stage's wiring,
+run for a few steps on a tiny model."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import random
+
+import pytest
+import torch
+from PIL import Image
+from transformers import LlavaForConditionalGeneration
+
+from sav_explorer.teaching.batches import BIG_KINDS, qa_batch
+from sav_explorer.teaching.bigdrawings import FILLS, RADIUS_BANDS, draw_big
+from sav_explorer.teaching.build import build_config, build_processor
+from sav_explorer.teaching.drawn import BIG_HALF_WIDTH, render_big
+from sav_explorer.teaching.recipe import REREADING_WEIGHTS, TrainConfig
+from sav_explorer.teaching.shapes import COLOURS, IMAGE_SIZE, SHAPES, SIZES, ShapesWorld
+from sav_explorer.teaching.train import STAGES, train
+
+
+def ink_box(image: Image.Image) -> tuple[int, int, int, int]:
+    return image.convert("L").point(lambda v: 255 if v < 200 else 0).getbbox()
+
+
+@pytest.mark.parametrize("radius", RADIUS_BANDS)
+def test_a_big_drawing_reaches_its_radius_as_a_share_of_the_canvas_width(radius):
+    for i, shape in enumerate(("circle", "square", "cross")):
+        image = draw_big(random.Random(f"{radius}-{i}"), shape, radius, COLOURS["blue"], "solid")
+        left, top, right, bottom = ink_box(image)
+        reach = (right - left) / 2 / image.width
+        assert 0.75 * radius <= reach <= 1.15 * radius, (shape, radius, reach)
+        assert right <= image.width and bottom <= image.height  # the whole shape is on the canvas
+
+
+def test_big_drawings_are_seeded_and_every_fill_leaves_ink():
+    for fill in FILLS:
+        first = draw_big(random.Random(3), "triangle", 0.33, COLOURS["green"], fill)
+        again = draw_big(random.Random(3), "triangle", 0.33, COLOURS["green"], fill)
+        assert first.tobytes() == again.tobytes()
+        assert ink_box(first) is not None
+    solid, hollow = (draw_big(random.Random(5), "circle", 0.4, COLOURS["red"], f).convert("L") for f in ("solid", "outline"))
+    inked = [sum(1 for v in im.getdata() if v < 200) for im in (solid, hollow)]
+    assert inked[0] > 2 * inked[1]  # a solid shape covers far more of the canvas than its outline
+
+
+def test_objects_drawn_big_for_training_are_large_one_object_scenes_that_fit_the_image():
+    seen_halves = []
+    for seed in range(60):
+        scene, picture = render_big(random.Random(seed))
+        (obj,) = scene.objects
+        assert obj.size == "large" and obj.shape in SHAPES and obj.colour in COLOURS
+        box = picture.index_map.getbbox()
+        assert box is not None
+        seen_halves.append(max(box[2] - box[0], box[3] - box[1]) / 2)
+        assert picture.drawn and picture.index_map.size == (IMAGE_SIZE, IMAGE_SIZE)
+    assert min(seen_halves) < SIZES["large"] + 2 and max(seen_halves) > 0.85 * BIG_HALF_WIDTH[1], seen_halves
+
+
+def test_a_batch_with_every_question_about_one_big_object_asks_only_the_kinds_that_allow_it():
+    processor, world = build_processor(), ShapesWorld()
+    batch = qa_batch(processor, world, random.Random(0), 48, REREADING_WEIGHTS, 0.5, 0.6, big_share=1.0)
+    for kind, scene in zip(batch.kinds, batch.scenes):
+        if kind in BIG_KINDS:
+            assert len(scene.objects) == 1 and scene.objects[0].size == "large"
+    big = [m for k, m in zip(batch.kinds, batch.index_maps) if k in BIG_KINDS]
+    assert big and max(max(b[2] - b[0], b[3] - b[1]) for b in (m.getbbox() for m in big)) > 2 * SIZES["large"] + 4
+
+
+def test_without_big_drawings_a_batch_is_what_it_was_before_stage_6():
+    """Stages 2 to 5 draw from the same random stream as before: `big_share` = 0 takes nothing from it."""
+    processor, world = build_processor(), ShapesWorld()
+    plain = qa_batch(processor, world, random.Random(1), 8, REREADING_WEIGHTS, 0.5, 0.6)
+    again = qa_batch(processor, world, random.Random(1), 8, REREADING_WEIGHTS, 0.5, 0.6, big_share=0.0)
+    assert plain.questions == again.questions and torch.equal(plain.inputs["pixel_values"], again.inputs["pixel_values"])
+
+
+def test_the_big_drawings_are_drawn_by_a_program_the_training_never_imports():
+    from sav_explorer.teaching import batches, drawn, probes, recipe, stages, targets
+    from sav_explorer.teaching import train as training
+
+    for module in (training, stages, recipe, batches, targets, probes, drawn):
+        imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(module))) if isinstance(node, ast.ImportFrom)}
+        assert not any(name and name.endswith("bigdrawings") for name in imported), module.__name__
+
+
+def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path):
+    """A few steps of each part on a tiny model: the tower learns with its anchor, the decoder alone
+    after it, and the log records the two parts after the five stages before them."""
+    processor = build_processor()
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(build_config(processor.tokenizer, text_layers=3, text_heads=8, width=64))
+    before = tmp_path / "stage5"
+    model.save_pretrained(before)
+    processor.save_pretrained(before)
+    done = [{"stage": name, "steps": 0, "seconds": 0, "history": []} for name in STAGES[: STAGES.index("enlarging")]]
+    (before / "training_log.json").write_text(json.dumps({"stages": done}))
+    cfg = TrainConfig(enlarging_steps=2, rereading_steps=2, vision_batch=4, batch=4, warmup=1, threads=1)
+    tower_before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
+    train(tmp_path / "stage6", cfg, resume=before)
+    log = json.loads((tmp_path / "stage6" / "training_log.json").read_text())
+    assert [s["stage"] for s in log["stages"]] == list(STAGES) and STAGES[-2:] == ("enlarging", "rereading")
+    assert "anchor" in log["stages"][-2]["history"][-1]
+    trained = LlavaForConditionalGeneration.from_pretrained(tmp_path / "stage6")
+    assert any(not torch.equal(tower_before[k], v) for k, v in trained.model.vision_tower.state_dict().items())
