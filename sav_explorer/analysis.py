@@ -85,6 +85,7 @@ class AccuracyCurve:
     test: list[float] | None  # a held-out test set, captured once and re-scored for each k
     n_support: int = 0  # examples behind `loo` and `nested_loo`
     n_test: int = 0
+    nested_skipped: str = ""  # why `nested_loo` is None, in words
 
     def intervals(self, name: str) -> list[tuple[float, float]] | None:
         """The 95 % Wilson interval of each accuracy of one series ("loo", "nested_loo" or "test")."""
@@ -102,11 +103,14 @@ def class_indices(clf: SAVClassifier, labels) -> torch.Tensor:
     return torch.tensor([clf.classes_.index(label) if label in clf.classes_ else -1 for label in labels])
 
 
+NESTED_LOO_MAX_EXAMPLES = 200  # one refit per example: beyond this the curve waits too long
+
+
 def accuracy_curve(
     clf: SAVClassifier, activations=None, test_similarities: torch.Tensor | None = None, test_labels: torch.Tensor | None = None
 ) -> AccuracyCurve:
     """Accuracy for every k from cached similarities: no model call. `activations` (the support set's,
-    every layer) adds the nested estimate, where n <= 200; `test_similarities` (n, heads, classes) with
+    every layer) adds the nested estimate, where n <= NESTED_LOO_MAX_EXAMPLES; `test_similarities` (n, heads, classes) with
     `test_labels` (class indices) adds held-out accuracy."""
     n_heads = clf.layout_.n_heads
     ks = list(range(1, n_heads + 1))
@@ -121,10 +125,17 @@ def accuracy_curve(
     test = None
     if test_similarities is not None:
         test = [accuracy(test_similarities, test_labels, order, k) for k in ks]
-    nested = None
-    if activations is not None and activations.n_examples <= 200:
+    nested, skipped = None, ""
+    if activations is None:
+        skipped = "nested leave-one-out needs the support set's activations, which a restored classifier does not keep"
+    elif activations.n_examples > NESTED_LOO_MAX_EXAMPLES:
+        skipped = (
+            f"nested leave-one-out refits once per example: skipped for {activations.n_examples} examples "
+            f"(at most {NESTED_LOO_MAX_EXAMPLES})"
+        )
+    else:
         nested = _nested_loo(clf, activations, ks)
-    return AccuracyCurve(ks, loo, nested, test, len(labels), 0 if test_labels is None else len(test_labels))
+    return AccuracyCurve(ks, loo, nested, test, len(labels), 0 if test_labels is None else len(test_labels), skipped)
 
 
 def _nested_loo(clf: SAVClassifier, activations, ks: list[int]) -> list[float]:

@@ -6,7 +6,8 @@
     atlas.write(Path("atlas"))   # atlas.csv, atlas.json, atlas.html and every classifier
 
 Every task is fitted on every model as `fit` fits it. A head's relative depth is its layer over the
-model's number of decoder layers, so that models of 8 and 30 layers share one axis. On Ray (`ray`
+model's last layer (`layer / (n_layers - 1)`): 0 the first layer, 1 the last, so that models of 8
+and 30 layers share one axis. On Ray (`ray`
 given), all the tasks of a model go through the cluster's actors as one dataset: each actor loads
 the model once and captures examples of every task.
 """
@@ -49,6 +50,11 @@ class Task:
         return cls(name, examples, question)
 
 
+def relative_depth(layer: int, n_layers: int) -> float:
+    """0 for the first decoder layer, 1 for the last (0 for a one-layer model)."""
+    return round(layer / (n_layers - 1), 4) if n_layers > 1 else 0.0
+
+
 @dataclass(frozen=True)
 class AtlasEntry:
     model: str
@@ -65,7 +71,7 @@ class AtlasEntry:
 
     @property
     def relative_depths(self) -> list[float]:
-        return [round(layer / self.n_layers, 4) for layer, _ in self.selected]
+        return [relative_depth(layer, self.n_layers) for layer, _ in self.selected]
 
     def to_json(self) -> dict:
         depths = self.relative_depths

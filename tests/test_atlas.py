@@ -36,9 +36,12 @@ def test_atlas_fits_each_task_on_each_model_and_writes_table_plot_and_classifier
     for entry in entries:
         saved = SAVClassifier.load(tmp_path / "classifiers" / entry["model"].replace("/", "_").strip("._") / entry["task"])
         assert [list(h) for h in saved.selected_heads] == entry["selected"] and entry["k"] == 5
-        assert entry["relative_depths"] == [round(layer / entry["n_layers"], 4) for layer, _ in entry["selected"]]
+        assert entry["relative_depths"] == [round(layer / (entry["n_layers"] - 1), 4) for layer, _ in entry["selected"]]
         assert 0 <= entry["leave_one_out_accuracy"] <= 1 and entry["nested_leave_one_out_accuracy"] is not None
     bundled_colour = entries[0]
+    from sav_explorer.atlas import relative_depth
+
+    assert relative_depth(0, 8) == 0.0 and relative_depth(7, 8) == relative_depth(29, 30) == 1.0
     assert bundled_colour["n_layers"] == 8 and bundled_colour["leave_one_out_accuracy"] == 1.0  # the teaching model reads colour
     rows = list(csv.DictReader(open(tmp_path / "atlas.csv")))
     assert [(r["model"], r["task"], r["selected"].split()[0]) for r in rows] == [

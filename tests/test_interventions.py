@@ -1,5 +1,6 @@
 """Ablating heads: the model run with chosen heads' outputs replaced, in the prompt and in generation."""
 
+import contextlib
 import random
 
 import pytest
@@ -197,3 +198,64 @@ def test_an_answer_scored_after_the_prompt_is_ablated_like_generated_tokens(mode
     assert all(torch.allclose(row, last, atol=1e-6) for row in head[-n_answer:])
     assert torch.allclose(head[-n_answer - 1], last, atol=1e-6)  # the prompt's own last position, matched from its own end
     assert torch.allclose(head[0], means.means[site.layer][("start", 0)], atol=1e-6)
+
+
+@contextlib.contextmanager
+def padding(loaded, side: str):
+    tokenizer = loaded.processor.tokenizer
+    before, tokenizer.padding_side = tokenizer.padding_side, side
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = before
+
+
+PADDED = [  # questions of different lengths, so that every batch is padded
+    Example((noise(10),), "What is it?"),
+    Example((noise(11),), "What is the shape in the middle of this picture , and its colour ?"),
+    Example((noise(12),), "Colour?"),
+]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_mean_ablation_of_a_padded_batch_equals_one_example_at_a_time(models, family, side):
+    """The support means of a padded batch, and each padded query's last-token logits under mean
+    ablation, equal those of the examples run alone, whichever side the processor pads."""
+    from sav_explorer.encoding import RunOptions
+
+    loaded = models[family]
+    heads = [(site.layer, h) for site in loaded.sites for h in range(0, site.n_heads, 2)]
+    with padding(loaded, side):
+        together = support_means(loaded, PADDED, heads, run=RunOptions(batch_size=3))
+        alone = support_means(loaded, PADDED, heads, run=RunOptions(batch_size=1))
+        for layer, table in alone.means.items():
+            assert table.keys() == together.means[layer].keys()
+            for key, mean in table.items():
+                torch.testing.assert_close(together.means[layer][key], mean, atol=1e-5, rtol=1e-4)
+        queries = [Example((noise(20 + i),), e.question) for i, e in enumerate(PADDED)]
+        batch = encode(loaded, queries, Encoding())
+        assert (batch.attention_mask == 0).any()
+        with torch.no_grad(), ablated_heads(loaded, heads, mode="mean", means=alone):
+            logits = loaded.model(**batch.inputs).logits
+            batched = logits[torch.arange(len(queries)), batch.last]
+            single = [loaded.model(**encode(loaded, [q], Encoding()).inputs).logits[0, -1] for q in queries]
+    torch.testing.assert_close(batched, torch.stack(single), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_the_lens_of_a_padded_batch_equals_one_example_at_a_time(models, family, side):
+    from sav_explorer.lens import last_token_attention
+
+    loaded = models[family]
+    heads = [(site.layer, h) for site in loaded.sites for h in range(site.n_heads)]
+    with padding(loaded, side):
+        batch = encode(loaded, PADDED, Encoding())
+        together = last_token_attention(loaded, batch, heads, "value")
+        for row, example in enumerate(PADDED):
+            alone = last_token_attention(loaded, encode(loaded, [example], Encoding()), heads, "value")
+            real = batch.attention_mask[row].bool()
+            for head in heads:
+                assert float(together[head][row][~real].abs().sum()) < 1e-6  # no weight on padding
+                torch.testing.assert_close(together[head][row][real], alone[head][0], atol=1e-5, rtol=1e-4)

@@ -220,3 +220,41 @@ def test_value_weighting_multiplies_each_weight_by_its_tokens_value_norm(models,
     for (_, head), weights in plain.items():
         expected = weights[0] * values[:, head // per_kv].norm(dim=-1)
         torch.testing.assert_close(weighted[(layer, head)][0], expected / expected.sum(), atol=1e-6, rtol=1e-5)
+
+
+GATED_OUTPUT = {"qwen3_5"}  # a learned gate multiplies the attention output before o_proj: no longer a weighted sum of values
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in GATED_OUTPUT])
+def test_the_lens_weights_times_the_values_give_the_captured_head_output(models, family):
+    """Checked from outside the lens: Σ over tokens of the lens's weight × that token's value (as `v_proj`
+    and its norm give it, the key-value head shared by grouped queries) is the head's output that
+    capture reads, for every head of the last layer."""
+    from sav_explorer.capture import capture_heads
+
+    loaded = models[family]
+    batch = inputs_for(loaded, noise_image())
+    site = loaded.sites[-1]
+    heads = [(site.layer, h) for h in range(site.n_heads)]
+    weights = last_token_attention(loaded, batch, heads)
+    attention = attention_modules(loaded)[-1]
+    seen = {}
+
+    def keep(module, args, output):
+        seen["v"] = output.detach()
+
+    projection = attention.v_proj
+    hooks = [projection.register_forward_hook(keep)]
+    if getattr(attention, "v_norm", None) is not None:  # Gemma 4 normalises values after the projection
+        hooks.append(attention.v_norm.register_forward_hook(keep))
+    try:
+        captured = capture_heads(loaded, [Example((noise_image(),), "What is it?")])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    values = seen["v"][0].view(seen["v"].shape[1], -1, site.head_dim)  # (seq, n_kv, head_dim)
+    per_kv = site.n_heads // values.shape[1]
+    output = captured.blocks[-1][0]  # (n_heads, head_dim)
+    for (_, head), row in weights.items():
+        expected = (row[0, :, None] * values[:, head // per_kv].float()).sum(0)
+        torch.testing.assert_close(output[head].float(), expected, atol=1e-5, rtol=1e-4)

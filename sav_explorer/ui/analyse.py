@@ -126,7 +126,7 @@ class AnalyseHandlers(ClassifyHandlers):
             test_labels = class_indices(clf, [e.label for e in examples])
         result = accuracy_curve(clf, session.fit.activations, test_sims, test_labels)
         best = max(range(len(result.k)), key=lambda i: (result.test or result.nested_loo or result.loo)[i])
-        nested = "" if result.nested_loo else " Nested leave-one-out needs the support set's activations (not kept in a restored file)."
+        nested = f" {result.nested_skipped[0].upper()}{result.nested_skipped[1:]}." if result.nested_skipped else ""
         note = (
             f"Leave-one-out on the support set is optimistic: the heads were chosen on every example. "
             f"Best k by the {'test set' if result.test else 'nested estimate' if result.nested_loo else 'optimistic estimate'}: "
