@@ -27,8 +27,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import random
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -125,14 +125,80 @@ def support_means(
     return PositionMeans(heads, means, image_counts.pop() if len(image_counts) == 1 else None)
 
 
-@dataclass
-class _Prompt:
-    """The prompt of the current forward passes: its ids and, per layer, its replacement rows."""
+class _PromptPositions:
+    """The keys of the prompt the current forward passes run on, re-read when a new prompt starts
+    (generation's later calls continue it), and the replacement rows made from them per means."""
 
-    input_ids: torch.Tensor | None = None
-    keys: list[list[PositionKey | None]] = field(default_factory=list)
-    image_counts: list[int] = field(default_factory=list)
-    rows: dict[int, torch.Tensor] = field(default_factory=dict)
+    def __init__(self, image_token: int | None):
+        self.image_token = image_token
+        self.input_ids: torch.Tensor | None = None
+        self.keys: list[list[PositionKey | None]] = []
+        self.image_counts: list[int] = []
+        self.rows: dict[tuple[int, int], torch.Tensor] = {}
+
+    def watch(self, input_ids: torch.Tensor, mask: torch.Tensor) -> None:
+        known = self.input_ids
+        continuing = input_ids.shape[1] == 1 or (
+            known is not None
+            and input_ids.shape[1] > known.shape[1]
+            and input_ids.shape[0] == known.shape[0]
+            and torch.equal(input_ids[:, : known.shape[1]], known)
+        )
+        if continuing and known is not None:
+            return
+        mask = mask.cpu()
+        self.input_ids = input_ids.detach().clone()
+        answers = _ANSWER_TOKENS.get() or [0] * len(input_ids)
+        self.keys = []
+        for ids, m, n_answer in zip(input_ids.cpu(), mask, answers):  # an answer's tokens are keyed as generated ones
+            keys = position_keys(ids, torch.cat([m[: len(m) - n_answer], torch.zeros(n_answer, dtype=m.dtype)]), self.image_token)
+            self.keys.append(keys[: len(keys) - n_answer] + [LAST_PROMPT_POSITION] * n_answer)
+        self.image_counts = [sum(1 for k in keys if k is not None and k.kind == "image") for keys in self.keys]
+        self.rows = {}
+
+    def fill(self, means: PositionMeans, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, n_columns): `means` matched to every position of `hidden`, the prompt's by their
+        keys and every generated position by the last prompt position's."""
+        cache_key = (id(means), layer)
+        if cache_key not in self.rows:
+            self.rows[cache_key] = torch.stack([means.for_row(layer, keys, n) for keys, n in zip(self.keys, self.image_counts)])
+        rows = self.rows[cache_key]  # (batch, prompt_len, n_columns)
+        table = means.means[layer]
+        last = table.get(LAST_PROMPT_POSITION, table[TEXT_ALL])
+        batch, seq, length = hidden.shape[0], hidden.shape[1], rows.shape[1]
+        if seq == length:
+            fill = rows
+        elif seq < length:  # the tokens generated after the prompt, one at a time (with a cache)
+            fill = last.expand(batch, seq, -1)
+        else:  # no cache: the prompt again, then the tokens generated so far
+            fill = torch.cat([rows, last.expand(batch, seq - length, -1)], 1)
+        return fill.to(hidden.device, hidden.dtype)
+
+
+@contextlib.contextmanager
+def edited_heads(loaded: LoadedModel, heads: Sequence[Head], edit: Callable[[int, torch.Tensor, _PromptPositions], torch.Tensor]) -> Iterator[None]:
+    """Every forward pass in the block runs with `edit(layer, columns_of_the_heads, positions)` giving the
+    new values of the heads' columns of each layer (batch, seq, n_columns); the one mechanism behind
+    ablation, steering and patching."""
+    columns = _columns(loaded.layout, heads)
+    positions = _PromptPositions(image_token_id(loaded))
+
+    def replace(layer: int):
+        cols = columns[layer]
+
+        def apply(hidden: torch.Tensor) -> torch.Tensor:  # (batch, seq, n_heads * head_dim)
+            hidden = hidden.clone()
+            index = cols.to(hidden.device)
+            hidden[..., index] = edit(layer, hidden[..., index], positions)
+            return hidden
+
+        return apply
+
+    trace = Trace(loaded).on_inputs(positions.watch)
+    for layer in columns:
+        trace.on_heads(layer, replace(layer))
+    with trace:
+        yield
 
 
 @contextlib.contextmanager
@@ -144,65 +210,12 @@ def ablated_heads(loaded: LoadedModel, heads: Sequence[Head], mode: str = "zero"
     check_heads(loaded.layout, heads)
     if mode == "mean" and (means is None or not set(heads) <= set(means.heads)):
         raise DataError("mean ablation needs the support set's means of the same heads (support_means)")
-    columns = _columns(loaded.layout, heads)
-    if means is not None and mode == "mean":
-        means = _restricted(means, loaded.layout, heads)
-    image_token = image_token_id(loaded)
-    prompt = _Prompt()
-
-    def watch_prompt(input_ids: torch.Tensor, mask: torch.Tensor) -> None:
-        known = prompt.input_ids
-        continuing = input_ids.shape[1] == 1 or (
-            known is not None
-            and input_ids.shape[1] > known.shape[1]
-            and input_ids.shape[0] == known.shape[0]
-            and torch.equal(input_ids[:, : known.shape[1]], known)
-        )
-        if continuing and known is not None:
-            return
-        mask = mask.cpu()
-        prompt.input_ids = input_ids.detach().clone()
-        answers = _ANSWER_TOKENS.get() or [0] * len(input_ids)
-        prompt.keys = []
-        for ids, m, n_answer in zip(input_ids.cpu(), mask, answers):  # an answer's tokens are keyed as generated ones
-            keys = position_keys(ids, torch.cat([m[: len(m) - n_answer], torch.zeros(n_answer, dtype=m.dtype)]), image_token)
-            prompt.keys.append(keys[: len(keys) - n_answer] + [LAST_PROMPT_POSITION] * n_answer)
-        prompt.image_counts = [sum(1 for k in keys if k is not None and k.kind == "image") for keys in prompt.keys]
-        prompt.rows = {}
-
-    def replace(layer: int):
-        cols = columns[layer]
-
-        def edit(hidden: torch.Tensor) -> torch.Tensor:  # (batch, seq, n_heads * head_dim)
-            hidden = hidden.clone()
-            if mode == "zero":
-                hidden[..., cols.to(hidden.device)] = 0
-                return hidden
-            if layer not in prompt.rows:
-                prompt.rows[layer] = torch.stack(
-                    [means.for_row(layer, keys, n) for keys, n in zip(prompt.keys, prompt.image_counts)]
-                )  # (batch, prompt_len, n_columns)
-            rows = prompt.rows[layer]
-            table = means.means[layer]
-            last = table.get(LAST_PROMPT_POSITION, table[TEXT_ALL])
-            batch, seq, length = hidden.shape[0], hidden.shape[1], rows.shape[1]
-            if seq == length:
-                fill = rows
-            elif seq < length:  # the tokens generated after the prompt, one at a time (with a cache)
-                fill = last.expand(batch, seq, -1)
-            else:  # no cache: the prompt again, then the tokens generated so far
-                fill = torch.cat([rows, last.expand(batch, seq - length, -1)], 1)
-            hidden[..., cols.to(hidden.device)] = fill.to(hidden.device, hidden.dtype)
-            return hidden
-
-        return edit
-
-    trace = Trace(loaded)
-    if mode == "mean":
-        trace.on_inputs(watch_prompt)
-    for layer in columns:
-        trace.on_heads(layer, replace(layer))
-    with trace:
+    if mode == "zero":
+        with edited_heads(loaded, heads, lambda layer, current, positions: torch.zeros_like(current)):
+            yield
+        return
+    means = _restricted(means, loaded.layout, heads)
+    with edited_heads(loaded, heads, lambda layer, current, positions: positions.fill(means, layer, current)):
         yield
 
 

@@ -14,6 +14,8 @@ A hook function gets a tensor and returns None (read) or a tensor of the same sh
 - `on_attention_output(layer, fn)` / `on_mlp(layer, fn)`: what the attention block and the MLP add
   to the residual stream: (batch, seq, hidden).
 - `on_residual(layer, fn)`: the residual stream after the layer: (batch, seq, hidden).
+- `on_layer_input(layer, fn)`: the residual stream entering the layer (batch, seq, hidden), read only;
+  layer 0's is the embeddings as the decoder got them (scaled, images merged in).
 - `on_inputs(fn)`: `fn(input_ids, attention_mask)` before every forward pass of the whole model
   (generation calls it once per token).
 
@@ -34,7 +36,7 @@ from .errors import DataError
 from .models import LoadedModel, decoder_layers
 
 # The order in which a layer's hook points run in a forward pass: the stop goes after the last one needed.
-_STAGES = ("values", "heads", "attention", "attention_output", "mlp", "residual")
+_STAGES = ("input", "values", "heads", "attention", "attention_output", "mlp", "residual")
 
 
 class _StopForward(Exception):
@@ -84,6 +86,9 @@ class Trace:
 
     def on_residual(self, layer: int, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Trace:
         return self._add(layer, "residual", fn)
+
+    def on_layer_input(self, layer: int, fn: Callable[[torch.Tensor], None]) -> Trace:
+        return self._add(layer, "input", fn)
 
     def on_inputs(self, fn: Callable[[torch.Tensor, torch.Tensor], None]) -> Trace:
         self._input_functions.append(fn)
@@ -151,6 +156,13 @@ class Trace:
             self._handles.append(site.module.register_forward_pre_hook(pre_hook))
             return
         owner = decoder_layers(self.loaded.model)[layer]
+        if point.stage == "input":
+
+            def input_hook(module, args, kwargs):
+                run(kwargs["hidden_states"] if "hidden_states" in kwargs else args[0])
+
+            self._handles.append(owner.register_forward_pre_hook(input_hook, with_kwargs=True))
+            return
         attention = getattr(owner, "self_attn", None) or getattr(owner, "cross_attn", None)
         if point.stage == "values":
             if not hasattr(attention, "v_proj"):

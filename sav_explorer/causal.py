@@ -1,0 +1,331 @@
+"""Decodable or causal? Put a class's activity into heads and see whether the model's answer follows.
+
+    report = steering_study(loaded, queries, clf.classes_, support, "red", clf.selected_heads, clf.encoding)
+    report.flip_rate, report.flip_interval, report.random_flip_rates      # SteeringReport
+    patched = patch(loaded, clf, source, target, clf.selected_heads, sweep=True)
+    patched.logit_diff_before, patched.logit_diff_after, patched.effects  # PatchReport
+
+SAV picks heads whose output *separates* the classes; ablation asks whether the model *needs* them.
+These ask whether they *carry* the answer:
+
+- **Steering** (`steered_heads`): the heads' outputs replaced, at every position of the prompt and
+  of generation, by the target class's position-matched mean over its support examples
+  (`replace`), or shifted by alpha × (target class mean − mean over the whole support set) (`add`:
+  the function-vector form). The flip rate is the share of the other classes' queries whose own
+  answer becomes the target; the same number of random heads from the same layers is the control.
+- **Patching** (`patch`): a target input run with chosen heads' outputs taken from a source input's
+  run, positions matched as mean ablation matches them (refused where the two prompts cannot be
+  matched: other image-token counts or other text). The logit difference is the source class's
+  first answer token against the target class's, at the last position. A sweep patches every head
+  alone, its effect normalised so that 0 is no change and 1 the change from patching every head.
+
+Every run reads its inputs through the classifier's encoding, as the fit did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .ablation import ablation_plan
+from .analysis import wilson_interval
+from .answers import ZeroShotReport, generate_answers, zero_shot
+from .classifier import SAVClassifier
+from .data import Example
+from .encoding import Encoding, RunOptions, encode
+from .errors import DataError
+from .heads import Head
+from .interventions import PositionMeans, _columns, _restricted, check_heads, edited_heads, support_means
+from .models import LoadedModel
+from .models.prompts import answer_ending
+
+STEER_MODES = ("replace", "add")
+
+
+@contextlib.contextmanager
+def steered_heads(
+    loaded: LoadedModel, heads: Sequence[Head], target: PositionMeans, base: PositionMeans | None = None, alpha: float = 1.0
+) -> Iterator[None]:
+    """Every forward pass in the block runs with the heads set to `target`'s means (`base` None), or
+    shifted by alpha × (target − base), position by position (see the module's doc)."""
+    heads = tuple(heads)
+    check_heads(loaded.layout, heads)
+    target = _restricted(target, loaded.layout, heads)
+    if base is None:
+        with edited_heads(loaded, heads, lambda layer, current, positions: positions.fill(target, layer, current)):
+            yield
+        return
+    base = _restricted(base, loaded.layout, heads)
+
+    def shift(layer: int, current: torch.Tensor, positions) -> torch.Tensor:
+        return current + alpha * (positions.fill(target, layer, current) - positions.fill(base, layer, current))
+
+    with edited_heads(loaded, heads, shift):
+        yield
+
+
+@dataclass
+class SteeringReport:
+    """The other classes' queries answered before and after steering to `target`, and with random heads."""
+
+    target: str
+    mode: str
+    alpha: float
+    heads: list[Head]
+    before: ZeroShotReport
+    after: ZeroShotReport
+    random: list[ZeroShotReport]  # one per draw of random heads
+    random_heads: list[list[Head]]
+    examples: list[str]
+
+    @property
+    def n(self) -> int:
+        return self.before.n
+
+    def flips(self, report: ZeroShotReport) -> int:
+        return sum(predicted == self.target for predicted in report.predicted)
+
+    @property
+    def flip_rate(self) -> float:
+        return self.flips(self.after) / self.n if self.n else 0.0
+
+    @property
+    def flip_interval(self) -> tuple[float, float]:
+        return wilson_interval(self.flips(self.after), self.n)
+
+    @property
+    def before_rate(self) -> float:
+        """The share already answered as the target before steering (wrong answers)."""
+        return self.flips(self.before) / self.n if self.n else 0.0
+
+    @property
+    def random_flip_rates(self) -> list[float]:
+        return [self.flips(report) / self.n if self.n else 0.0 for report in self.random]
+
+    def answers(self) -> list[dict]:
+        return [
+            {"example": name, "label": label, "before": before, "after": after}
+            for name, label, before, after in zip(self.examples, self.before.truth, self.before.answers, self.after.answers)
+        ]
+
+    def to_json(self) -> dict:
+        return {
+            "target": self.target,
+            "mode": self.mode,
+            "alpha": self.alpha,
+            "method": self.before.method,
+            "n": self.n,
+            "heads": [list(h) for h in self.heads],
+            "flip_rate": self.flip_rate,
+            "flip_interval": list(self.flip_interval),
+            "before_rate": self.before_rate,
+            "random_flip_rates": self.random_flip_rates,
+            "random_heads": [[list(h) for h in heads] for heads in self.random_heads],
+            "answers": self.answers(),
+        }
+
+
+def steering_study(
+    loaded: LoadedModel,
+    queries: Sequence[Example],
+    classes: Sequence[str],
+    support: Sequence[Example],
+    target: str,
+    heads: Sequence[Head],
+    encoding: Encoding | None = None,
+    run: RunOptions | None = None,
+    *,
+    mode: str = "replace",
+    alpha: float = 1.0,
+    n_random: int = 5,
+    seed: int = 0,
+    method: str = "generate",
+    on_run: Callable[[str], None] | None = None,
+) -> SteeringReport:
+    """Steers the other classes' queries to `target` through `heads`, and through `n_random` draws of
+    as many random heads from the same layers (see the module's doc). The target's means come from
+    its support examples, read as `encoding` says, in one pass for every head the runs need."""
+    if mode not in STEER_MODES:
+        raise DataError(f"unknown steering mode {mode!r}; choose one of {', '.join(STEER_MODES)}")
+    if target not in classes:
+        raise DataError(f"no class {target!r} to steer to; the classes are {', '.join(classes)}")
+    if not torch.isfinite(torch.tensor(float(alpha))):
+        raise DataError(f"alpha must be a finite number; got {alpha}")
+    target_support = [e for e in support if e.label == target]
+    if not target_support:
+        raise DataError(f"steering needs the support examples of {target!r}, and the support set has none")
+    others = [q for q in queries if q.label != target]
+    if not others:
+        raise DataError(f"no query of another class than {target!r} to steer")
+    encoding = encoding or Encoding()
+    plan = ablation_plan(loaded.layout, heads, n_random, seed, "zero", None)
+    every = plan.every_head()
+    target_means = support_means(loaded, target_support, every, encoding, run)
+    base = support_means(loaded, support, every, encoding, run) if mode == "add" else None
+
+    def answers(description: str, steered: Sequence[Head]) -> ZeroShotReport:
+        if on_run is not None:
+            on_run(description)
+        context = steered_heads(loaded, steered, target_means, base, alpha) if steered else contextlib.nullcontext()
+        with context:
+            return zero_shot(loaded, others, classes, encoding, run, method=method)
+
+    before = answers("before steering", ())
+    after = answers(f"the heads steered to {target}", plan.heads)
+    draws = [answers(f"random heads steered, draw {i + 1} of {len(plan.draws)}", d) for i, d in enumerate(plan.draws)]
+    return SteeringReport(target, mode, alpha, plan.heads, before, after, draws, plan.draws, [q.name for q in others])
+
+
+@dataclass
+class PatchReport:
+    """A target input answered with heads patched from a source input's run."""
+
+    source_label: str  # the classifier's reading of each input
+    target_label: str
+    heads: list[Head]
+    answer_before: str  # the model's own generated answers
+    answer_after: str
+    logit_diff_before: float  # source class's first token against the target class's, at the last position
+    logit_diff_after: float
+    effects: list[tuple[int, int, float]] | None = None  # per head patched alone, normalised (a sweep)
+
+    def to_json(self) -> dict:
+        report = {
+            "source_label": self.source_label,
+            "target_label": self.target_label,
+            "heads": [list(h) for h in self.heads],
+            "answer_before": self.answer_before,
+            "answer_after": self.answer_after,
+            "logit_diff_before": self.logit_diff_before,
+            "logit_diff_after": self.logit_diff_after,
+        }
+        if self.effects is not None:
+            report["effects"] = [list(e) for e in self.effects]
+        return report
+
+
+def label_tokens(loaded: LoadedModel, example: Example, labels: Sequence[str], encoding: Encoding) -> list[int]:
+    """Each label's first token as the model would write it after the prompt: the processor's own ids
+    for the prompt with the label as its answer. Labels that start with the same token are refused:
+    their logits could not be told apart."""
+    ending = answer_ending(loaded.processor)
+    batch = encode(loaded, [example] * len(labels), encoding, answers=[label + ending for label in labels])
+    tokens = []
+    for row, span in enumerate(batch.answer_spans):
+        ids = batch.input_ids[row]
+        tokens.append(int(ids[len(ids) - span.after - span.length]))
+    for i, a in enumerate(labels):
+        for j in range(i):
+            if tokens[i] == tokens[j] and a != labels[j]:
+                raise DataError(f"{labels[j]!r} and {a!r} start with the same token: their logits cannot be told apart")
+    return tokens
+
+
+def _check_matchable(loaded: LoadedModel, source_means: PositionMeans, target: Example, encoding: Encoding) -> None:
+    """Refuses a target whose positions the source's run cannot match one for one."""
+    keys = encode(loaded, [target], encoding).position_keys()[0]
+    image_tokens = sum(1 for key in keys if key is not None and key.kind == "image")
+    if source_means.image_count is not None and image_tokens != source_means.image_count:
+        raise DataError(
+            f"the source has {source_means.image_count} image tokens and the target {image_tokens}: "
+            "their image positions cannot be matched one for one (use images of the same size, or a token budget)"
+        )
+    table = next(iter(source_means.means.values()))
+    missing = [key for key in keys if key is not None and key.kind != "image" and key not in table]
+    if missing:
+        raise DataError(
+            f"the target's prompt has {len(missing)} text position(s) the source's lacks: patch between inputs asked the same question"
+        )
+
+
+@torch.no_grad()
+def _last_logits(loaded: LoadedModel, batch) -> torch.Tensor:
+    logits = loaded.model(**batch.inputs, use_cache=False, logits_to_keep=1).logits
+    return logits[:, -1].float()
+
+
+@torch.no_grad()
+def patch(
+    loaded: LoadedModel,
+    clf: SAVClassifier,
+    source: Example,
+    target: Example,
+    heads: Sequence[Head],
+    encoding: Encoding | None = None,
+    *,
+    sweep: bool = False,
+    batch_size: int = 8,
+    max_new_tokens: int = 16,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PatchReport:
+    """Runs `target` with `heads` taken from `source`'s run (see the module's doc); with `sweep`, also
+    every head of the model patched alone, `batch_size` heads per forward pass, the source's run reused."""
+    encoding = encoding or clf.encoding
+    heads = list(dict.fromkeys(heads))
+    if not heads:
+        raise DataError("choose at least one head to patch")
+    check_heads(loaded.layout, heads)
+    source_label, target_label = (p.label for p in _predict(loaded, clf, [source, target], encoding))
+    every = loaded.layout.heads if sweep else heads
+    source_means = support_means(loaded, [source], every, encoding)
+    _check_matchable(loaded, source_means, target, encoding)
+    tokens = label_tokens(loaded, target, [source_label, target_label], encoding)
+
+    def logit_diff(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, tokens[0]] - logits[:, tokens[1]]
+
+    one = encode(loaded, [target], encoding)
+    before = float(logit_diff(_last_logits(loaded, one))[0])
+    answer_before = generate_answers(loaded, [target], encoding, max_new_tokens=max_new_tokens)[0]
+    with steered_heads(loaded, heads, source_means):
+        after = float(logit_diff(_last_logits(loaded, one))[0])
+        answer_after = generate_answers(loaded, [target], encoding, max_new_tokens=max_new_tokens)[0]
+    effects = None
+    if sweep:
+        effects = _sweep(loaded, target, encoding, source_means, before, logit_diff, batch_size, on_progress)
+    return PatchReport(source_label, target_label, heads, answer_before, answer_after, before, after, effects)
+
+
+def _predict(loaded, clf, examples, encoding):
+    from .pipeline import predict_examples
+
+    return predict_examples(loaded, clf, examples, encoding=encoding)
+
+
+def _sweep(loaded, target, encoding, source_means, before, logit_diff, batch_size, on_progress) -> list[tuple[int, int, float]]:
+    """Each head patched alone, rows of one batch patching one head each; normalised by every head patched."""
+    every = loaded.layout.heads
+    with steered_heads(loaded, every, source_means):
+        whole = float(logit_diff(_last_logits(loaded, encode(loaded, [target], encoding)))[0])
+    change = whole - before
+    if abs(change) < 1e-6:
+        raise DataError("patching every head leaves the logit difference as it was: there is no change to share out among heads")
+    columns = _columns(loaded.layout, every)
+    per_layer_heads = {layer: [h for l, h in every if l == layer] for layer in columns}
+    effects = []
+    for start in range(0, len(every), batch_size):
+        chunk = every[start : start + batch_size]
+        masks = {}
+        for layer, layer_heads in per_layer_heads.items():
+            dim = loaded.layout.block(layer).head_dim
+            mask = torch.zeros(len(chunk), len(layer_heads) * dim, dtype=torch.bool)
+            for row, (at, head) in enumerate(chunk):
+                if at == layer:
+                    i = layer_heads.index(head)
+                    mask[row, i * dim : (i + 1) * dim] = True
+            masks[layer] = mask
+
+        def one_head_per_row(layer: int, current: torch.Tensor, positions, masks=masks) -> torch.Tensor:
+            fill = positions.fill(source_means, layer, current)
+            return torch.where(masks[layer].to(current.device)[:, None, :], fill, current)
+
+        batch = encode(loaded, [target] * len(chunk), encoding)
+        with edited_heads(loaded, every, one_head_per_row):
+            diffs = logit_diff(_last_logits(loaded, batch))
+        effects += [(layer, head, round(float((d - before) / change), 6)) for (layer, head), d in zip(chunk, diffs)]
+        if on_progress is not None:
+            on_progress(min(start + batch_size, len(every)), len(every))
+    return effects
