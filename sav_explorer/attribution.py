@@ -46,6 +46,7 @@ class AttributionReport:
     heads: list[Head]
     dla: dict[Head, dict[str, float]]  # per head: per true class, mean of (true-class share − mean of the others')
     logit_lens: list[tuple[int, dict[str, float]]]  # per layer: mean probability of each class's first token
+    true_class_lens: list[float]  # per layer: mean probability of the query's own class's first token
     decomposition_error: float  # max |sum of the parts − the model's logit| over queries and classes
     counts: dict[str, int]  # queries per class
 
@@ -58,7 +59,10 @@ class AttributionReport:
         return {
             "classes": self.classes,
             "heads": [{"layer": layer, "head": head, "dla": self.dla[(layer, head)]} for layer, head in self.heads],
-            "logit_lens": [{"layer": layer, "probabilities": probabilities} for layer, probabilities in self.logit_lens],
+            "logit_lens": [
+                {"layer": layer, "probabilities": probabilities, "true_class": true}
+                for (layer, probabilities), true in zip(self.logit_lens, self.true_class_lens)
+            ],
             "decomposition_error": self.decomposition_error,
         }
 
@@ -127,6 +131,7 @@ def attribute(
     n_layers = len(decoder_layers(loaded.model))
     sums = torch.zeros(len(heads), len(classes))  # per head, per true class
     lens = torch.zeros(n_layers, len(classes))
+    lens_true = torch.zeros(n_layers)
     counts = torch.zeros(len(classes))
     error = 0.0
     for batch in batches(loaded, queries, encoding, run):
@@ -139,12 +144,15 @@ def attribute(
         push = (shares - others).gather(-1, truth.view(-1, 1, 1).expand(-1, len(heads), 1)).squeeze(-1)  # (batch, heads)
         sums.index_add_(1, truth, push.T)
         for layer, residual in enumerate(parts.residuals):
-            lens[layer] += _lens_probabilities(final, residual)[:, tokens].sum(0)
+            probabilities = _lens_probabilities(final, residual)[:, tokens]  # (batch, classes)
+            lens[layer] += probabilities.sum(0)
+            lens_true[layer] += probabilities.gather(1, truth.view(-1, 1)).sum()
     n = counts.clamp(min=1)
     dla = {head: {c: round(float(sums[i, j] / n[j]), 6) for j, c in enumerate(classes) if counts[j]} for i, head in enumerate(heads)}
     total = counts.sum().clamp(min=1)
     logit_lens = [(layer, {c: round(float(lens[layer, j] / total), 6) for j, c in enumerate(classes)}) for layer in range(n_layers)]
-    return AttributionReport(classes, heads, dla, logit_lens, error, {c: int(counts[j]) for j, c in enumerate(classes)})
+    true_lens = [round(float(lens_true[layer] / total), 6) for layer in range(n_layers)]
+    return AttributionReport(classes, heads, dla, logit_lens, true_lens, error, {c: int(counts[j]) for j, c in enumerate(classes)})
 
 
 def _lens_probabilities(final, residual: torch.Tensor) -> torch.Tensor:

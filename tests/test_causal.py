@@ -72,8 +72,9 @@ def test_attribution_on_the_bundled_model_names_the_colour_heads(bundled, colour
     assert report.decomposition_error < 1e-3
     scores = report.head_scores()
     assert float(scores.max()) > 1.0 and len(report.logit_lens) == 8
-    total = [sum(p.values()) for _, p in report.logit_lens]
-    assert total[-1] > 0.9 and total[0] < total[-1]
+    assert report.true_class_lens[0] < 0.5 < 0.9 < report.true_class_lens[-1]  # read off the late layers, not the embeddings
+    best = report.heads[int(scores.argmax())]
+    assert best in clf.selected_heads
     json = report.to_json()
     assert json["heads"][0].keys() == {"layer", "head", "dla"} and set(json["heads"][0]["dla"]) == set(clf.classes_)
 
@@ -137,3 +138,37 @@ def test_patching_between_inputs_that_cannot_be_matched_is_refused(bundled, colo
     other_question = Example(queries[0].images, "what color is the shape in this picture ?", queries[0].label)
     with pytest.raises(DataError, match="text position"):
         patch(bundled, clf, queries[1], other_question, clf.selected_heads, Encoding())
+
+
+def test_the_commands_print_what_the_issue_names(tmp_path, capsys, colour):
+    """steer, patch and attribute with --json, on the bundled colour task fitted by `fit`."""
+    import json
+
+    from sav_explorer.__main__ import main
+
+    folder = EXAMPLES_DIR / "colour"
+    out = tmp_path / "colour"
+    assert main(["fit", "--data", str(folder / "support.jsonl"), "--out", str(out), "--k", "5"]) == 0
+    rows = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()][::6]
+    for row in rows:
+        row["image"] = str(folder / row["image"]) if "image" in row else row.get("image")
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    capsys.readouterr()
+    assert main(["steer", "--classifier", str(out), "--data", str(queries), "--support", str(folder / "support.jsonl"),
+                 "--to", "red", "--random", "1", "--json"]) == 0  # fmt: skip
+    steered = json.loads(capsys.readouterr().out)
+    assert {"target", "mode", "n", "heads", "flip_rate", "flip_interval", "random_flip_rates", "answers"} <= steered.keys()
+    assert steered["target"] == "red" and steered["flip_rate"] >= 0.9 and len(steered["random_flip_rates"]) == 1
+    assert steered["answers"][0].keys() == {"example", "label", "before", "after"}
+    assert main(["patch", "--classifier", str(out), "--source", str(folder / "queries_red_0.png"),
+                 "--target", str(folder / "queries_blue_0.png"), "--json"]) == 0  # fmt: skip
+    patched = json.loads(capsys.readouterr().out)
+    assert (patched["source_label"], patched["target_label"]) == ("red", "blue")
+    assert patched["logit_diff_before"] < 0 < patched["logit_diff_after"]
+    assert main(["attribute", "--classifier", str(out), "--data", str(queries), "--json"]) == 0
+    attributed = json.loads(capsys.readouterr().out)
+    assert attributed["decomposition_error"] < 1e-3 and len(attributed["heads"]) == 64 and len(attributed["logit_lens"]) == 8
+    assert main(["steer", "--classifier", str(out), "--data", str(queries), "--support", str(folder / "support.jsonl"),
+                 "--to", "magenta"]) == 2  # fmt: skip
+    assert "no class 'magenta' to steer to" in capsys.readouterr().err

@@ -6,6 +6,9 @@
     python -m sav_explorer attention --classifier runs/colour --out overlays picture.png
     python -m sav_explorer ablate --classifier runs/colour --data assets/examples/colour/queries.jsonl \
         --support assets/examples/colour/support.jsonl --json
+    python -m sav_explorer steer --classifier runs/colour --data QUERIES --support SUPPORT --to red --json
+    python -m sav_explorer patch --classifier runs/colour --source red.png --target blue.png --sweep --json
+    python -m sav_explorer attribute --classifier runs/colour --data QUERIES --json
     python -m sav_explorer atlas --models MODEL ... --tasks DATA ... --out atlas [--ray auto]
 
 Errors caused by input print one line to stderr and exit with status 2; nothing is pickled.
@@ -27,6 +30,7 @@ from ..interventions import ABLATION_MODES
 from ..lens import Weighting
 from ..method import HeadOrder, Scoring, TieBreak
 from ..models import default_model_id, quiet_transformers
+from .causal import add_commands as add_causal_commands
 from .classify import run_eval, run_fit, run_predict
 from .common import data_options, frames_option, model_options, ray_options
 from .heads import run_ablate, run_atlas, run_attention, run_compare, run_curve, run_data
@@ -156,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     ray_options(attention)
     attention.add_argument("images", nargs="*", type=Path)
     attention.set_defaults(run=run_attention)
+    add_causal_commands(commands, model_options, data_options)
+
     atlas = commands.add_parser("atlas", help="fit every task on every model: a table and a plot of where each task's heads sit")
     atlas.add_argument("--models", nargs="+", required=True, metavar="MODEL", help="hub ids or local folders")
     atlas.add_argument("--tasks", nargs="+", required=True, metavar="DATA", help="labeled support sets, one per task")
