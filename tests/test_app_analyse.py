@@ -239,3 +239,30 @@ def test_the_image_token_budget_is_counted_before_extraction_and_kept_by_the_fit
         assert "the processor's own settings" in own and "Image tokens per example: 4–4" not in own
         status = visitor.predict("", 200704, 4, 8, "in-sample", 4, api_name="/extract")[-1]
         assert "a budget of 4 image tokens each" in status and "one view, no splitting" in status
+
+
+def test_steering_patching_and_attribution_through_the_page(url, model):
+    """The colour task at k = 5: steering to green turns the other colours' answers (random heads do not),
+    patching a red support image into a blue one turns the answer, the sweep colours the heads, and
+    attribution draws the map and the scatter."""
+    visitor = client(url)
+    visitor.predict("colour", api_name="/load_example")
+    visitor.predict("", 200704, 4, 5, "in-sample", api_name="/extract")
+    target, source, into = visitor.predict(api_name="/causal_choices")
+    assert {c[0] for c in target["choices"]} == {"red", "green", "blue", "yellow", "purple", "orange"}
+    summary, rows = visitor.predict("green", "replace", 1.0, 1, [], True, "generate", "", api_name="/steer")
+    rates = [float(x) for x in re.findall(NUMBER, summary)]
+    assert "Flip rate" in summary and rates[0] >= 0.95 and rates[-1] <= 0.1  # the flip rate, then the random draw's
+    assert len(rows["data"]) == 50 and all(row[1] != "green" for row in rows["data"])
+    red = next(c[0] for c in source["choices"] if c[0].endswith("(red)"))
+    blue = next(c[0] for c in source["choices"] if c[0].endswith("(blue)"))
+    summary, _ = visitor.predict(red, blue, api_name="/patch")
+    before, after = (float(x) for x in re.findall(r"\*\*(-?[0-9.]+)\*\*", summary)[-2:])
+    assert before < 0 < after and "→ **red**" in summary
+    summary, figure = visitor.predict(red, blue, api_name="/sweep")
+    grid = json.loads(figure["plot"])["data"][0]["z"]
+    assert len(grid) == 8 and max(v for row in grid for v in row if v is not None) > 0.3
+    figure, scatter, note = visitor.predict([], True, "", "direct logit attribution", api_name="/attribute")
+    assert "Logit lens" in note and json.loads(scatter["plot"])["data"][1]["name"] == "voting heads"
+    figure, _, _ = visitor.predict("patching effect", api_name="/colour_heads")
+    assert json.loads(figure["plot"])["data"][0]["z"] == grid

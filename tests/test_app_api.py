@@ -291,9 +291,13 @@ def test_model_work_shares_one_group_and_rescoring_never_queues_behind_it(app):
         "voting_heads",
         "classify_drawing",
         "classify_on_drop",
+        "steer",
+        "patch",
+        "sweep",
+        "attribute",
     ):
         assert by_name[name].concurrency_id == "model" and by_name[name].concurrency_limit == 1
-    for name in ("set_k", "toggle_head", "set_heads", "show_detail", "cancel", "toggle_inspected"):
+    for name in ("set_k", "toggle_head", "set_heads", "show_detail", "cancel", "toggle_inspected", "colour_heads", "causal_choices"):
         assert by_name[name].concurrency_id != "model" and by_name[name].concurrency_limit is None
 
 

@@ -9,6 +9,7 @@ concurrency group ("model"); re-scoring and light events run at once, never queu
 
 from __future__ import annotations
 
+
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import gradio as gr
 
 from ..models import ASSETS, default_model_id
 from .analyse import AnalyseHandlers
+from .causal import CausalHandlers
 from .classify import ClassifyHandlers
 from .common import example_tasks
 from .explore import ExploreHandlers
@@ -31,7 +33,7 @@ from .transfer import TransferHandlers
 MODEL_GROUP = "model"
 
 
-class Explorer(SupportHandlers, ExploreHandlers, InspectHandlers, AnalyseHandlers, ClassifyHandlers, LiveHandlers, TransferHandlers):
+class Explorer(SupportHandlers, ExploreHandlers, InspectHandlers, CausalHandlers, AnalyseHandlers, ClassifyHandlers, LiveHandlers, TransferHandlers):
     """Every view's handlers over one model registry: what the layout wires to events."""
 
 
@@ -282,6 +284,37 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             **model_events,
         )
         ui.analyse_tab.select(explorer.task_choices, [session], [ui.first_task, ui.second_task], api_name="task_choices", **instant)
+        ui.analyse_tab.select(
+            explorer.causal_choices, [session], [ui.steer_target, ui.patch_source, ui.patch_target], api_name="causal_choices", **instant
+        )
+        ui.run_steer.click(
+            gpu(explorer.steer),
+            [ui.steer_target, ui.steer_mode, ui.steer_alpha, ui.random_draws, *test_inputs, ui.answer_method, ui.query_question, session],
+            [ui.steer_summary, ui.steer_rows],
+            api_name="steer",
+            show_progress_on=[ui.steer_summary],
+            **model_events,
+        )
+        for button, handler, name in ((ui.run_patch, explorer.patch_pair, "patch"), (ui.run_sweep, explorer.sweep_pair, "sweep")):
+            button.click(
+                gpu(handler),
+                [ui.patch_source, ui.patch_target, session],
+                [ui.patch_summary, ui.causal_map],
+                api_name=name,
+                show_progress_on=[ui.patch_summary],
+                **model_events,
+            )
+        ui.run_attribute.click(
+            gpu(explorer.attribute_heads),
+            [*test_inputs, ui.query_question, ui.colouring, session],
+            [ui.causal_map, ui.causal_scatter, ui.causal_note],
+            api_name="attribute",
+            show_progress_on=[ui.causal_note],
+            **model_events,
+        )
+        ui.colouring.change(
+            explorer.colour_heads, [ui.colouring, session], [ui.causal_map, ui.causal_scatter, ui.causal_note], api_name="colour_heads", **instant
+        )
         ui.compare.click(
             explorer.compare,
             [ui.first_task, ui.second_task, ui.compare_k, session],

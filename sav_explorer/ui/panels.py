@@ -251,6 +251,37 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     analysis_rows = gr.Dataframe(
                         headers=["example", "label", "answer", "after ablation"], interactive=False, wrap=True, max_height=300
                     )
+                    gr.Markdown(
+                        "### Decodable or causal?\n"
+                        "SAV reads heads whose output *separates* the classes. Do they *carry* the answer? **Steer**: put one "
+                        "class's mean into the voting heads and see whether the model's answer becomes that class (random heads "
+                        "of the same layers as the control). **Patch**: run one support image with the voting heads taken from "
+                        "another's run; **Sweep** patches every head alone. **Attribute**: each head's direct push on the true "
+                        "class's logit, and the logit lens.",
+                        elem_classes="sav-small",
+                    )
+                    with gr.Row():
+                        steer_target = gr.Dropdown([], label="Steer to class", scale=2, allow_custom_value=True)
+                        steer_mode = gr.Radio(["replace", "add"], value="replace", label="Steering", scale=2)
+                        steer_alpha = gr.Number(value=1.0, label="alpha (add)", scale=1)
+                        run_steer = gr.Button("Steer the voting heads", variant="primary", scale=2)
+                    steer_summary = gr.Markdown("", elem_id="sav-steer-summary")
+                    steer_rows = gr.Dataframe(headers=["example", "label", "answer", "after steering"], interactive=False, wrap=True, max_height=260)
+                    with gr.Row():
+                        patch_source = gr.Dropdown([], label="Patch from (source)", scale=3, allow_custom_value=True)
+                        patch_target = gr.Dropdown([], label="into (target)", scale=3, allow_custom_value=True)
+                        run_patch = gr.Button("Patch", scale=1)
+                        run_sweep = gr.Button("Sweep every head", scale=1)
+                    patch_summary = gr.Markdown("", elem_id="sav-patch-summary")
+                    with gr.Row():
+                        colouring = gr.Radio(
+                            ["SAV accuracy", "direct logit attribution", "patching effect"], value="SAV accuracy", label="Colour heads by", scale=3
+                        )
+                        run_attribute = gr.Button("Attribute (test set)", scale=1)
+                    causal_note = gr.Markdown("", elem_classes="sav-small", elem_id="sav-causal-note")
+                    with gr.Row():
+                        causal_map = gr.Plot(plots.head_heatmap(None, 0, empty="Steer, Sweep or Attribute to colour the heads"), show_label=False)
+                        causal_scatter = gr.Plot(plots.head_heatmap(None, 0, empty="Accuracy against the causal measure"), show_label=False)
                     gr.Markdown("### Accuracy against k")
                     with gr.Row():
                         curve_test = gr.Checkbox(label="Also on the test set (captures it once)", value=True)

@@ -44,6 +44,69 @@ def score_grid(clf: SAVClassifier, n_layers: int) -> tuple[list[list[float | Non
     return in_sample, loo, width
 
 
+def measure_heatmap(clf: SAVClassifier, n_layers: int, values, measure: str) -> go.Figure:
+    """Heads coloured by one measure (SAV accuracy, direct logit attribution or patching effect), the
+    voting heads framed: the same grid as the accuracy map, so that the two read side by side."""
+    values = [float(v) for v in values]
+    n_layers = max(n_layers, 1 + max(layer for layer, _ in clf.heads_))
+    width = 1 + max(head for _, head in clf.heads_)
+    grid: list[list[float | None]] = [[None] * width for _ in range(n_layers)]
+    for (layer, head), value in zip(clf.heads_, values):
+        grid[layer][head] = value
+    if measure == "SAV accuracy":
+        scale, low, high = chance_scale(len(clf.classes_)), 0.0, 1.0
+    else:  # signed: white at 0, blue where a head pushes the answer its way
+        bound = max(1e-6, max(abs(v) for v in values))
+        scale, low, high = [[0.0, f"rgb{BELOW_CHANCE}"], [0.5, f"rgb{AT_CHANCE}"], [1.0, f"rgb{ABOVE_CHANCE}"]], -bound, bound
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid, colorscale=scale, zmin=low, zmax=high, xgap=1, ygap=1, hoverongaps=False,
+            hovertemplate=f"layer %{{y}}, head %{{x}}<br>{esc(measure)} %{{z:.3f}}<extra></extra>",
+            colorbar=dict(title=dict(text=esc(measure), side="right"), thickness=12, len=0.8),
+        )
+    )  # fmt: skip
+    selected = clf.selected_heads
+    fig.add_trace(
+        go.Scatter(
+            x=[h for _, h in selected], y=[layer for layer, _ in selected], mode="markers", name="voting heads", showlegend=False,
+            marker=dict(symbol="square-open", size=max(8, min(26, 420 // max(width, n_layers))), color=SELECTED_COLOUR, line=dict(width=3)),
+            hoverinfo="skip",
+        )
+    )  # fmt: skip
+    fig.update_layout(
+        template="plotly_white", font=FONT, height=int(min(720, max(340, 90 + 30 * n_layers))), margin=dict(l=50, r=20, t=40, b=45),
+        title=dict(text=f"Heads by {esc(measure)}: {len(selected)} voting heads framed", font=dict(size=14), x=0.01),
+        xaxis=dict(title="head", dtick=1 if width <= 32 else None, showgrid=False, zeroline=False),
+        yaxis=dict(title="layer", dtick=1 if n_layers <= 32 else None, range=[n_layers - 0.5, -0.5], showgrid=False, zeroline=False),
+    )  # fmt: skip
+    return fig
+
+
+def decodable_causal_scatter(clf: SAVClassifier, accuracy, measure_values, measure: str) -> go.Figure:
+    """Each head's SAV accuracy against a causal measure, the voting heads marked: heads that are
+    decodable and causal sit top right, decodable only top left."""
+    selected = set(clf.selected_heads)
+    fig = go.Figure()
+    for chosen in (False, True):
+        points = [(h, float(a), float(m)) for h, a, m in zip(clf.heads_, accuracy, measure_values) if (h in selected) == chosen]
+        fig.add_trace(
+            go.Scatter(
+                x=[m for _, _, m in points], y=[a for _, a, _ in points], mode="markers",
+                name="voting heads" if chosen else "other heads",
+                marker=dict(size=11 if chosen else 7, color=SELECTED_COLOUR if chosen else "#7a8ca8", symbol="diamond" if chosen else "circle"),
+                text=[f"{layer}:{head}" for (layer, head), _, _ in points],
+                hovertemplate="head %{text}<br>" + esc(measure) + " %{x:.3f}<br>SAV accuracy %{y:.2f}<extra></extra>",
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        template="plotly_white", font=FONT, height=360, margin=dict(l=50, r=20, t=40, b=45),
+        title=dict(text=f"Decodable (SAV accuracy) against causal ({esc(measure)})", font=dict(size=14), x=0.01),
+        xaxis=dict(title=esc(measure), zeroline=True), yaxis=dict(title="SAV accuracy", range=[-0.02, 1.05]),
+        legend=dict(orientation="h", y=-0.2),
+    )  # fmt: skip
+    return fig
+
+
 BELOW_CHANCE, AT_CHANCE, ABOVE_CHANCE = (178, 24, 43), (247, 247, 247), (33, 102, 172)
 
 
