@@ -12,7 +12,15 @@ import torch
 
 from sav_explorer import load_model
 from sav_explorer.models import BUNDLED_ID, BUNDLED_MODEL
-from sav_explorer.teaching.evaluate import ATTRIBUTES, RESULTS, answer_accuracy, drawn_accuracy, sav_task, specialisation
+from sav_explorer.teaching.evaluate import (
+    ATTRIBUTES,
+    RESULTS,
+    answer_accuracy,
+    big_drawing_accuracy,
+    drawn_accuracy,
+    sav_task,
+    specialisation,
+)
 from sav_explorer.teaching.examples import TASK_NAMES
 from sav_explorer.teaching.shapes import QUESTION_KINDS
 
@@ -125,6 +133,29 @@ def test_sav_reads_drawings_by_another_program_with_the_bundled_support_sets(tea
     (filled, outlined, scribbled; every fourth a small tinted thumbnail) that training never saw."""
     result = drawn_accuracy(teaching_model, task)
     assert result.n >= 80 and result.accuracy >= FLOOR, (task, result.accuracy, result.per_style)
+
+
+@pytest.fixture(scope="module")
+def big_drawings(teaching_model):
+    return big_drawing_accuracy(teaching_model)
+
+
+# What the shipped model (stage 5) does not read yet on big drawings, worst size band first (issue
+# 28; stage 6 of the recipe, tried once, is in the README). Strict, as SHORTFALLS.
+BIG_SHORTFALLS = {
+    "shape_sav": "56.2 % at a radius of 45 % of the canvas: big crosses read as squares",
+    "shape_answers": "0 % at radii of 40 and 45 %: the model writes a description instead",
+    "colour_sav": "87.5 % at a radius of 45 %",
+    "colour_answers": "0 % at radii of 40 and 45 %: the model writes a description instead",
+}
+
+
+@pytest.mark.parametrize("reader", known_shortfalls(["shape_sav", "shape_answers", "colour_sav", "colour_answers"], BIG_SHORTFALLS))
+def test_shapes_and_colours_drawn_big_are_read_at_every_size(big_drawings, reader):
+    """Drawings by `bigdrawings` (never trained on), their radius 10 % to 45 % of the canvas width:
+    SAV on the bundled support sets and the model's own answers, band by band (issue 28)."""
+    per_band = getattr(big_drawings, reader)
+    assert min(per_band.values()) >= FLOOR, per_band
 
 
 def test_the_sketches_are_drawn_by_a_program_the_training_never_imports():

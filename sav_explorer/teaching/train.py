@@ -1,10 +1,11 @@
 """Trains the bundled teaching model from scratch, in stages, on the shapes world.
 
-    python -m sav_explorer.teaching.train --out assets/shapes-llava            # all five stages (about 2 hours on 2 cores)
+    python -m sav_explorer.teaching.train --out assets/shapes-llava            # all six stages (about 2.5 hours on 2 cores)
     python -m sav_explorer.teaching.train --out DIR --checkpoints CHECKPOINTS    # also saves after every stage
     python -m sav_explorer.teaching.train --out DIR --resume CHECKPOINTS/after-answering   # what follows a checkpoint
     python -m sav_explorer.teaching.train --out DIR --resume CHECKPOINTS/after-binding     # stages 4 and 5 (about 45 min)
-    python -m sav_explorer.teaching.train --out DIR --resume CHECKPOINTS/after-drawing     # stage 5 only (about 10 min)
+    python -m sav_explorer.teaching.train --out DIR --resume CHECKPOINTS/after-drawing     # stages 5 and 6
+    python -m sav_explorer.teaching.train --out DIR --resume CHECKPOINTS/after-checking    # stage 6 only (about 40 min on one thread)
 
 1. Seeing: the vision tower alone learns what each object is. Linear probes read, under every
    patch and from each object's pooled patches, its colour, shape and size, and the count from
@@ -29,6 +30,11 @@
    shape word never reached the place that answers. A head of layer 1 is told to look at that
    word (and a probe above it to read it there), and for presence the pointer heads look one
    attribute each, head 0 at the colour named, head 1 at the shape named (`pointer_targets`).
+6. Enlarging: objects drawn big, up to 90 % of the image (`drawn.render_big`), as people draw on
+   a canvas; until now no object was wider than a third of the image, and a big filled cross was
+   read as a square. First the tower alone learns them from its probes, a frozen copy of it
+   holding its reading of everything else; then the decoder alone ("rereading") answers about
+   them, with stage 5's pointers, every other kind of question kept in practice.
 
 The run is seeded and writes a folder that `from_pretrained` loads offline, plus
 `training_log.json` with the probes', the pointers' and each kind of question's accuracy
@@ -72,7 +78,7 @@ STAGES = ("seeing", "aligning", "reading", "answering", "binding", "redrawing", 
 
 
 def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: Path | None = None) -> None:
-    """Runs the five stages and saves the model; `resume` loads a checkpoint this script saved
+    """Runs the six stages and saves the model; `resume` loads a checkpoint this script saved
     (`--checkpoints`, or a model it wrote) and runs the parts after it. Every part seeds itself,
     so both paths agree but for the probe heads, which a resumed stage learns afresh."""
     torch.set_num_threads(cfg.threads)
