@@ -2,7 +2,7 @@
 class (replace, the class's support mean), beside as many random heads of the same layers; and the
 cost of a patching sweep over every head against one forward pass.
 
-    python benchmarks/bench_causal.py [--tasks colour shape count] [--random 3]
+    python benchmarks/bench_causal.py [--tasks colour shape count] [--random 3] [--every N]
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", nargs="+", default=["colour", "shape", "count"])
     parser.add_argument("--random", type=int, default=3)
+    parser.add_argument("--every", type=int, default=1, help="every Nth query only (a quicker run)")
     args = parser.parse_args()
     loaded = load_model()
     for task in args.tasks:
         support = load_examples(EXAMPLES_DIR / task / "support.jsonl")
-        queries = load_examples(EXAMPLES_DIR / task / "queries.jsonl")
+        queries = load_examples(EXAMPLES_DIR / task / "queries.jsonl")[:: args.every]
         clf, _ = fit_examples(loaded, support, k=K[task])
         print(f"{task}, k = {K[task]}, replace, generated answers, {len(queries)} queries:")
         for target in clf.classes_:

@@ -256,13 +256,14 @@ def test_steering_patching_and_attribution_through_the_page(url, model):
     assert len(rows["data"]) == 50 and all(row[1] != "green" for row in rows["data"])
     red = next(c[0] for c in source["choices"] if c[0].endswith("(red)"))
     blue = next(c[0] for c in source["choices"] if c[0].endswith("(blue)"))
-    summary, _ = visitor.predict(red, blue, api_name="/patch")
+    summary, _, _ = visitor.predict(red, blue, api_name="/patch")
     before, after = (float(x) for x in re.findall(r"\*\*(-?[0-9.]+)\*\*", summary)[-2:])
     assert before < 0 < after and "→ **red**" in summary
-    summary, figure = visitor.predict(red, blue, api_name="/sweep")
+    summary, figure, colouring = visitor.predict(red, blue, api_name="/sweep")
+    assert colouring in ("patching effect", {"value": "patching effect", "__type__": "update"})
     grid = json.loads(figure["plot"])["data"][0]["z"]
     assert len(grid) == 8 and max(v for row in grid for v in row if v is not None) > 0.3
-    figure, scatter, note = visitor.predict([], True, "", "direct logit attribution", api_name="/attribute")
+    figure, scatter, note, _ = visitor.predict([], True, "", "direct logit attribution", api_name="/attribute")
     assert "Logit lens" in note and json.loads(scatter["plot"])["data"][1]["name"] == "voting heads"
     figure, _, _ = visitor.predict("patching effect", api_name="/colour_heads")
     assert json.loads(figure["plot"])["data"][0]["z"] == grid

@@ -203,3 +203,37 @@ def test_the_analyse_tab_ablates_the_voting_heads_and_draws_the_curve(browser, u
     if os.environ.get("SAV_REFRESH_SCREENSHOT"):
         page.locator("#sav-analyse").screenshot(path=str(REPO / "assets" / "screenshot-analyse.png"))
     page.close()
+
+
+def test_the_analyse_tab_steers_the_voting_heads_and_sweeps_a_patch(browser, url, tmp_path):
+    """The colour task at k = 5: steering to the first colour flips the other colours' answers (the flip
+    rate shows), and a sweep colours every head by its patching effect; a screenshot of the section."""
+    page = open_page(browser, url, TIMEOUT_MS)
+    load_task_and_extract(page, "colour")
+    k_box = page.locator("#sav-k input[type=number]")
+    k_box.fill("5")
+    k_box.press("Enter")
+    expect(page.locator("#sav-heatmap .gtitle")).to_contain_text("5 selected")
+    page.get_by_role("tab", name="Analyse").click()
+    expect(page.locator("#sav-steer-target input")).to_have_value("blue")  # the classes came with the tab
+    page.get_by_role("button", name="Steer the voting heads").click()
+    summary = page.locator("#sav-steer-summary")
+    try:
+        expect(summary).to_contain_text("Flip rate", timeout=4 * TIMEOUT_MS)
+    except AssertionError:
+        page.screenshot(path=str(tmp_path / "steer-failed.png"), full_page=True)
+        raise
+    rate = float(re.search(r"Flip rate[^0-9]*([0-9.]+)", summary.text_content())[1])
+    assert rate >= 0.95
+    page.get_by_role("button", name="Sweep every head").click()
+    expect(page.locator("#sav-patch-summary")).to_contain_text("logit difference", timeout=4 * TIMEOUT_MS)
+    expect(page.locator(".gtitle", has_text="Heads by patching effect")).to_be_visible()
+    expect(page.locator(".gtitle", has_text="SAV accuracy against patching effect")).to_be_visible()
+    page.locator("#sav-patch-summary").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    shot = tmp_path / "causal.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert Image.open(shot).size[0] >= 1400
+    if os.environ.get("SAV_REFRESH_SCREENSHOT"):
+        page.locator("#sav-analyse").screenshot(path=str(REPO / "assets" / "screenshot-causal.png"))
+    page.close()

@@ -299,7 +299,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             button.click(
                 gpu(handler),
                 [ui.patch_source, ui.patch_target, session],
-                [ui.patch_summary, ui.causal_map],
+                [ui.patch_summary, ui.causal_map, ui.colouring],
                 api_name=name,
                 show_progress_on=[ui.patch_summary],
                 **model_events,
@@ -307,7 +307,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         ui.run_attribute.click(
             gpu(explorer.attribute_heads),
             [*test_inputs, ui.query_question, ui.colouring, session],
-            [ui.causal_map, ui.causal_scatter, ui.causal_note],
+            [ui.causal_map, ui.causal_scatter, ui.causal_note, ui.colouring],
             api_name="attribute",
             show_progress_on=[ui.causal_note],
             **model_events,

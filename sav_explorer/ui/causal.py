@@ -3,8 +3,8 @@ support images (one or every head), and colour the heads by SAV accuracy, direct
 or patching effect, with a scatter of accuracy against the causal measure.
 
     summary, rows = handlers.steer("red", "replace", 1.0, 3, files, True, "generate", "", session)
-    summary, figure = handlers.patch_heads(source, target, False, session)
-    figure, scatter, note = handlers.attribute_heads(files, True, "", "direct logit attribution", session)
+    summary, figure, colouring = handlers.patch_heads(source, target, True, session)
+    figure, scatter, note, colouring = handlers.attribute_heads(files, True, "", "direct logit attribution", session)
 
 Every run reads its images as the classifier's encoding says, shows progress and stops at the next
 batch when Cancel is pressed.
@@ -130,14 +130,15 @@ class CausalHandlers:
             f"**{report.logit_diff_before:.2f}** → **{report.logit_diff_after:.2f}**."
         )
         if report.effects is None:
-            return summary, gr.update()
+            return summary, gr.update(), gr.update()
         effects = torch.zeros(len(loaded.layout.heads))
         index = {head: i for i, head in enumerate(loaded.layout.heads)}
         for layer, head, effect in report.effects:
             effects[index[(layer, head)]] = effect
         session.lens_cache[("patching effect", session.current)] = effects
         summary += " The map: each head patched alone, 1 = the change of patching every head."
-        return summary, plots.measure_heatmap(clf, session.fit.n_layers, effects, "patching effect")
+        # the colouring follows, and its change draws the scatter beside the map
+        return summary, plots.measure_heatmap(clf, session.fit.n_layers, effects, "patching effect"), gr.update(value="patching effect")
 
     @ui_errors
     def attribute_heads(self, files, use_example: bool, question: str, colouring: str, session: Session | None, progress=gr.Progress()):
@@ -156,8 +157,9 @@ class CausalHandlers:
             f"{report.decomposition_error:.1e}). **Logit lens**, the true class's probability read off each layer: {lens}."
             + (f"\n\n*Note: {md(note)}*" if note else "")
         )
+        colouring = "direct logit attribution"
         figure, scatter, _ = self.colour_heads(colouring, session)
-        return figure, scatter, text
+        return figure, scatter, text, gr.update(value=colouring)
 
     @ui_errors
     def colour_heads(self, colouring: str, session: Session | None):

@@ -261,7 +261,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         elem_classes="sav-small",
                     )
                     with gr.Row():
-                        steer_target = gr.Dropdown([], label="Steer to class", scale=2, allow_custom_value=True)
+                        steer_target = gr.Dropdown([], label="Steer to class", scale=2, allow_custom_value=True, elem_id="sav-steer-target")
                         steer_mode = gr.Radio(["replace", "add"], value="replace", label="Steering", scale=2)
                         steer_alpha = gr.Number(value=1.0, label="alpha (add)", scale=1)
                         run_steer = gr.Button("Steer the voting heads", variant="primary", scale=2)

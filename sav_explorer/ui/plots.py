@@ -100,7 +100,7 @@ def decodable_causal_scatter(clf: SAVClassifier, accuracy, measure_values, measu
         )  # fmt: skip
     fig.update_layout(
         template="plotly_white", font=FONT, height=360, margin=dict(l=50, r=20, t=40, b=45),
-        title=dict(text=f"Decodable (SAV accuracy) against causal ({esc(measure)})", font=dict(size=14), x=0.01),
+        title=dict(text=f"SAV accuracy against {esc(measure)}", font=dict(size=14), x=0.01),
         xaxis=dict(title=esc(measure), zeroline=True), yaxis=dict(title="SAV accuracy", range=[-0.02, 1.05]),
         legend=dict(orientation="h", y=-0.2),
     )  # fmt: skip
