@@ -272,7 +272,23 @@ class SAVClassifier:
 
 
 def _check_tensors(clf: SAVClassifier, path: Path) -> None:
+    """Shapes, dtypes and finiteness: a resealed file with float64 or NaN means would load and then fail
+    at every classification, or classify silently by NaN."""
     n_classes, n_heads = len(clf.classes_), clf.layout_.n_heads
+    floats = {
+        "class means": clf.class_means_,
+        "leave-one-out similarities": [clf.loo_similarities_],
+        "head scores": [clf.in_sample_scores_, clf.loo_scores_, clf.in_sample_margins_, clf.loo_margins_],
+    }
+    for name, tensors in floats.items():
+        for tensor in tensors:
+            if tensor.dtype != torch.float32:
+                raise ClassifierFileError(f"{path}: {name} are {str(tensor.dtype).removeprefix('torch.')}; a classifier stores float32")
+            finite = torch.isfinite(tensor) if name != "leave-one-out similarities" else ~torch.isnan(tensor)  # -inf: a lone example
+            if not bool(finite.all()):
+                raise ClassifierFileError(f"{path}: {name} hold NaN or infinite values")
+    if clf.support_labels_.dtype != torch.int64:
+        raise ClassifierFileError(f"{path}: support labels are {str(clf.support_labels_.dtype).removeprefix('torch.')}; expected int64")
     for block, means in zip(clf.layout_.blocks, clf.class_means_):
         if tuple(means.shape) != (n_classes, block.n_heads, block.head_dim):
             raise ClassifierFileError(

@@ -276,3 +276,29 @@ def test_classifier_for_another_model_is_refused(tmp_path):
         manifest.check_matches("org/model", "zzz", layout)
     with pytest.raises(ClassifierFileError, match="made for 'org/model'; the loaded model is 'org/other'"):
         manifest.check_matches("org/other", "unknown", layout)  # same head layout, another model
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.to(torch.float64), "class means are float64"),
+        (lambda t: t.to(torch.float16), "class means are float16"),
+        (lambda t: t.to(torch.bfloat16), "class means are bfloat16"),
+        (lambda t: t.to(torch.int64), "class means are int64"),
+        (lambda t: torch.full_like(t, float("nan")), "class means hold NaN"),
+    ],
+)
+def test_a_resealed_file_with_means_of_another_dtype_or_nan_is_refused_at_restore(tmp_path, change, message):
+    """The forger re-signs both files: the load still refuses, naming what is wrong, instead of failing
+    at every classification later or classifying by NaN."""
+    from safetensors.torch import load_file, save_file
+
+    from sav_explorer.classifier import _sha256
+
+    _, _, folder = saved(tmp_path)
+    tensors = load_file(folder / "tensors.safetensors")
+    tensors["class_means.layer0"] = change(tensors["class_means.layer0"])
+    save_file(tensors, folder / "tensors.safetensors")
+    rewrite_manifest(folder, lambda m: m.update(tensors_sha256=_sha256(folder / "tensors.safetensors")))
+    with pytest.raises(ClassifierFileError, match=message):
+        SAVClassifier.load(folder)
