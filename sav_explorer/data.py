@@ -178,6 +178,8 @@ def _jsonl_rows(path: Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise DataError(f"{path.name} line {number} is not valid JSON: {error.msg}") from None
+        except RecursionError:
+            raise DataError(f"{path.name} line {number} is nested too deeply to be a row") from None
         if not isinstance(row, dict):
             raise DataError(f"{path.name} line {number}: expected an object with 'image', 'question', 'label'")
         rows.append(row)
@@ -193,7 +195,7 @@ def _csv_rows(path: Path) -> list[dict]:
         if cell.startswith("["):  # several images: a JSON list in the cell
             try:
                 row["image"] = json.loads(cell)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 raise DataError(f"{path.name}: image cell {cell[:60]!r} is not a JSON list") from None
     return rows
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checks import clean_label
-from .data import Example
+from .data import VIDEO_SUFFIXES, Example, looks_like_image
 from .errors import DataError
 
 
@@ -112,7 +112,9 @@ def read_official(
         paths = []
         for path_text in written:
             if uploaded is not None:
-                paths.append(uploaded.find(path_text, where))
+                found = uploaded.find(path_text, where)
+                _check_is_media(found, path_text, where)
+                paths.append(found)
                 continue
             remapped = _remap(path_text, image_roots)
             path = (base / remapped).resolve()
@@ -156,6 +158,16 @@ class _UploadedFiles:
         return self.files[shared.index(best)]
 
 
+def _check_is_media(path: Path, path_text: str, where: str) -> None:
+    """An uploaded file a row names must be an image (by its first bytes) or a video: a row naming
+    `data.json` failed only at extraction."""
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return
+    with open(path, "rb") as handle:
+        if not looks_like_image(handle.read(16)):
+            raise DataError(f"{where}: {path_text!r} names {path.name}, which is not an image")
+
+
 def _common_tail(a: tuple[str, ...], b: tuple[str, ...]) -> int:
     n = 0
     while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
@@ -175,6 +187,8 @@ def _rows(source: Path, fmt: OfficialFormat) -> list:
                 raise DataError(f"{source.name}: the {fmt.name} files are one JSON array; this is a {type(rows).__name__}")
             return rows
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except RecursionError:
+        raise DataError(f"{source.name} is nested too deeply to be a task file") from None
     except json.JSONDecodeError as error:
         layout = "a JSON array" if fmt.layout == "array" else "JSON lines"
         raise DataError(f"{source.name} is not {layout}, as {fmt.name} files are: {error.msg} (line {error.lineno})") from None

@@ -117,6 +117,31 @@ def test_k_and_head_toggles_rescore_like_the_engine(flow):
     reference.select(k=8)
 
 
+@pytest.mark.parametrize("bad", [0, 200, 2.5])
+def test_a_k_out_of_range_puts_the_box_back_and_every_view_keeps_the_k_that_votes(flow, bad):
+    visitor = flow[0]
+    visitor.predict(8, api_name="/set_k")
+    heatmap, summary, selection, heads, k, _ = visitor.predict(bad, api_name="/set_k")
+    assert k["value"] == 8 and len(heads_of(heads)) == 8 and len(selection["data"]) == 8
+    assert "20 selected" not in plot_json(heatmap)["layout"]["title"]["text"] and "8 selected" in plot_json(heatmap)["layout"]["title"]["text"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "three", None, 2.5, -1, 6])
+def test_whole_numbers_from_the_page_are_checked_with_a_message(bad):
+    from sav_explorer.errors import DataError
+    from sav_explorer.ui.common import whole_number
+
+    assert whole_number(3.0, "k", 1, 5) == 3
+    with pytest.raises(DataError, match="k must be a whole number between 0 and 5"):
+        whole_number(bad, "k", 0, 5)
+
+
+def test_a_fraction_of_random_draws_gets_a_clear_message(flow):
+    """(NaN, which the client cannot send as JSON, meets the same check: the test above.)"""
+    with pytest.raises(AppError, match="random-head draws must be a whole number between 0 and 5; got 2.5"):
+        flow[0].predict([], True, "zero", "generate", 2.5, "", api_name="/ablate")
+
+
 def test_classify_and_held_out_accuracy_match_the_engine(flow, model):
     visitor, _, _, reference = flow
     queries = load_examples(SIZE / "queries.jsonl")

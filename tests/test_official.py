@@ -200,3 +200,28 @@ def test_uploaded_images_are_matched_by_their_folders_before_their_names(tmp_pat
     elsewhere = write(tmp_path / "elsewhere.json", "array", [{"image": "/x/bird/1.png", "question": "Which?", "label": "bird"}])
     with pytest.raises(DataError, match="ambiguous"):
         read_official(elsewhere, "pets", by_name_in=upload)
+
+
+@pytest.mark.parametrize("layout", ["array", "jsonl"])
+def test_a_file_nested_too_deeply_gets_a_clear_message(tmp_path, layout):
+    from sav_explorer.data import load_examples
+
+    deep = "[" * 100_000 + "]" * 100_000
+    official = tmp_path / "deep.json"
+    official.write_text(deep if layout == "array" else deep + "\n")
+    with pytest.raises(DataError, match="nested too deeply"):
+        read_official(official, "pets" if layout == "array" else "sugarcrepe")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(deep + "\n")
+    with pytest.raises(DataError, match="nested too deeply"):
+        load_examples(rows)
+
+
+def test_an_uploaded_row_naming_a_file_that_is_not_an_image_is_refused_at_upload(tmp_path):
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    images(upload, "a.png")
+    data = write(upload / "data.json", "array", [{"image": "a.png", "question": "Q?", "label": "x"},
+                                                   {"image": "data.json", "question": "Q?", "label": "y"}])  # fmt: skip
+    with pytest.raises(DataError, match=r"row 2: 'data.json' names data.json, which is not an image"):
+        read_official(data, "pets", by_name_in=upload)

@@ -17,12 +17,11 @@ from ..ablation import ablation_study
 from ..analysis import accuracy_curve, class_indices, compare_tasks
 from ..answers import ZeroShotReport, zero_shot
 from ..capture import capture_heads
-from ..checks import check_k
 from ..errors import DataError
 from ..pipeline import evaluate
 from . import plots
 from .classify import ClassifyHandlers, check_same_model, classify_test_set, query_encoding, query_run
-from .common import md, ui_errors
+from .common import md, ui_errors, whole_number
 from .explore import fitted
 from .session import Session
 
@@ -75,7 +74,7 @@ class AnalyseHandlers(ClassifyHandlers):
             raise DataError("mean ablation averages over the support set, which a restored classifier lacks: choose zero")
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
-        draws = max(0, min(MAX_RANDOM_DRAWS, int(draws or 0)))
+        draws = whole_number(draws or 0, "random-head draws", 0, MAX_RANDOM_DRAWS)
         encoding, note = query_encoding(session, question)
         report = ablation_study(
             loaded,
@@ -148,7 +147,7 @@ class AnalyseHandlers(ClassifyHandlers):
         if first not in session.fits or second not in session.fits:
             raise DataError("choose two of this session's fitted tasks")
         a, b = session.fits[first], session.fits[second]
-        k = check_k(int(k or 0), min(a.clf.layout_.n_heads, b.clf.layout_.n_heads))
+        k = whole_number(k, "top k", 1, min(a.clf.layout_.n_heads, b.clf.layout_.n_heads))
         result = compare_tasks(a.clf, b.clf, k)
         summary = (
             f"Top {k} heads of **{md(first)}** and **{md(second)}**: **{result.shared}** shared, Jaccard **{result.jaccard:.3f}**; "

@@ -22,7 +22,7 @@ from ..errors import DataError
 from . import plots
 from .analyse import MAX_ABLATION_QUERIES, MAX_RANDOM_DRAWS, interval_text
 from .classify import check_same_model, query_encoding
-from .common import md, ui_errors
+from .common import md, ui_errors, whole_number
 from .explore import fitted
 from .session import MAX_IMAGE_TOKENS, Session, cancel_flag
 
@@ -74,7 +74,7 @@ class CausalHandlers:
         examples = self.test_set(session, files, use_example, question, limit=MAX_ABLATION_QUERIES)
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
-        draws = max(0, min(MAX_RANDOM_DRAWS, int(draws or 0))) if draws == draws else 0
+        draws = whole_number(draws or 0, "random-head draws", 0, MAX_RANDOM_DRAWS)
         encoding, note = query_encoding(session, question)
         report = steering_study(
             loaded, examples, clf.classes_, support, target, clf.selected_heads, encoding,

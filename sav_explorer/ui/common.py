@@ -13,13 +13,14 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
 
-from ..errors import SAVError
+from ..errors import DataError, SAVError
 from ..models import EXAMPLES_DIR, LoadedModel
 from .registry import ModelKey, ModelRegistry
 from .session import Session
@@ -31,6 +32,18 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 def md(text: object) -> str:
     """User text for a Markdown widget: HTML-escaped and with Markdown punctuation made literal."""
     return html.escape(_MD_SPECIAL.sub(r"\\\1", str(text)), quote=False)
+
+
+def whole_number(value, name: str, low: int, high: int) -> int:
+    """A number from a box or the API as an int within [low, high], or a clear message (NaN, text and
+    fractions included: `int()` of them failed as "unexpected ValueError")."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} must be a whole number between {low} and {high}; got {value!r}") from None
+    if not math.isfinite(number) or number != int(number) or not low <= number <= high:
+        raise DataError(f"{name} must be a whole number between {low} and {high}; got {value!r}")
+    return int(number)
 
 
 def ui_errors(fn: Callable) -> Callable:

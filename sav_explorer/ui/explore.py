@@ -24,7 +24,7 @@ from ..models import unseen_words
 from ..pipeline import fit_examples
 from . import plots
 from .budget import BudgetHandlers, default_budget, page_budget
-from .common import md, ui_errors
+from .common import md, ui_errors, whole_number
 from .session import MAX_BATCH, MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, Fit, Session, cancel_flag
 
 
@@ -145,7 +145,7 @@ class ExploreHandlers(BudgetHandlers):
             return explore_views(session, "Extraction cancelled before it started; the previous result (if any) is kept.")
         loaded = self.model(session, progress)
         budget, how = page_budget(loaded, default_budget() if image_tokens is None else image_tokens)
-        k = max(1, min(int(k), loaded.layout.n_heads))
+        k = max(1, min(whole_number(k, "k", 1, 100_000), loaded.layout.n_heads))
         total = len(session.support)
         progress((0, total), desc="extracting heads", unit="examples")
         started = time.perf_counter()
@@ -205,8 +205,14 @@ class ExploreHandlers(BudgetHandlers):
     def set_k(self, k: float, session: Session | None):
         """The top k heads vote (a custom set is kept, to come back to)."""
         session = self.session(session)
-        fitted(session).select(k=int(k))
-        session.fit.top_k = int(k)
+        clf = fitted(session)
+        try:
+            k = whole_number(k, "k", 1, clf.layout_.n_heads)
+        except DataError as error:  # the box goes back to the k that votes, so that every view agrees with it
+            gr.Warning(html.escape(f"{error}; k stays {session.fit.top_k}", quote=False))
+            return explore_views(session, k_value=True)
+        clf.select(k=k)
+        session.fit.top_k = k
         return explore_views(session, k_value=False)
 
     @ui_errors

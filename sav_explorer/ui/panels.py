@@ -29,6 +29,15 @@ HEATMAP_HELP = (
 )
 
 
+
+class CheckedSlider(gr.Slider):
+    """A slider whose out-of-range value reaches the handler: Gradio's own bound check raised before it,
+    so the box kept 0 or 200 while the heatmap and the head list kept the k that votes. The handler
+    warns and puts the box back."""
+
+    def preprocess(self, payload):
+        return payload
+
 def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
     """Creates every widget inside the current `gr.Blocks`; returns them as attributes."""
     with gr.Row(equal_height=False):
@@ -130,7 +139,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         mode = gr.Radio(
                             ["top-k", "custom set"], value="top-k", label="Heads that vote", elem_id="sav-mode", scale=1, min_width=160
                         )
-                        k = gr.Slider(1, 64, value=20, step=1, label="k: number of top-scoring heads that vote", elem_id="sav-k", scale=4)
+                        k = CheckedSlider(1, 64, value=20, step=1, label="k: number of top-scoring heads that vote", elem_id="sav-k", scale=4)
                     heads = gr.Dropdown([], value=[], multiselect=True, label="Heads that vote (edit to choose a custom set)")
                     summary = gr.Markdown("")
                     with gr.Accordion("Selected heads", open=False):
