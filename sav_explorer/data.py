@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .checks import clean_label
+from .checks import check_question, clean_label
 from .errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -51,6 +51,9 @@ class Example:
     images: tuple  # Paths or PIL images
     question: str | None = None
     label: str | None = None
+
+    def __post_init__(self) -> None:
+        check_question(self.question, f"the question of {self.name}")
 
     def question_or(self, default: str | None) -> str:
         question = self.question or default

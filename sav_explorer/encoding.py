@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 
 from .data import Example
+from .checks import check_question
 from .errors import DataError
 from .models import LoadedModel, build_prompt
 from .models.budget import BudgetSettings, budget_settings
@@ -48,6 +49,7 @@ class Encoding:
                 raise DataError(f"{name.replace('_', ' ')} must be a whole number of at least 1 or none; got {value!r}")
         if self.question is not None and not isinstance(self.question, str):
             raise DataError(f"the question must be text or none; got {type(self.question).__name__}")
+        check_question(self.question)
 
     def to_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -209,8 +211,21 @@ def encode(loaded: LoadedModel, examples: Sequence[Example], encoding: Encoding,
         with_answers = processor_inputs(loaded, images, texts, settings, encoding.video_frames)
         spans = [_answer_span(p, a) for p, a in zip(_real_ids(inputs), _real_ids(with_answers))]
         inputs, prompts = with_answers, texts
+    _check_context(loaded, inputs, examples)
     counts = count_image_tokens(loaded, inputs["input_ids"]) if token is not None else None
     return Batch(examples, images, prompts, inputs, counts, token, spans)
+
+
+def _check_context(loaded: LoadedModel, inputs: dict, examples: Sequence[Example]) -> None:
+    """Refuses an input longer than the model's context, naming both lengths."""
+    context = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
+    lengths = inputs["attention_mask"].sum(1).tolist()
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    if isinstance(context, int) and lengths[longest] > context:
+        raise DataError(
+            f"{examples[longest].name} is {int(lengths[longest]):,} tokens long with its question and images; "
+            f"the model reads at most {context:,}: shorten the question or use fewer image tokens"
+        )
 
 
 def _real_ids(inputs: dict) -> list[list[int]]:

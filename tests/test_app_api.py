@@ -491,3 +491,18 @@ def test_a_row_of_the_per_head_votes_names_that_head_and_image_for_inspect():
     session.predictions = [Classified("a.png", Path("a.png"), "q ?", Prediction("red", {"red": 2}, votes), "")]
     cell, image = Explorer(default_model_id()).inspect_vote_row(SimpleNamespace(index=[1, 2]), "1: a.png", session)
     assert cell.startswith("3,6,row,") and image == "query 1: a.png"
+
+
+def test_questions_too_long_are_refused_before_the_model_runs(flow):
+    """A question over the character limit is refused at once; one within it but longer, as tokens, than
+    the bundled model's 256 positions is refused naming both lengths."""
+    import time
+
+    visitor = flow[0]
+    image = handle_file(str(SIZE / "queries_small_0.png"))
+    started = time.perf_counter()
+    with pytest.raises(AppError, match="200,000 characters long; questions are limited to 4,000"):
+        visitor.predict([image], "a" * 200_000, api_name="/classify")
+    assert time.perf_counter() - started < 30
+    with pytest.raises(AppError, match=r"tokens long with its question and images; the model reads at most 256"):
+        visitor.predict([image], " ".join(["what"] * 600), api_name="/classify")

@@ -302,3 +302,21 @@ def test_a_resealed_file_with_means_of_another_dtype_or_nan_is_refused_at_restor
     rewrite_manifest(folder, lambda m: m.update(tensors_sha256=_sha256(folder / "tensors.safetensors")))
     with pytest.raises(ClassifierFileError, match=message):
         SAVClassifier.load(folder)
+
+
+def test_a_resealed_manifest_carrying_a_huge_question_is_refused(tmp_path):
+    _, _, folder = saved(tmp_path)
+    rewrite_manifest(folder, lambda m: m["encoding"].update(question="x" * 100_000))
+    with pytest.raises(ClassifierFileError, match="100,000 characters long"):
+        SAVClassifier.load(folder)
+
+
+def test_a_data_row_with_a_huge_question_is_refused_naming_it(tmp_path):
+    from sav_explorer.data import load_examples
+    from sav_explorer.errors import DataError
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"image": "a.png", "question": "q" * 10_000, "label": "x"}) + "\n")
+    (tmp_path / "a.png").write_bytes(b"")
+    with pytest.raises(DataError, match="the question of a.png is 10,000 characters long"):
+        load_examples(rows)
