@@ -58,7 +58,7 @@ _TEXT = dict(
     num_hidden_layers=2,
     num_attention_heads=4,
     num_key_value_heads=2,
-    max_position_embeddings=512,
+    max_position_embeddings=4096,  # room for a video row; `encode` refuses what exceeds it
 )
 
 
@@ -527,7 +527,7 @@ def _qwen3_5(folder: pathlib.Path) -> pathlib.Path:
             num_attention_heads=4,
             num_key_value_heads=2,
             head_dim=16,
-            max_position_embeddings=512,
+            max_position_embeddings=4096,  # room for a video row; `encode` refuses what exceeds it
             layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"],
             linear_conv_kernel_dim=4,
             linear_key_head_dim=8,
@@ -728,7 +728,7 @@ def _gemma3(folder: pathlib.Path) -> pathlib.Path:
             query_pre_attn_scalar=16,
             sliding_window=32,
             layer_types=["sliding_attention", "full_attention"],
-            max_position_embeddings=512,
+            max_position_embeddings=4096,  # room for a video row; `encode` refuses what exceeds it
             **_special_ids(tok),
         ),
         vision_config=_siglip_vision(img, patch, vision_use_head=False),
@@ -806,7 +806,7 @@ def _gemma4(folder: pathlib.Path) -> pathlib.Path:
             global_head_dim=32,  # full-attention layers use a larger head_dim, as in real Gemma 4
             sliding_window=32,
             layer_types=["sliding_attention", "full_attention"],
-            max_position_embeddings=512,
+            max_position_embeddings=4096,  # room for a video row; `encode` refuses what exceeds it
             vocab_size_per_layer_input=_vocab_size(tok),
             hidden_size_per_layer_input=8,
             **_special_ids(tok),
@@ -859,7 +859,7 @@ def _paligemma(folder: pathlib.Path) -> pathlib.Path:
             num_attention_heads=4,
             num_key_value_heads=1,
             head_dim=8,
-            max_position_embeddings=512,
+            max_position_embeddings=4096,  # room for a video row; `encode` refuses what exceeds it
             **_special_ids(tok),
         ),
         image_token_index=tok.image_token_id,
@@ -975,7 +975,7 @@ def _mllama(folder: pathlib.Path) -> pathlib.Path:
             num_attention_heads=4,
             num_key_value_heads=2,
             cross_attention_layers=[1],
-            max_position_embeddings=512,
+            max_position_embeddings=4096,  # room for a video row; `encode` refuses what exceeds it
             **_special_ids(tok),
         ),
         image_token_index=tok.image_token_id,
