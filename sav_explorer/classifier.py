@@ -11,6 +11,7 @@ without the model. Saved folders are a JSON manifest plus a safetensors file; no
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -225,6 +226,11 @@ class SAVClassifier:
         manifest.write(folder)
         self.manifest_ = manifest
         return folder
+
+    def snapshot(self) -> SAVClassifier:
+        """A copy whose selection stays as it is now: a pass in flight keeps the heads it started with
+        while the page moves k or toggles heads on the classifier itself (`select` rebinds, never edits)."""
+        return copy.copy(self)
 
     @classmethod
     def load(cls, folder: str | Path) -> SAVClassifier:

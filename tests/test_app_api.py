@@ -506,3 +506,35 @@ def test_questions_too_long_are_refused_before_the_model_runs(flow):
     assert time.perf_counter() - started < 30
     with pytest.raises(AppError, match=r"tokens long with its question and images; the model reads at most 256"):
         visitor.predict([image], " ".join(["what"] * 600), api_name="/classify")
+
+
+def test_moving_k_during_a_classification_leaves_it_with_the_heads_it_started_with(monkeypatch):
+    """The model's pass is held back while another request moves k from 8 to 3: the classification
+    still succeeds and 8 heads vote (it failed half the time with "activations lack layer(s)")."""
+    import threading
+    import time
+
+    import sav_explorer.ui.classify as classify
+    from app_harness import running_app
+
+    real = classify.predict_examples
+
+    def held_back(*args, **kwargs):
+        time.sleep(3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(classify, "predict_examples", held_back)
+    with running_app() as (url, _):
+        visitor = client(url)
+        visitor.predict("size", api_name="/load_example")
+        visitor.predict("", 200704, 4, 8, "in-sample", api_name="/extract")
+        result = {}
+        worker = threading.Thread(
+            target=lambda: result.update(out=visitor.predict([handle_file(str(SIZE / "queries_small_0.png"))], "", api_name="/classify"))
+        )
+        worker.start()
+        time.sleep(1.5)
+        visitor.predict(3, api_name="/set_k")
+        worker.join(120)
+        _, _, label, votes, head_table, _, _ = result["out"]
+        assert len(head_table["data"]) == 8

@@ -50,8 +50,9 @@ def check_same_model(session: Session, loaded: LoadedModel) -> None:
 
 
 def classify_test_set(loaded: LoadedModel, clf, examples: list[Example], encoding: Encoding, on_batch=None) -> list:
-    """SAV's predictions on a labeled test set, read as `encoding` says, under the page's cap on a request's image tokens."""
-    return predict_examples(loaded, clf, examples, query_run(on_batch), encoding)
+    """SAV's predictions on a labeled test set, read as `encoding` says, under the page's cap on a request's image tokens;
+    the heads selected when it starts vote, whatever k does meanwhile."""
+    return predict_examples(loaded, clf.snapshot(), examples, query_run(on_batch), encoding)
 
 
 def query_run(on_batch=None) -> RunOptions:
@@ -108,6 +109,7 @@ class ClassifyHandlers(Handlers):
 
     def classify_paths(self, session: Session, clf, paths: list, question: str | None, with_answers: bool = True, progress=None):
         """Classifies image files and keeps them as the session's predictions; returns the Classify views."""
+        clf = clf.snapshot()  # the heads at the start vote, whatever k does meanwhile
         encoding, note = query_encoding(session, question)
         if not encoding.question:
             raise DataError("no question: type the question to ask about the images")
