@@ -322,3 +322,25 @@ def test_a_photo_stored_sideways_is_classified_as_the_visitor_sees_it(url, tmp_p
     Image.open(upright).convert("RGB").save(jpeg_twin, quality=100)
     votes = [visitor.predict([handle_file(str(path))], "", api_name="/classify")[0]["data"][0][2] for path in (jpeg_twin, sideways)]
     assert votes[0] == votes[1]
+
+
+def test_the_drawing_decoder_names_an_oversized_canvas_and_refuses_other_formats_labelled_png():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from sav_explorer.errors import DataError
+    from sav_explorer.ui.live import decode_drawing
+
+    def data_url(image, fmt):
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+    assert decode_drawing(data_url(Image.new("RGB", (256, 256), "white"), "PNG")).size == (256, 256)
+    with pytest.raises(DataError, match="the drawing is 1200 x 1200 pixels; the canvas is 256 x 256"):
+        decode_drawing(data_url(Image.new("RGB", (1200, 1200), "white"), "PNG"))
+    for fmt in ("JPEG", "GIF"):
+        with pytest.raises(DataError, match="could not be read as a PNG image"):
+            decode_drawing(data_url(Image.new("RGB", (64, 64), "white"), fmt))

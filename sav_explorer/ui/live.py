@@ -38,11 +38,14 @@ def decode_drawing(data_url: str) -> Image.Image:
     if len(text) > MAX_DRAWING_BYTES * 4 // 3 + len(DATA_URL):
         raise DataError(f"the drawing is larger than {MAX_DRAWING_BYTES // 2**20} MB")
     try:
-        image = Image.open(io.BytesIO(base64.b64decode(text[len(DATA_URL) :], validate=True)))
-        if image.width * image.height > 4 * CANVAS * CANVAS:
-            raise DataError(f"the drawing is {image.width} x {image.height} pixels; the canvas is {CANVAS} x {CANVAS}")
+        image = Image.open(io.BytesIO(base64.b64decode(text[len(DATA_URL) :], validate=True)), formats=["PNG"])
+    except (binascii.Error, UnidentifiedImageError, OSError, ValueError):  # JPEG or GIF bytes under a PNG label too
+        raise DataError("the drawing could not be read as a PNG image; draw again") from None
+    if image.width * image.height > 4 * CANVAS * CANVAS:  # outside the try: a DataError is a ValueError too
+        raise DataError(f"the drawing is {image.width} x {image.height} pixels; the canvas is {CANVAS} x {CANVAS}")
+    try:
         image = image.convert("RGBA")
-    except (binascii.Error, UnidentifiedImageError, OSError, ValueError):
+    except (OSError, ValueError):
         raise DataError("the drawing could not be read as a PNG image; draw again") from None
     white = Image.new("RGBA", image.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, image).convert("RGB")
