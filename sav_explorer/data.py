@@ -163,7 +163,7 @@ def load_examples(
 def _from_class_folders(folder: Path) -> list[Example]:
     examples = []
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        label = clean_label(class_dir.name, f"folder {class_dir}")
+        label = clean_label(class_dir.name, f"folder {class_dir.name!r} of {folder}")
         for path in sorted(class_dir.iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
                 examples.append(Example((path,), None, label))

@@ -344,3 +344,19 @@ def test_the_drawing_decoder_names_an_oversized_canvas_and_refuses_other_formats
     for fmt in ("JPEG", "GIF"):
         with pytest.raises(DataError, match="could not be read as a PNG image"):
             decode_drawing(data_url(Image.new("RGB", (64, 64), "white"), fmt))
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [(["a.png", "b.png"], "the upload holds no class sub-folders"), ([" /a.png", "red/b.png"], "empty label in folder ' ' of the upload")],
+)
+def test_upload_messages_never_show_the_servers_folders(url, tmp_path, names, message):
+    """Images at a zip's root, or a class folder named " ": the message names the upload, not
+    `…/sav-session-<id>/support/upload-0`."""
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in names:
+            zf.writestr(name, png((200, 20, 20)))
+    with pytest.raises(AppError, match=message) as caught:
+        client(url).predict([handle_file(str(archive))], api_name="/upload_support")
+    assert "sav-session" not in str(caught.value) and "/tmp" not in str(caught.value)

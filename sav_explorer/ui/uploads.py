@@ -151,7 +151,10 @@ def examples_from_folder(
         images = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if images:
             return [Example((p,), question, p.parent.name if p.parent != root else None) for p in images]
-    return load_examples(root)
+    try:
+        return load_examples(root)
+    except DataError as error:  # the server's temporary folder is nothing to show a visitor
+        raise DataError(str(error).replace(str(root), "the upload")) from None
 
 
 def _read_data_file(path: Path, folder: Path, question, require_labels, data_format: str) -> list[Example]:
