@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from sav_explorer import Encoding, fit_examples, load_examples, load_model
+from sav_explorer import fit_examples, load_examples, load_model
 from sav_explorer.causal import patch, steering_study
 from sav_explorer.encoding import encode
 from sav_explorer.models import EXAMPLES_DIR

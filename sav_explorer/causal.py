@@ -304,7 +304,7 @@ def _sweep(loaded, target, encoding, source_means, before, logit_diff, batch_siz
     if abs(change) < 1e-6:
         raise DataError("patching every head leaves the logit difference as it was: there is no change to share out among heads")
     columns = _columns(loaded.layout, every)
-    per_layer_heads = {layer: [h for l, h in every if l == layer] for layer in columns}
+    per_layer_heads = {layer: [h for at, h in every if at == layer] for layer in columns}
     effects = []
     for start in range(0, len(every), batch_size):
         chunk = every[start : start + batch_size]

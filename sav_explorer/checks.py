@@ -14,7 +14,6 @@ from typing import get_args
 
 from .errors import DataError
 
-
 MAX_QUESTION_CHARS = 4_000  # a question longer than this is no question about an image; the model's own context decides below it
 
 

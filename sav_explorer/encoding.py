@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 import torch
 
-from .data import Example
 from .checks import check_question
+from .data import Example
 from .errors import DataError
 from .models import LoadedModel, build_prompt
 from .models.budget import BudgetSettings, budget_settings

@@ -176,7 +176,9 @@ class _PromptPositions:
 
 
 @contextlib.contextmanager
-def edited_heads(loaded: LoadedModel, heads: Sequence[Head], edit: Callable[[int, torch.Tensor, _PromptPositions], torch.Tensor]) -> Iterator[None]:
+def edited_heads(
+    loaded: LoadedModel, heads: Sequence[Head], edit: Callable[[int, torch.Tensor, _PromptPositions], torch.Tensor]
+) -> Iterator[None]:
     """Every forward pass in the block runs with `edit(layer, columns_of_the_heads, positions)` giving the
     new values of the heads' columns of each layer (batch, seq, n_columns); the one mechanism behind
     ablation, steering and patching."""

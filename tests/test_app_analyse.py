@@ -8,8 +8,8 @@ import re
 
 import pytest
 import torch
-from PIL import Image
 from gradio_client.exceptions import AppError
+from PIL import Image
 
 from app_harness import client
 from sav_explorer import Encoding, RunOptions, fit_examples, load_examples, load_model
@@ -51,7 +51,7 @@ def answers_by_hand(model, queries, zeroed=()) -> list[str]:
     processor, hooks = model.processor, []
     head_dim = model.model.config.text_config.head_dim
     for layer in {layer for layer, _ in zeroed}:
-        heads = [head for l, head in zeroed if l == layer]
+        heads = [head for at, head in zeroed if at == layer]
 
         def zero(module, args, heads=heads):
             x = args[0].clone()
@@ -122,10 +122,7 @@ def curve_by_hand(support: torch.Tensor, labels: list[int], queries: torch.Tenso
         ]
 
     def cosines(vector, class_means, h) -> list[float]:
-        return [
-            float("-inf") if m[h] is None else torch.nn.functional.cosine_similarity(vector, m[h], dim=0).item()
-            for m in class_means
-        ]
+        return [float("-inf") if m[h] is None else torch.nn.functional.cosine_similarity(vector, m[h], dim=0).item() for m in class_means]
 
     def ranking(rows: list[int]) -> list[int]:
         fitted = means(rows)
@@ -133,7 +130,9 @@ def curve_by_hand(support: torch.Tensor, labels: list[int], queries: torch.Tenso
         for h in range(n_heads):
             sims = [cosines(support[i, h], fitted, h) for i in rows]
             scores.append(sum(max(range(n_classes), key=s.__getitem__) == labels[i] for s, i in zip(sims, rows)))
-            margins.append(sum(s[labels[i]] - max(s[c] for c in range(n_classes) if c != labels[i]) for s, i in zip(sims, rows)) / len(rows))
+            margins.append(
+                sum(s[labels[i]] - max(s[c] for c in range(n_classes) if c != labels[i]) for s, i in zip(sims, rows)) / len(rows)
+            )
         return sorted(range(n_heads), key=lambda h: (-scores[h], -margins[h], h))
 
     def predict(sims_per_head: list[list[float]], heads: list[int]) -> int:
@@ -181,9 +180,9 @@ def test_the_curve_shows_loo_nested_and_test_accuracy_for_every_k(visitor, model
 
 def test_the_curve_says_why_nested_leave_one_out_was_skipped():
     """Over 200 examples it is the count, not a restored file, that skips it."""
-    from sav_explorer.pipeline import fit_activations
     from sav_explorer.capture import HeadActivations
     from sav_explorer.heads import HeadLayout, LayerBlock
+    from sav_explorer.pipeline import fit_activations
 
     torch.manual_seed(0)
     layout = HeadLayout((LayerBlock(0, 3, 4),))

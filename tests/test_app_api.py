@@ -123,7 +123,9 @@ def test_a_k_out_of_range_puts_the_box_back_and_every_view_keeps_the_k_that_vote
     visitor.predict(8, api_name="/set_k")
     heatmap, summary, selection, heads, k, _ = visitor.predict(bad, api_name="/set_k")
     assert k["value"] == 8 and len(heads_of(heads)) == 8 and len(selection["data"]) == 8
-    assert "20 selected" not in plot_json(heatmap)["layout"]["title"]["text"] and "8 selected" in plot_json(heatmap)["layout"]["title"]["text"]
+    assert (
+        "20 selected" not in plot_json(heatmap)["layout"]["title"]["text"] and "8 selected" in plot_json(heatmap)["layout"]["title"]["text"]
+    )
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "three", None, 2.5, -1, 6])

@@ -49,7 +49,10 @@ def run_steer(args) -> int:
         return 0
     low, high = report.flip_interval
     print(f"steering {len(report.heads)} heads to {report.target!r} ({report.mode}) on {report.n} queries of the other classes:")
-    print(f"  flip rate {report.flip_rate:.3f} (95 % interval {low:.3f}-{high:.3f}); already {report.target!r} before: {report.before_rate:.3f}")
+    print(
+        f"  flip rate {report.flip_rate:.3f} (95 % interval {low:.3f}-{high:.3f}); "
+        f"already {report.target!r} before: {report.before_rate:.3f}"
+    )
     if report.random:
         rates = ", ".join(f"{rate:.3f}" for rate in report.random_flip_rates)
         print(f"  as many random heads of the same layers: {rates}")
@@ -72,10 +75,13 @@ def run_patch(args) -> int:
         return 0
     print(f"source read as {report.source_label!r}, target as {report.target_label!r}; {len(report.heads)} heads patched")
     print(f"  answer: {report.answer_before!r} -> {report.answer_after!r}")
-    print(f"  logit difference ({report.source_label} - {report.target_label}): {report.logit_diff_before:.3f} -> {report.logit_diff_after:.3f}")
+    print(
+        f"  logit difference ({report.source_label} - {report.target_label}): "
+        f"{report.logit_diff_before:.3f} -> {report.logit_diff_after:.3f}"
+    )
     if report.effects is not None:
         top = sorted(report.effects, key=lambda e: -e[2])[:10]
-        print("  heads patched alone, effect (1 = every head patched): " + ", ".join(f"{l}:{h} {e:.3f}" for l, h, e in top))
+        print("  heads patched alone, effect (1 = every head patched): " + ", ".join(f"{layer}:{h} {e:.3f}" for layer, h, e in top))
     return 0
 
 
@@ -91,7 +97,10 @@ def run_attribute(args) -> int:
     scores = report.head_scores()
     order = scores.argsort(descending=True)[:10].tolist()
     print(f"direct logit attribution over {len(queries)} queries (decomposition error {report.decomposition_error:.2e}):")
-    print("  heads pushing the true class most: " + ", ".join(f"{report.heads[i][0]}:{report.heads[i][1]} {float(scores[i]):.3f}" for i in order))
+    print(
+        "  heads pushing the true class most: "
+        + ", ".join(f"{report.heads[i][0]}:{report.heads[i][1]} {float(scores[i]):.3f}" for i in order)
+    )
     print("  logit lens, by layer: the true class's first token's probability, then each class's, over all queries:")
     for (layer, probabilities), true in zip(report.logit_lens, report.true_class_lens):
         print(f"    layer {layer}: true {true:.3f} | " + "  ".join(f"{c} {p:.3f}" for c, p in probabilities.items()))

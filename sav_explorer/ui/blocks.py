@@ -9,7 +9,6 @@ concurrency group ("model"); re-scoring and light events run at once, never queu
 
 from __future__ import annotations
 
-
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +32,9 @@ from .transfer import TransferHandlers
 MODEL_GROUP = "model"
 
 
-class Explorer(SupportHandlers, ExploreHandlers, InspectHandlers, CausalHandlers, AnalyseHandlers, ClassifyHandlers, LiveHandlers, TransferHandlers):
+class Explorer(
+    SupportHandlers, ExploreHandlers, InspectHandlers, CausalHandlers, AnalyseHandlers, ClassifyHandlers, LiveHandlers, TransferHandlers
+):
     """Every view's handlers over one model registry: what the layout wires to events."""
 
 
@@ -313,7 +314,11 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             **model_events,
         )
         ui.colouring.change(
-            explorer.colour_heads, [ui.colouring, session], [ui.causal_map, ui.causal_scatter, ui.causal_note], api_name="colour_heads", **instant
+            explorer.colour_heads,
+            [ui.colouring, session],
+            [ui.causal_map, ui.causal_scatter, ui.causal_note],
+            api_name="colour_heads",
+            **instant,
         )
         ui.compare.click(
             explorer.compare,

@@ -86,7 +86,7 @@ class CausalHandlers:
             if report.random
             else "no random control asked for"
         )
-        how = f"set to its mean" if mode == "replace" else f"shifted by {float(alpha):g} × (its mean − the support mean)"
+        how = "set to its mean" if mode == "replace" else f"shifted by {float(alpha):g} × (its mean − the support mean)"
         summary = (
             f"**Steering to {md(target)}**: the {len(report.heads)} voting heads {how}, on the {report.n} queries of the "
             f"other classes ({method}). **Flip rate** (answer becomes {md(target)}): "
@@ -121,7 +121,9 @@ class CausalHandlers:
                 raise DataError(f"cancelled after {done} of {n} heads")
             progress((done, n), desc="each head patched alone", unit="heads")
 
-        report = patch(loaded, clf, first, second, clf.selected_heads, clf.encoding, sweep=bool(sweep), batch_size=16, on_progress=on_progress)
+        report = patch(
+            loaded, clf, first, second, clf.selected_heads, clf.encoding, sweep=bool(sweep), batch_size=16, on_progress=on_progress
+        )
         summary = (
             f"Target read as **{md(report.target_label)}**, source as **{md(report.source_label)}**; "
             f"the {len(report.heads)} voting heads patched from the source. The model's answer: "

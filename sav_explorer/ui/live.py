@@ -14,7 +14,6 @@ import base64
 import binascii
 import html
 import io
-import json
 import time
 
 from PIL import Image, UnidentifiedImageError
@@ -82,5 +81,5 @@ class LiveHandlers(Handlers):
         views = self.classify_paths(session, clf, [path], question, with_answers=False)
         model_ms = 1000 * (time.perf_counter() - model_started)
         server_ms = 1000 * (time.perf_counter() - started)
-        timing = json.dumps({"model_ms": round(model_ms, 1), "server_ms": round(server_ms, 1)})
+        timing = f"Read in {server_ms:.0f} ms on the server ({model_ms:.0f} ms of it the model)."  # a sentence, not JSON
         return session, views[3], timing  # the prediction's text beside the canvas; the tables follow

@@ -29,7 +29,6 @@ HEATMAP_HELP = (
 )
 
 
-
 class CheckedSlider(gr.Slider):
     """A slider whose out-of-range value reaches the handler: Gradio's own bound check raised before it,
     so the box kept 0 or 200 while the heatmap and the head list kept the k that votes. The handler
@@ -37,6 +36,10 @@ class CheckedSlider(gr.Slider):
 
     def preprocess(self, payload):
         return payload
+
+    def get_block_name(self) -> str:
+        return "slider"  # the page draws it with Gradio's own slider
+
 
 def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
     """Creates every widget inside the current `gr.Blocks`; returns them as attributes."""
@@ -139,7 +142,9 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         mode = gr.Radio(
                             ["top-k", "custom set"], value="top-k", label="Heads that vote", elem_id="sav-mode", scale=1, min_width=160
                         )
-                        k = CheckedSlider(1, 64, value=20, step=1, label="k: number of top-scoring heads that vote", elem_id="sav-k", scale=4)
+                        k = CheckedSlider(
+                            1, 64, value=20, step=1, label="k: number of top-scoring heads that vote", elem_id="sav-k", scale=4
+                        )
                     heads = gr.Dropdown([], value=[], multiselect=True, label="Heads that vote (edit to choose a custom set)")
                     summary = gr.Markdown("")
                     with gr.Accordion("Selected heads", open=False):
@@ -275,7 +280,9 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         steer_alpha = gr.Number(value=1.0, label="alpha (add)", scale=1)
                         run_steer = gr.Button("Steer the voting heads", variant="primary", scale=2)
                     steer_summary = gr.Markdown("", elem_id="sav-steer-summary")
-                    steer_rows = gr.Dataframe(headers=["example", "label", "answer", "after steering"], interactive=False, wrap=True, max_height=260)
+                    steer_rows = gr.Dataframe(
+                        headers=["example", "label", "answer", "after steering"], interactive=False, wrap=True, max_height=260
+                    )
                     with gr.Row():
                         patch_source = gr.Dropdown([], label="Patch from (source)", scale=3, allow_custom_value=True)
                         patch_target = gr.Dropdown([], label="into (target)", scale=3, allow_custom_value=True)
@@ -284,12 +291,17 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     patch_summary = gr.Markdown("", elem_id="sav-patch-summary")
                     with gr.Row():
                         colouring = gr.Radio(
-                            ["SAV accuracy", "direct logit attribution", "patching effect"], value="SAV accuracy", label="Colour heads by", scale=3
+                            ["SAV accuracy", "direct logit attribution", "patching effect"],
+                            value="SAV accuracy",
+                            label="Colour heads by",
+                            scale=3,
                         )
                         run_attribute = gr.Button("Attribute (test set)", scale=1)
                     causal_note = gr.Markdown("", elem_classes="sav-small", elem_id="sav-causal-note")
                     with gr.Row():
-                        causal_map = gr.Plot(plots.head_heatmap(None, 0, empty="Steer, Sweep or Attribute to colour the heads"), show_label=False)
+                        causal_map = gr.Plot(
+                            plots.head_heatmap(None, 0, empty="Steer, Sweep or Attribute to colour the heads"), show_label=False
+                        )
                         causal_scatter = gr.Plot(plots.head_heatmap(None, 0, empty="Accuracy against the causal measure"), show_label=False)
                     gr.Markdown("### Accuracy against k")
                     with gr.Row():

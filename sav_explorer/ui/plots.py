@@ -93,7 +93,9 @@ def decodable_causal_scatter(clf: SAVClassifier, accuracy, measure_values, measu
             go.Scatter(
                 x=[m for _, _, m in points], y=[a for _, a, _ in points], mode="markers",
                 name="voting heads" if chosen else "other heads",
-                marker=dict(size=11 if chosen else 7, color=SELECTED_COLOUR if chosen else "#7a8ca8", symbol="diamond" if chosen else "circle"),
+                marker=dict(
+                    size=11 if chosen else 7, color=SELECTED_COLOUR if chosen else "#7a8ca8", symbol="diamond" if chosen else "circle"
+                ),
                 text=[f"{layer}:{head}" for (layer, head), _, _ in points],
                 hovertemplate="head %{text}<br>" + esc(measure) + " %{x:.3f}<br>SAV accuracy %{y:.2f}<extra></extra>",
             )
