@@ -148,6 +148,16 @@ def steering_study(
     """Steers the other classes' queries to `target` through `heads`, and through `n_random` draws of
     as many random heads from the same layers (see the module's doc). The target's means come from
     its support examples, read as `encoding` says, in one pass for every head the runs need."""
+    encoding = encoding or Encoding()
+    plan, target_support, others = steering_plan(loaded.layout, queries, classes, support, target, heads, mode, alpha, n_random, seed)
+    means = _steering_means(loaded, plan, target_support, support, encoding, run, mode)
+    reports = _steered_answers(loaded, plan, means, others, classes, encoding, run, alpha, method, on_run)
+    return SteeringReport(target, mode, alpha, plan.heads, reports[0], reports[1], reports[2:], plan.draws, [q.name for q in others])
+
+
+def steering_plan(layout, queries, classes, support, target, heads, mode, alpha, n_random, seed):
+    """The heads and random draws, the target's support examples and the queries to steer, checked
+    before any model work (the same wherever the answers are read)."""
     if mode not in STEER_MODES:
         raise DataError(f"unknown steering mode {mode!r}; choose one of {', '.join(STEER_MODES)}")
     if target not in classes:
@@ -160,23 +170,102 @@ def steering_study(
     others = [q for q in queries if q.label != target]
     if not others:
         raise DataError(f"no query of another class than {target!r} to steer")
-    encoding = encoding or Encoding()
-    plan = ablation_plan(loaded.layout, heads, n_random, seed, "zero", None)
+    return ablation_plan(layout, heads, n_random, seed, "zero", None), target_support, others
+
+
+def _steering_means(loaded, plan, target_support, support, encoding, run, mode):
+    """The target class's means, and for `add` the whole support set's, of every head the runs steer."""
     every = plan.every_head()
     target_means = support_means(loaded, target_support, every, encoding, run)
-    base = support_means(loaded, support, every, encoding, run) if mode == "add" else None
+    return target_means, support_means(loaded, support, every, encoding, run) if mode == "add" else None
 
-    def answers(description: str, steered: Sequence[Head]) -> ZeroShotReport:
+
+def _steered_answers(loaded, plan, means, queries, classes, encoding, run, alpha, method, on_run=None):
+    """The queries answered before steering, steered through the heads, then through each draw."""
+    target_means, base = means
+    conditions = [("before steering", ()), ("the heads steered", tuple(plan.heads))]
+    conditions += [(f"random heads steered, draw {i + 1} of {len(plan.draws)}", tuple(d)) for i, d in enumerate(plan.draws)]
+    reports = []
+    for description, steered in conditions:
         if on_run is not None:
             on_run(description)
         context = steered_heads(loaded, steered, target_means, base, alpha) if steered else contextlib.nullcontext()
         with context:
-            return zero_shot(loaded, others, classes, encoding, run, method=method)
+            reports.append(zero_shot(loaded, queries, classes, encoding, run, method=method))
+    return reports
 
-    before = answers("before steering", ())
-    after = answers(f"the heads steered to {target}", plan.heads)
-    draws = [answers(f"random heads steered, draw {i + 1} of {len(plan.draws)}", d) for i, d in enumerate(plan.draws)]
-    return SteeringReport(target, mode, alpha, plan.heads, before, after, draws, plan.draws, [q.name for q in others])
+
+class SteeringTask:
+    """In a Ray actor: a batch of queries answered under every condition of the plan; the means come
+    from the support set, run once per actor."""
+
+    def __init__(self, classes, plan, target, mode, alpha, support_rows, encoding: Encoding, method):
+        self.classes, self.plan, self.target, self.mode, self.alpha = list(classes), plan, target, mode, alpha
+        self.support_rows, self.encoding, self.method = support_rows, encoding, method
+
+    def setup(self, loaded: LoadedModel) -> None:
+        import tempfile
+        from pathlib import Path
+
+        from .distributed import as_batch, examples_from_rows
+
+        with tempfile.TemporaryDirectory() as folder:
+            support = examples_from_rows(as_batch(self.support_rows), Path(folder))
+            target_support = [e for e in support if e.label == self.target]
+            self.means = _steering_means(loaded, self.plan, target_support, support, self.encoding, None, self.mode)
+
+    def __call__(self, loaded: LoadedModel, queries: list[Example]) -> dict:
+        import json
+
+        import numpy as np
+
+        run = RunOptions(batch_size=len(queries))
+        reports = _steered_answers(loaded, self.plan, self.means, queries, self.classes, self.encoding, run, self.alpha, self.method)
+        per_row = [json.dumps([[r.answers[i], r.predicted[i]] for r in reports]) for i in range(len(queries))]
+        return {"answers": np.asarray(per_row, dtype=object)}
+
+    def empty(self, n: int) -> dict:
+        import numpy as np
+
+        return {"answers": np.asarray([""] * n, dtype=object)}
+
+
+def steering_on_ray(
+    options,
+    spec,
+    layout,
+    queries,
+    classes,
+    support,
+    target,
+    heads,
+    encoding: Encoding | None = None,
+    *,
+    mode="replace",
+    alpha=1.0,
+    n_random=5,
+    seed=0,
+    method="generate",
+    batch_size=8,
+) -> tuple[SteeringReport, dict]:
+    """`steering_study` with the answers read in Ray actors (`distributed`), as `ablation_on_ray` reads
+    ablation's; returns the report and the model's description."""  # fmt: skip
+    import json
+
+    from .answers import report_of
+    from .distributed import example_row, run_on_ray
+
+    encoding = encoding or Encoding()
+    plan, _, others = steering_plan(layout, queries, classes, support, target, heads, mode, alpha, n_random, seed)
+    support_rows = [example_row(i, e, encoding.question) for i, e in enumerate(support)]
+    task = SteeringTask(classes, plan, target, mode, alpha, support_rows, encoding, method)
+    rows = [example_row(i, q, encoding.question) for i, q in enumerate(others)]
+    out, description, _ = run_on_ray(options, spec, task, rows, batch_size)
+    per_row = [json.loads(row["answers"]) for row in out]
+    n_conditions = 2 + len(plan.draws)
+    reports = [report_of(method, others, [r[c][0] for r in per_row], [r[c][1] for r in per_row]) for c in range(n_conditions)]
+    report = SteeringReport(target, mode, alpha, plan.heads, reports[0], reports[1], reports[2:], plan.draws, [q.name for q in others])
+    return report, description
 
 
 @dataclass

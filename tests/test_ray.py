@@ -177,3 +177,23 @@ def test_an_address_where_no_cluster_answers_is_one_line_at_once(tmp_path, capsy
     status = main(["fit", "--data", str(COLOUR / "support.jsonl"), "--out", str(tmp_path / "o"), "--ray", f"127.0.0.1:{port}"])
     err = capsys.readouterr().err
     assert status == 2 and f"no Ray cluster answers at 127.0.0.1:{port}" in err and "ray start --head" in err
+
+
+def test_steering_on_ray_reads_the_same_answers_as_a_local_run(address, tmp_path, capsys, monkeypatch):
+    """`steer --ray`: the random draws' runs in the cluster's actors, the report equal to a local run's."""
+    queries = tmp_path / "queries.jsonl"
+    rows = (COLOUR / "queries.jsonl").read_text().splitlines()[::10]  # 6 queries, every colour
+    queries.write_text("\n".join(rows))
+    for row in rows:
+        name = json.loads(row)["image"]
+        (tmp_path / name).write_bytes((COLOUR / name).read_bytes())
+    assert main(["fit", "--data", str(COLOUR / "support.jsonl"), "--k", "5", "--out", str(tmp_path / "clf")]) == 0
+    command = ["steer", "--classifier", str(tmp_path / "clf"), "--data", str(queries), "--support", str(COLOUR / "support.jsonl")]
+    command += ["--to", "red", "--random", "1", "--batch-size", "3", "--json"]
+    capsys.readouterr()
+    assert main(command) == 0
+    no_model_here(monkeypatch)
+    monkeypatch.setattr("sav_explorer.cli.causal.model_for", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model in driver")))
+    assert main([*command, "--ray", address, "--ray-actors", "2"]) == 0
+    local, remote = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert remote == local and remote["flip_rate"] == 1.0 and remote["n"] == 5

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     ray_options(attention)
     attention.add_argument("images", nargs="*", type=Path)
     attention.set_defaults(run=run_attention)
-    add_causal_commands(commands, model_options, data_options)
+    add_causal_commands(commands, model_options, data_options, ray_options)
 
     atlas = commands.add_parser("atlas", help="fit every task on every model: a table and a plot of where each task's heads sit")
     atlas.add_argument("--models", nargs="+", required=True, metavar="MODEL", help="hub ids or local folders")

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 from ..attribution import attribute
-from ..causal import patch, steering_study
+from ..causal import patch, steering_on_ray, steering_study
 from ..classifier import SAVClassifier
 from ..data import Example
 from ..errors import DataError
-from .common import encoding_for, model_for, parse_heads, read_data, run_options
+from .common import check_ray_model, encoding_for, model_for, model_spec, parse_heads, ray_options_of, read_data, run_options
 
 
 def heads_of(args, clf: SAVClassifier):
@@ -28,22 +28,27 @@ def run_steer(args) -> int:
     encoding = encoding_for(args, clf)
     queries = read_data(args, args.data, question=encoding.question)
     support = read_data(args, args.support, question=encoding.question)
-    loaded = model_for(args, clf)
-    report = steering_study(
-        loaded,
-        queries,
-        clf.classes_,
-        support,
-        args.to,
-        heads_of(args, clf),
-        encoding,
-        run_options(args),
-        mode=args.mode,
-        alpha=args.alpha,
-        n_random=args.random,
-        seed=args.seed,
-        method=args.answers,
-    )
+    options = dict(mode=args.mode, alpha=args.alpha, n_random=args.random, seed=args.seed, method=args.answers)
+    if args.ray:  # the random draws run the queries again each: on a cluster's actors
+        report, description = steering_on_ray(
+            ray_options_of(args),
+            model_spec(args, clf),
+            clf.layout_,
+            queries,
+            clf.classes_,
+            support,
+            args.to,
+            heads_of(args, clf),
+            encoding,
+            batch_size=args.batch_size,
+            **options,
+        )
+        check_ray_model(args, clf, description)
+    else:
+        loaded = model_for(args, clf)
+        report = steering_study(
+            loaded, queries, clf.classes_, support, args.to, heads_of(args, clf), encoding, run_options(args), **options
+        )
     if args.json:
         print(json.dumps(report.to_json()))
         return 0
@@ -107,7 +112,7 @@ def run_attribute(args) -> int:
     return 0
 
 
-def add_commands(commands, model_options, data_options) -> None:
+def add_commands(commands, model_options, data_options, ray_options) -> None:
     from ..answers import ZERO_SHOT_METHODS
     from ..causal import STEER_MODES
 
@@ -125,6 +130,7 @@ def add_commands(commands, model_options, data_options) -> None:
     steer.add_argument("--answers", choices=ZERO_SHOT_METHODS, default="generate", help="how the model's answers are read")
     steer.add_argument("--question", help="question for rows that have none (default: the classifier's)")
     data_options(steer)
+    ray_options(steer)
     steer.add_argument("--json", action="store_true")
     steer.set_defaults(run=run_steer)
 
