@@ -540,3 +540,10 @@ def test_moving_k_during_a_classification_leaves_it_with_the_heads_it_started_wi
         worker.join(120)
         _, _, label, votes, head_table, _, _ = result["out"]
         assert len(head_table["data"]) == 8
+
+
+def test_one_voting_head_is_said_in_the_singular(flow):
+    visitor = flow[0]
+    _, summary, _, _, _, _ = visitor.predict(1, api_name="/set_k")
+    assert "1 head votes ·" in summary and "1 heads" not in summary
+    visitor.predict(8, api_name="/set_k")

@@ -87,7 +87,8 @@ def prediction_detail(session: Session, index: int):
     total = sum(pred.votes.values())
     ranked = sorted(pred.votes.items(), key=lambda item: -item[1])
     others = " · ".join(f"{md(c)}: {v} of {total}" for c, v in ranked if c != pred.label)
-    label = f"### SAV prediction: **{md(pred.label)}**\n{pred.votes[pred.label]} of {total} heads voted for it. {others}"
+    heads = "head" if total == 1 else "heads"
+    label = f"### SAV prediction: **{md(pred.label)}**\n{pred.votes[pred.label]} of {total} {heads} voted for it. {others}"
     if item.note:
         label += f"\n\n*Note: {md(item.note)}*"
     heads = [[h.layer, h.head, h.vote, *(round(h.similarities[c], 4) for c in pred.votes)] for h in pred.heads]

@@ -28,6 +28,11 @@ from .common import md, ui_errors, whole_number
 from .session import MAX_BATCH, MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, Fit, Session, cancel_flag
 
 
+def voting(n: int) -> str:
+    """ "1 head votes", "5 heads vote"."""
+    return "1 head votes" if n == 1 else f"{n} heads vote"
+
+
 def explore_views(session: Session, status: str = "", k_value: bool = True):
     """(session, heatmap, summary, selection table, heads dropdown, k slider, status) for the current fit.
 
@@ -40,7 +45,7 @@ def explore_views(session: Session, status: str = "", k_value: bool = True):
     loo = clf.leave_one_out_accuracy()
     summary = (
         f"### Leave-one-out accuracy: **{loo:.3f}**\n"
-        f"{len(clf.selected_heads)} heads vote · {len(clf.classes_)} classes · {int(clf.support_labels_.numel())} support examples. "
+        f"{voting(len(clf.selected_heads))} · {len(clf.classes_)} classes · {int(clf.support_labels_.numel())} support examples. "
         "Each support example is classified by class means that leave it out; "
         "heads are not re-selected, so the estimate is slightly optimistic."
     )
