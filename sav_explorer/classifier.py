@@ -283,14 +283,15 @@ def _check_tensors(clf: SAVClassifier, path: Path) -> None:
     n_classes, n_heads = len(clf.classes_), clf.layout_.n_heads
     floats = {
         "class means": clf.class_means_,
-        "leave-one-out similarities": [clf.loo_similarities_],
-        "head scores": [clf.in_sample_scores_, clf.loo_scores_, clf.in_sample_margins_, clf.loo_margins_],
+        "leave-one-out similarities": [clf.loo_similarities_],  # -inf where an example is alone in its class
+        "head scores": [clf.in_sample_scores_, clf.loo_scores_],
+        "head margins": [clf.in_sample_margins_, clf.loo_margins_],  # -inf likewise
     }
     for name, tensors in floats.items():
         for tensor in tensors:
             if tensor.dtype != torch.float32:
                 raise ClassifierFileError(f"{path}: {name} are {str(tensor.dtype).removeprefix('torch.')}; a classifier stores float32")
-            finite = torch.isfinite(tensor) if name != "leave-one-out similarities" else ~torch.isnan(tensor)  # -inf: a lone example
+            finite = torch.isfinite(tensor) if name in ("class means", "head scores") else ~torch.isnan(tensor)
             if not bool(finite.all()):
                 raise ClassifierFileError(f"{path}: {name} hold NaN or infinite values")
     if clf.support_labels_.dtype != torch.int64:
