@@ -20,8 +20,11 @@ from PIL import Image
 from sav_explorer import Encoding, Example, RunOptions, SAVClassifier, encode, load_model
 from sav_explorer.ablation import ablation_study
 from sav_explorer.answers import generate_answers, zero_shot
+from sav_explorer.attribution import attribute
 from sav_explorer.capture import capture_heads
+from sav_explorer.causal import label_tokens, patch, steering_study
 from sav_explorer.distributed import CaptureTask
+from sav_explorer.errors import DataError
 from sav_explorer.interventions import support_means
 from sav_explorer.lens import class_averages, look
 from sav_explorer.models.budget import BudgetError, budget_settings
@@ -99,7 +102,7 @@ class InputSpy:
 def passes(loaded, clf, example):
     """Every pass that reads a query or a support example, each on `example` alone, under the classifier's encoding."""
     encoding, one = clf.encoding, [example]
-    return {
+    runs = {
         "classify": lambda: predict_examples(loaded, clf, one),
         "evaluate": lambda: capture_for(loaded, clf, one, RunOptions(batch_size=8)),
         "curve": lambda: capture_heads(loaded, one, encoding),
@@ -113,7 +116,25 @@ def passes(loaded, clf, example):
             loaded, one, clf.classes_, clf.selected_heads, encoding, mode="mean", support=one, n_random=0, method="likelihood"
         ),
         "ray capture task": lambda: ray_capture(loaded, encoding, one),
+        "steering": lambda: steering_study(
+            loaded,
+            [Example(example.images, example.question, "other")],
+            [*clf.classes_, "other"],
+            one,
+            example.label,
+            clf.selected_heads,
+            encoding,
+            n_random=0,
+            method="likelihood",
+        ),
     }
+    try:  # patching and attribution compare labels' first tokens: a tokenizer that writes "Ġ" first cannot
+        label_tokens(loaded, example, clf.classes_, encoding)
+    except DataError:
+        return runs
+    runs["patching"] = lambda: patch(loaded, clf, example, example, clf.selected_heads, encoding, max_new_tokens=2)
+    runs["attribution"] = lambda: attribute(loaded, one, clf.classes_, encoding)
+    return runs
 
 
 def ray_capture(loaded, encoding, examples):
@@ -141,8 +162,9 @@ def test_every_pass_gives_the_model_the_input_the_fit_gave_it(models, photos, fa
         for ids in spy.prompts:
             if ids[: len(fit_ids)] != fit_ids:  # likelihood scoring appends a label to the prompt
                 differing[name] = f"{len(ids)} input ids against the fit's {len(fit_ids)}"
-        for pixels in spy.pixels:
-            if pixels.shape != fit_pixels.shape or not torch.equal(pixels, fit_pixels):
+        for pixels in spy.pixels:  # patching runs source and target (here both the photo) in one batch
+            copies = max(1, pixels.shape[0] // fit_pixels.shape[0])
+            if pixels.shape[1:] != fit_pixels.shape[1:] or not torch.equal(pixels, torch.cat([fit_pixels] * copies)):
                 differing[name] = f"pixel values {tuple(pixels.shape)} against the fit's {tuple(fit_pixels.shape)}"
     assert not differing, f"passes that read the photo differently from the fit ({family}, {setting}): {differing}"
 
