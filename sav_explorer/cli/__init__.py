@@ -32,7 +32,7 @@ from ..method import HeadOrder, Scoring, TieBreak
 from ..models import default_model_id, quiet_transformers
 from .causal import add_commands as add_causal_commands
 from .classify import run_eval, run_fit, run_predict
-from .common import data_options, frames_option, model_options, ray_options
+from .common import data_options, frames_option, heads_option, model_options, ray_options
 from .heads import run_ablate, run_atlas, run_attention, run_compare, run_curve, run_data
 
 
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--classifier", required=True, type=Path)
     ablate.add_argument("--data", required=True, help="labeled queries: the model answers each one's question")
     ablate.add_argument("--support", help="the support set whose means replace the heads (needed for --mode mean)")
-    ablate.add_argument("--heads", nargs="+", default=["selected"], metavar="L:H", help="selected (default), all, or heads as layer:head")
+    heads_option(ablate)
     ablate.add_argument("--mode", choices=ABLATION_MODES, default="mean")
     ablate.add_argument("--random", type=int, default=5, metavar="N", help="draws of as many random heads from the same layers")
     ablate.add_argument("--zero-shot", choices=ZERO_SHOT_METHODS, default="generate", help="how the answers are read")

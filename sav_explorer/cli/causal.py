@@ -12,15 +12,17 @@ from ..causal import patch, steering_on_ray, steering_study
 from ..classifier import SAVClassifier
 from ..data import Example
 from ..errors import DataError
-from .common import check_ray_model, encoding_for, model_for, model_spec, parse_heads, ray_options_of, read_data, run_options
-
-
-def heads_of(args, clf: SAVClassifier):
-    if args.heads == ["selected"]:
-        return clf.selected_heads
-    if args.heads == ["all"]:
-        return clf.layout_.heads
-    return parse_heads(args.heads)
+from .common import (
+    check_ray_model,
+    chosen_heads,
+    encoding_for,
+    heads_option,
+    model_for,
+    model_spec,
+    ray_options_of,
+    read_data,
+    run_options,
+)
 
 
 def run_steer(args) -> int:
@@ -38,7 +40,7 @@ def run_steer(args) -> int:
             clf.classes_,
             support,
             args.to,
-            heads_of(args, clf),
+            chosen_heads(args, clf),
             encoding,
             batch_size=args.batch_size,
             **options,
@@ -47,7 +49,7 @@ def run_steer(args) -> int:
     else:
         loaded = model_for(args, clf)
         report = steering_study(
-            loaded, queries, clf.classes_, support, args.to, heads_of(args, clf), encoding, run_options(args), **options
+            loaded, queries, clf.classes_, support, args.to, chosen_heads(args, clf), encoding, run_options(args), **options
         )
     if args.json:
         print(json.dumps(report.to_json()))
@@ -74,7 +76,7 @@ def run_patch(args) -> int:
             raise DataError(f"image not found: {path}")
     loaded = model_for(args, clf)
     source, target = Example((args.source,), encoding.question), Example((args.target,), encoding.question)
-    report = patch(loaded, clf, source, target, heads_of(args, clf), encoding, sweep=args.sweep, batch_size=args.batch_size)
+    report = patch(loaded, clf, source, target, chosen_heads(args, clf), encoding, sweep=args.sweep, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(report.to_json()))
         return 0
@@ -122,7 +124,7 @@ def add_commands(commands, model_options, data_options, ray_options) -> None:
     steer.add_argument("--data", required=True, help="labeled queries; those of the other classes are steered")
     steer.add_argument("--support", required=True, help="the support set the classifier was fitted on: the target class's means")
     steer.add_argument("--to", required=True, metavar="LABEL", help="the class to steer to")
-    steer.add_argument("--heads", nargs="+", default=["selected"], metavar="L:H", help="selected (default), all, or heads as layer:head")
+    heads_option(steer)
     steer.add_argument("--mode", choices=STEER_MODES, default="replace")
     steer.add_argument("--alpha", type=float, default=1.0, help="with --mode add: the shift is alpha x (class mean - support mean)")
     steer.add_argument("--random", type=int, default=3, metavar="N", help="draws of as many random heads from the same layers")
@@ -139,7 +141,7 @@ def add_commands(commands, model_options, data_options, ray_options) -> None:
     patching.add_argument("--classifier", required=True, type=Path)
     patching.add_argument("--source", required=True, type=Path, help="the image whose heads' outputs are patched in")
     patching.add_argument("--target", required=True, type=Path, help="the image run with them")
-    patching.add_argument("--heads", nargs="+", default=["selected"], metavar="L:H", help="selected (default), all, or heads as layer:head")
+    heads_option(patching)
     patching.add_argument("--sweep", action="store_true", help="also patch every head alone: each one's share of the whole change")
     patching.add_argument("--question", help="question to ask (default: the classifier's)")
     patching.add_argument("--json", action="store_true")

@@ -228,6 +228,19 @@ def check_made_for(args, clf: SAVClassifier, model_id: str, revision: str, layou
     manifest.check_matches(model_id, revision, layout)
 
 
+def heads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heads", nargs="+", default=["selected"], metavar="L:H", help="selected (default), all, or heads as layer:head")
+
+
+def chosen_heads(args, clf: SAVClassifier) -> list[tuple[int, int]]:
+    """--heads: the classifier's selected heads, all its heads, or heads written layer:head."""
+    if args.heads == ["selected"]:
+        return clf.selected_heads
+    if args.heads == ["all"]:
+        return clf.layout_.heads
+    return parse_heads(args.heads)
+
+
 def parse_heads(texts: list[str]) -> list[tuple[int, int]]:
     heads = []
     for text in texts:

@@ -21,6 +21,7 @@ from ..models import default_model_id
 from ..pipeline import load_activations
 from .common import (
     check_ray_model,
+    chosen_heads,
     encoding_for,
     load,
     model_for,
@@ -126,12 +127,7 @@ def run_ablate(args) -> int:
     encoding = encoding_for(args, clf)
     queries = read_data(args, args.data, question=encoding.question)
     support = read_data(args, args.support, question=encoding.question) if args.support else None
-    if args.heads == ["selected"]:
-        heads = clf.selected_heads
-    elif args.heads == ["all"]:
-        heads = clf.layout_.heads
-    else:
-        heads = parse_heads(args.heads)
+    heads = chosen_heads(args, clf)
     options = dict(mode=args.mode, support=support, n_random=args.random, seed=args.seed, method=args.zero_shot)
     if args.ray:
         report, description, _ = ablation_on_ray(

@@ -21,19 +21,19 @@ from ..encoding import RunOptions
 from ..errors import DataError
 from . import plots
 from .analyse import MAX_ABLATION_QUERIES, MAX_RANDOM_DRAWS, interval_text
-from .classify import check_same_model, query_encoding
+from .classify import check_same_model, query_encoding, query_run
 from .common import md, ui_errors, whole_number
 from .explore import fitted
-from .session import MAX_IMAGE_TOKENS, Session, cancel_flag
+from .session import Session, cancel_flag
 
 COLOURINGS = ("SAV accuracy", "direct logit attribution", "patching effect")
 
 
 def stoppable(session: Session, on_batch=None) -> RunOptions:
-    """Batches of 8 under the page's image-token cap, stopped at the next batch by Cancel."""
+    """The page's query runs (`query_run`), stopped at the next batch by Cancel."""
     flag = cancel_flag(session.id)
     flag.clear()
-    return RunOptions(batch_size=8, on_batch=on_batch, should_stop=flag.is_set, max_request_image_tokens=MAX_IMAGE_TOKENS)
+    return query_run(on_batch, flag.is_set)
 
 
 def support_choices(session: Session) -> list[str]:

@@ -55,9 +55,9 @@ def classify_test_set(loaded: LoadedModel, clf, examples: list[Example], encodin
     return predict_examples(loaded, clf.snapshot(), examples, query_run(on_batch), encoding)
 
 
-def query_run(on_batch=None) -> RunOptions:
+def query_run(on_batch=None, should_stop=None) -> RunOptions:
     """How the page runs queries: in batches of 8, within the cap on a request's image tokens."""
-    return RunOptions(batch_size=8, on_batch=on_batch, max_request_image_tokens=MAX_IMAGE_TOKENS)
+    return RunOptions(batch_size=8, on_batch=on_batch, should_stop=should_stop, max_request_image_tokens=MAX_IMAGE_TOKENS)
 
 
 def classify_views(session: Session):
