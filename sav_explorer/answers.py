@@ -136,7 +136,7 @@ def generate_answers(
 
 
 def _generate(loaded: LoadedModel, batch: Batch, max_new_tokens: int) -> list[str]:
-    output = loaded.model.generate(**batch.inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    output = loaded.model.generate(**batch.model_inputs(), max_new_tokens=max_new_tokens, do_sample=False)
     new_tokens = output[:, batch.input_ids.shape[1] :]
     return [text.strip() for text in loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
@@ -173,7 +173,7 @@ def _most_likely(loaded: LoadedModel, examples: Sequence[Example], encoding: Enc
         batch = encode(loaded, examples, encoding, answers=[label + ending] * len(examples))
         kept = max(sum(span) for span in batch.answer_spans) + 1  # the scored tokens, and the position before them
         with answer_tokens([sum(span) for span in batch.answer_spans]):  # under an ablation, the label counts as answer, not prompt
-            logits = loaded.model(**batch.inputs, logits_to_keep=kept, use_cache=False).logits.float()
+            logits = loaded.model(**batch.model_inputs(), logits_to_keep=kept, use_cache=False).logits.float()
         # logits[:, i] predicts token (length - kept + i + 1); left padding: every row ends at the last column
         log_probs = logits[:, :-1].log_softmax(-1).gather(-1, batch.input_ids[:, -kept + 1 :, None])[..., 0]  # (batch, kept - 1)
         end = log_probs.shape[1]

@@ -193,7 +193,7 @@ def _residual_parts(loaded: LoadedModel, batch, n_layers: int) -> dict:
     positions = torch.unique(last)  # the logits of the last positions only, whichever side the batch is padded
     try:
         with trace:
-            logits = loaded.model(**batch.inputs, use_cache=False, logits_to_keep=positions.to(loaded.input_device)).logits
+            logits = loaded.model(**batch.model_inputs(), use_cache=False, logits_to_keep=positions.to(loaded.input_device)).logits
     except DataError as error:  # a layer without the modules a plain residual sum needs (linear attention)
         raise DataError(f"{type(loaded.model).__name__}: {error}: direct logit attribution is not supported for it") from None
     column = torch.searchsorted(positions, last)

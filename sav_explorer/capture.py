@@ -1,7 +1,7 @@
 """Head capture: each head's output at the last real input token, read from `o_proj` inputs.
 
     with HeadCapture(loaded, batch.attention_mask) as capture:
-        loaded.model(**batch.inputs)       # stops after the deepest site; the block swallows the stop
+        loaded.model(**batch.model_inputs())       # stops after the deepest site; the block swallows the stop
     capture.blocks()                       # one (batch, n_heads, head_dim) float32 CPU tensor per site
 
 A `Trace` reads the input of every attention output projection (the heads, side by side), keeps
@@ -121,7 +121,7 @@ def capture_heads(
         elif image_tokens is not None:
             image_tokens += batch.image_tokens
         with HeadCapture(loaded, batch.attention_mask, sites) as capture:
-            loaded.model(**batch.inputs, use_cache=False)
+            loaded.model(**batch.model_inputs(), use_cache=False)
         for index, block in enumerate(capture.blocks()):
             blocks[index].append(block)
     layout = loaded.layout.restricted_to(site.layer for site in sites)

@@ -332,7 +332,7 @@ def _check_matchable(loaded: LoadedModel, source_means: PositionMeans, target: E
 
 @torch.no_grad()
 def _last_logits(loaded: LoadedModel, batch) -> torch.Tensor:
-    logits = loaded.model(**batch.inputs, use_cache=False, logits_to_keep=1).logits
+    logits = loaded.model(**batch.model_inputs(), use_cache=False, logits_to_keep=1).logits
     return logits[:, -1].float()
 
 

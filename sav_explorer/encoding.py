@@ -2,14 +2,15 @@
 
     encoding = Encoding(question="what color is the shape?", max_pixels=448 * 448, max_image_tokens=256)
     for batch in batches(loaded, examples, encoding, RunOptions(batch_size=8)):
-        loaded.model(**batch.inputs, use_cache=False)     # batch.last, batch.image_tokens, batch.position_keys()
+        loaded.model(**batch.model_inputs(), use_cache=False)   # batch.last, batch.image_tokens, batch.position_keys()
 
 An `Encoding` is born where a classifier is fitted (the page's settings, the CLI's flags) and
 saved in its manifest; every later pass on that classifier (classify, evaluate, the curve, the
 lens and class averages, support means, the model's own answers, ablation, Ray, the atlas) reads
 the same value, so one image becomes the same `input_ids` and `pixel_values` in each of them.
-`encode` is the only caller of the processor (`models.prompts`); `RunOptions` holds what changes
-how a pass runs but never what the model reads.
+`encode` is the only caller of the processor (`models.prompts`); `Batch.model_inputs` is what every
+pass hands the model (image features from `image_cache`); `RunOptions` holds what changes how a
+pass runs but never what the model reads.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from .checks import check_question
 from .data import Example
 from .errors import DataError
+from .image_cache import model_inputs
 from .models import LoadedModel, build_prompt
 from .models.budget import BudgetSettings, budget_settings
 from .models.memory import GB, activation_estimate, check_fits, default_memory_limit
@@ -156,6 +158,20 @@ class Batch:
     image_tokens: list[int] | None  # per row, positions that receive image features (None: the family names no image token)
     image_token: int | None  # the id of those positions
     answer_spans: list[AnswerSpan] = field(default_factory=list)  # per row, where an appended answer lies (`encode(answers=...)`)
+    loaded: LoadedModel | None = field(default=None, repr=False)  # the model it was encoded for
+    encoding: Encoding | None = field(default=None, repr=False)
+    _model_inputs: dict | None = field(default=None, repr=False)
+
+    def model_inputs(self) -> dict:
+        """What every pass hands the model: the processor's inputs with each example's image features
+        (from the loaded model's cache, or computed from that example alone) in place of its pixels."""
+        if self._model_inputs is None:
+            self._model_inputs = model_inputs(self.loaded, self)
+        return self._model_inputs
+
+    def single(self, row: int) -> Batch:
+        """One row's example encoded alone (the input its image features are computed from)."""
+        return encode(self.loaded, [self.examples[row]], self.encoding)
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -213,7 +229,7 @@ def encode(loaded: LoadedModel, examples: Sequence[Example], encoding: Encoding,
         inputs, prompts = with_answers, texts
     _check_context(loaded, inputs, examples)
     counts = count_image_tokens(loaded, inputs["input_ids"]) if token is not None else None
-    return Batch(examples, images, prompts, inputs, counts, token, spans)
+    return Batch(examples, images, prompts, inputs, counts, token, spans, loaded, encoding)
 
 
 def _check_context(loaded: LoadedModel, inputs: dict, examples: Sequence[Example]) -> None:

@@ -116,7 +116,7 @@ def support_means(
         for layer in columns:
             trace.on_heads(layer, accumulate(layer, where, key_rows, pooled_rows))
         with trace:
-            loaded.model(**batch.inputs, use_cache=False)
+            loaded.model(**batch.model_inputs(), use_cache=False)
     means = {}
     for layer, table in sums.items():
         averaged = table / counts[: len(table)].clamp(min=1).unsqueeze(1)

@@ -112,7 +112,7 @@ def last_token_attention(
         if weighting == "value":
             trace.on_values(layer, keep_value_norms(layer))
     with trace:
-        loaded.model(**batch.inputs, use_cache=False)
+        loaded.model(**batch.model_inputs(), use_cache=False)
     result = {}
     for layer, layer_heads in by_layer.items():
         for column, head in enumerate(layer_heads):
@@ -215,22 +215,42 @@ def class_averages(
 ) -> list[ClassAverage]:
     """Per class (sorted), the head's mean map and shares over that class's examples (first image of each),
     each read as `encoding` says."""
-    by_class: dict[str, list[tuple[torch.Tensor, HeadLens]]] = {}
-    for example in examples:
-        lens = look(loaded, example, [head], encoding)
-        view = lens.heads[head]
-        square = (resolution, resolution)
-        density = density_on_image(view.maps[0], lens.sizes[0], square) if view.maps[0] else torch.zeros(square)
-        by_class.setdefault(str(example.label), []).append((density, view))
-    averages = []
-    for label in sorted(by_class):
-        items = by_class[label]
-        shares = [
-            sum(getattr(v, name) for _, v in items) / len(items)
-            for name in ("image_share", "layout_share", "text_share", "first_token_share")
-        ]
-        averages.append(ClassAverage(label, len(items), torch.stack([d for d, _ in items]).mean(0), *shares))
+    lenses = [look(loaded, example, [head], encoding) for example in examples]
+    return average_by_class(lenses, [str(e.label) for e in examples], [head], resolution=resolution)[head]
+
+
+def average_by_class(
+    lenses: Sequence[Lens], labels: Sequence[str], heads: Sequence[Head], *, resolution: int = 16
+) -> dict[Head, list[ClassAverage]]:
+    """Per head, per class (sorted), the mean map and shares over lenses already taken (one per example,
+    every head in it): `class_averages` for several heads from one pass per example."""
+    by_class: dict[str, list[Lens]] = {}
+    for lens, label in zip(lenses, labels):
+        by_class.setdefault(label, []).append(lens)
+    square = (resolution, resolution)
+    averages: dict[Head, list[ClassAverage]] = {}
+    for head in heads:
+        for label in sorted(by_class):
+            views = [(lens.heads[head], lens.sizes[0]) for lens in by_class[label]]
+            densities = [density_on_image(view.maps[0], size, square) if view.maps[0] else torch.zeros(square) for view, size in views]
+            shares = [
+                sum(getattr(view, name) for view, _ in views) / len(views)
+                for name in ("image_share", "layout_share", "text_share", "first_token_share")
+            ]
+            averages.setdefault(head, []).append(ClassAverage(label, len(views), torch.stack(densities).mean(0), *shares))
     return averages
+
+
+def head_overlay(lens: Lens, head: Head, image: Image.Image, min_side: int = 256) -> Image.Image:
+    """The head's map on the lens's first image drawn over `image` (the image itself where the layout is
+    unknown). The maps lie on the image as the model read it (`lens.sizes`): the overlay scales to this one."""
+    view = lens.heads[head]
+    return overlay(image, density_on_image(view.maps[0], lens.sizes[0]), min_side=min_side) if view.maps[0] else image
+
+
+def average_tile(average: ClassAverage, side: int = 160) -> Image.Image:
+    """A class-average map as a square tile on a neutral ground (its images differ: the mean has no picture)."""
+    return overlay(Image.new("RGB", (side, side), (236, 236, 236)), average.density, min_side=side)
 
 
 def overlay(image: Image.Image, density: torch.Tensor, alpha: float = 0.65, min_side: int = 256) -> Image.Image:

@@ -2,7 +2,7 @@
 
     trace = Trace(loaded, stop=True).on_heads(3, lambda hidden: kept.append(hidden[:, -1]))
     with trace:
-        loaded.model(**batch.inputs, use_cache=False)    # stops after layer 3's heads; the block swallows the stop
+        loaded.model(**batch.model_inputs(), use_cache=False)    # stops after layer 3's heads; the block swallows the stop
 
 A hook function gets a tensor and returns None (read) or a tensor of the same shape (edit):
 

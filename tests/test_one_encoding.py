@@ -39,7 +39,8 @@ APP_PIXELS = 128 * 128  # a pixel cap that scales the photo down (the page's sli
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("one-encoding")
-    loaded = {family: load_model(str(build_tiny(family, root / family)), device="cpu") for family in FAMILIES}
+    # no image cache: every pass computes its images' features, so that the spy sees the pixels each reads
+    loaded = {family: load_model(str(build_tiny(family, root / family)), device="cpu", image_cache_bytes=0) for family in FAMILIES}
     qwen = loaded["qwen2_vl"].processor.image_processor
     qwen.size = {"shortest_edge": qwen.size["shortest_edge"], "longest_edge": 256 * 256}  # 1,024 tokens for a big photo
     return loaded

@@ -13,8 +13,9 @@ import hashlib
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
@@ -23,6 +24,9 @@ from torch import nn
 from ..errors import ModelLoadError
 from ..heads import HeadLayout, LayerBlock
 from .sites import AttentionSite, decoder_layers, find_attention_sites
+
+if TYPE_CHECKING:
+    from ..image_cache import ImageFeatureCache
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"  # the teaching model and the example tasks
 BUNDLED_MODEL = ASSETS / "shapes-llava"
@@ -50,6 +54,7 @@ class LoadedModel:
     sites: list[AttentionSite]
     n_layers: int  # all decoder layers, including those without heads we can read
     layout: HeadLayout = field(init=False)  # every (layer, head) of `sites`, in capture order
+    image_cache: ImageFeatureCache | None = field(default=None, repr=False, compare=False)  # image features seen (`image_cache`)
 
     def __post_init__(self) -> None:
         self.layout = HeadLayout(tuple(LayerBlock(site.layer, site.n_heads, site.head_dim) for site in self.sites))
@@ -57,6 +62,10 @@ class LoadedModel:
     @property
     def input_device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def with_image_cache(self, cache: ImageFeatureCache | None) -> LoadedModel:
+        """The same model and processor, remembering image features in `cache` (a visitor's own, in the app)."""
+        return replace(self, image_cache=cache)
 
 
 def pick_device(device: str | None) -> str:
@@ -84,14 +93,19 @@ def load_model(
     dtype: str | None = None,
     device: str | None = None,
     device_map: str | None = None,
+    image_cache_bytes: int | None = None,
 ) -> LoadedModel:
     """Loads model and processor by hub id or local folder, in eval mode, never with remote code.
 
     dtype: "float32", "bfloat16", "float16" or "auto" (the checkpoint's); default float32 on CPU and
     bfloat16 on an accelerator. device_map (e.g. "auto") shards a large model with accelerate and
-    replaces `device`. A token for gated models comes from `$HF_TOKEN`.
+    replaces `device`. A token for gated models comes from `$HF_TOKEN`. image_cache_bytes: the bound
+    of the image-feature cache the model carries (`image_cache`; None: `$SAV_IMAGE_CACHE_MB` or 5 %
+    of the memory, at most 2 GiB; 0: off).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from ..image_cache import ImageFeatureCache
 
     model_id = model_id or default_model_id()
     location = model_location(model_id)
@@ -133,6 +147,7 @@ def load_model(
         revision=checkpoint_revision(model, location, revision),
         sites=find_attention_sites(model),
         n_layers=len(decoder_layers(model)),
+        image_cache=ImageFeatureCache(image_cache_bytes),
     )
 
 
