@@ -491,8 +491,8 @@ def test_a_row_of_the_per_head_votes_names_that_head_and_image_for_inspect():
     session = Session.new()
     votes = [HeadVote(2, 0, "red", {"red": 0.9}), HeadVote(3, 6, "red", {"red": 0.8})]
     session.predictions = [Classified("a.png", Path("a.png"), "q ?", Prediction("red", {"red": 2}, votes), "")]
-    cell, image = Explorer(default_model_id()).inspect_vote_row(SimpleNamespace(index=[1, 2]), "1: a.png", session)
-    assert cell.startswith("3,6,row,") and image == "query 1: a.png"
+    cell, image, _ = Explorer(default_model_id()).inspect_vote_row(SimpleNamespace(index=[1, 2]), "1: a.png", session)
+    assert cell.startswith("3,6,row,") and image["value"] == "query 1: a.png" and "query 1: a.png" in image["choices"]
 
 
 def test_questions_too_long_are_refused_before_the_model_runs(flow):

@@ -248,7 +248,9 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         ui.detail_choice.input(explorer.show_detail, [ui.detail_choice, session], detail_views, api_name="show_detail", **instant).then(
             gpu(explorer.voting_heads), [ui.detail_choice, session], [ui.voting_maps], **model_events
         )
-        ui.head_votes.select(explorer.inspect_vote_row, [ui.detail_choice, session], [ui.inspect_cell, ui.inspect_image], **instant)
+        ui.head_votes.select(
+            explorer.inspect_vote_row, [ui.detail_choice, session], [ui.inspect_cell, ui.inspect_image, ui.views], **instant
+        )
         ui.run_test.click(
             gpu(explorer.evaluate_test),
             [ui.test_files, ui.use_example, ui.query_question, session],

@@ -161,7 +161,9 @@ class InspectHandlers(Handlers):
 
     @ui_errors
     def inspect_vote_row(self, evt: gr.SelectData, choice: str | None, session: Session | None):
-        """A click on a row of the per-head votes: that head, on that classified image, goes to Inspect."""
+        """A click on a row of the per-head votes: that head, on that classified image, goes to Inspect
+        (the Explore tab comes to the front). The image list gets its choices with the value: a value
+        outside them failed the inspect event, and every heatmap click after it."""
         session = self.session(session)
         index = prediction_index(choice)
         try:
@@ -170,4 +172,5 @@ class InspectHandlers(Handlers):
         except (IndexError, TypeError):
             raise DataError("classify an image first, then click a row of its per-head votes") from None
         query = f"query {index + 1}: {item.name}"
-        return f"{vote.layer},{vote.head},row,{time.time()}", query  # a new value even for the same head
+        cell = f"{vote.layer},{vote.head},row,{time.time()}"  # a new value even for the same head
+        return cell, gr.update(choices=image_choices(session), value=query), gr.Tabs(selected="explore")

@@ -131,8 +131,8 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
 
         # --------------------------------------------------------------- right: heatmap, classify, export
         with gr.Column(scale=6):
-            with gr.Tabs():
-                with gr.Tab("Explore"):
+            with gr.Tabs() as views:
+                with gr.Tab("Explore", id="explore"):
                     explore_banner = gr.Markdown("", elem_classes="sav-banner", elem_id="sav-explore-banner")
                     heatmap = gr.Plot(plots.head_heatmap(None, 0), elem_id="sav-heatmap", show_label=False)
                     gr.Markdown(HEATMAP_HELP, elem_classes="sav-small")
@@ -337,5 +337,5 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     restore = gr.Button("Restore")
 
     return SimpleNamespace(
-        **{name: value for name, value in locals().items() if isinstance(value, gr.components.Component | gr.Button | gr.Tab)}
+        **{name: value for name, value in locals().items() if isinstance(value, gr.components.Component | gr.Button | gr.Tab | gr.Tabs)}
     )
