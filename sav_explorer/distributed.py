@@ -56,12 +56,15 @@ class ModelSpec:
     revision: str | None = None
     dtype: str | None = None
     device: str | None = None
+    image_cache_bytes: int | None = None  # each actor's own image-feature cache (`image_cache`); None: the default
 
     def load(self) -> LoadedModel:
         location = model_location(self.model_id)
         # A relative folder is the driver's; actors start elsewhere.
         model_id = str(Path(location).resolve()) if Path(location).is_dir() else self.model_id
-        loaded = load_model(model_id, revision=self.revision, dtype=self.dtype, device=self.device)
+        loaded = load_model(
+            model_id, revision=self.revision, dtype=self.dtype, device=self.device, image_cache_bytes=self.image_cache_bytes
+        )
         loaded.model_id = self.model_id  # as the user named it, so saved classifiers match a local run's
         return loaded
 

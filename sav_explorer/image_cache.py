@@ -37,6 +37,7 @@ CACHE_ENV = "SAV_IMAGE_CACHE_MB"
 DEFAULT_SHARE = 0.05  # of the machine's memory
 DEFAULT_CEILING = 2 * 1024**3
 MB = 1024**2
+SESSION_DEFAULT = 256 * MB  # each visitor's, in the app
 _KEPT = ("pooler_output", "deepstack_features")  # what a family's decoder reads of its image features
 _VIDEO_INPUT = "pixel_values_videos"  # image features cannot go beside a video's pixels
 
@@ -51,6 +52,13 @@ def default_cache_bytes() -> int:
     except (ValueError, OSError, AttributeError):
         total = 8 * 1024**3
     return int(min(DEFAULT_CEILING, total * DEFAULT_SHARE))
+
+
+def session_cache_bytes() -> int:
+    """A visitor session's bound in the app: `$SAV_IMAGE_CACHE_MB`, else 256 MB (at most the process default)."""
+    if os.environ.get(CACHE_ENV, "").strip():
+        return default_cache_bytes()
+    return min(SESSION_DEFAULT, default_cache_bytes())
 
 
 def megabytes(raw: str | float, name: str) -> int:

@@ -12,6 +12,7 @@ from ..classifier import SAVClassifier
 from ..data import Example, load_examples
 from ..encoding import Encoding, RunOptions
 from ..errors import DataError
+from ..image_cache import CACHE_ENV, megabytes
 from ..models import default_model_id, load_model, unseen_words
 from ..official import FORMATS, parse_image_roots, read_official
 
@@ -36,6 +37,12 @@ def model_options(parser: argparse.ArgumentParser, default: str | None) -> None:
         metavar="GB",
         help="activation memory a forward pass may take (default: half the free memory, or $SAV_MAX_ACTIVATION_GB); "
         "a batch over it runs one example at a time, an example over it is refused",
+    )
+    parser.add_argument(
+        "--image-cache-mb",
+        metavar="MB",
+        help="image features kept so that an image seen again costs only the decoder "
+        f"(default: ${CACHE_ENV}, else 5%% of the memory, at most 2048; 0 turns it off)",
     )
     help_budget = "image tokens per image at most, in the family's own processor settings"
     parser.add_argument(
@@ -96,7 +103,9 @@ def model_spec(args, clf: SAVClassifier | None = None):
 
     model_id = getattr(args, "model", None) or (clf.manifest_.model_id if clf is not None else None)
     revision = getattr(args, "revision", None) or (hub_revision(clf.manifest_.revision) if clf is not None else None)
-    return ModelSpec(model_id or default_model_id(), revision=revision, dtype=args.dtype, device=args.device)
+    return ModelSpec(
+        model_id or default_model_id(), revision=revision, dtype=args.dtype, device=args.device, image_cache_bytes=image_cache_bytes(args)
+    )
 
 
 def check_ray_model(args, clf: SAVClassifier, description: dict) -> None:
@@ -168,9 +177,22 @@ def image_token_summary(counts: list[int] | None) -> dict | None:
     return {"min": min(counts), "mean": round(sum(counts) / len(counts), 1), "max": max(counts)}
 
 
+def image_cache_bytes(args) -> int | None:
+    """--image-cache-mb in bytes; None: the default (`image_cache.default_cache_bytes`)."""
+    raw = getattr(args, "image_cache_mb", None)
+    return None if raw is None else megabytes(raw, "--image-cache-mb")
+
+
 def load(args, model_id: str, revision: str | None = None):
     revision = getattr(args, "revision", None) or revision
-    return load_model(model_id, revision=revision, dtype=args.dtype, device=args.device, device_map=args.device_map)
+    return load_model(
+        model_id,
+        revision=revision,
+        dtype=args.dtype,
+        device=args.device,
+        device_map=args.device_map,
+        image_cache_bytes=image_cache_bytes(args),
+    )
 
 
 def hub_revision(recorded: str) -> str | None:

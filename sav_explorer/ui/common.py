@@ -101,4 +101,4 @@ class Handlers:
         key = session.model_key or ModelKey(self.default_model)
         if key not in self.registry and progress is not None:
             progress(0, desc=f"loading model {key.model_id}")
-        return self.registry.get(key)
+        return self.registry.get(key).with_image_cache(session.image_cache)  # the visitor's own image features

@@ -161,6 +161,7 @@ class ExploreHandlers(BudgetHandlers):
             should_stop=flag.is_set,
             max_request_image_tokens=MAX_IMAGE_TOKENS,
         )
+        before = loaded.image_cache.count()
         try:
             clf, activations = fit_examples(loaded, session.support, encoding, run, k=k, scoring=scoring)
         except CaptureCancelled as stopped:
@@ -192,6 +193,8 @@ class ExploreHandlers(BudgetHandlers):
             f"Extracted {loaded.layout.n_heads} heads in {loaded.n_layers} layers from {total} examples with {md(loaded.model_id)}; "
             f"images at {md(how)}."
         )
+        cached = loaded.image_cache.since(before).describe()
+        done += f" {md(cached[0].upper() + cached[1:])}." if cached else ""
         return explore_views(session, done + md(note))
 
     def arm_extraction(self, session: Session | None) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..capture import HeadActivations
 from ..classifier import Prediction, SAVClassifier
 from ..data import Example
+from ..image_cache import ImageFeatureCache, session_cache_bytes
 from .housekeeping import PREFIX, mark_owner, session_root
 from .registry import ModelKey
 
@@ -102,6 +103,7 @@ class Session:
     predictions: list[Classified] = field(default_factory=list)
     inspected: tuple[int, int] | None = None  # the head the Inspect panel shows
     lens_cache: dict = field(default_factory=dict)  # overlays and class averages, per fit, head and image
+    image_cache: ImageFeatureCache = field(default_factory=lambda: ImageFeatureCache(session_cache_bytes()), repr=False, compare=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)  # events of one visitor may overlap
 
     def __deepcopy__(self, memo) -> Session:
@@ -150,6 +152,7 @@ class Session:
         self.predictions = []
 
     def close(self) -> None:
+        self.image_cache.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
         with _flags_lock:
             _cancel_flags.pop(self.id, None)
