@@ -130,18 +130,33 @@ class ExploreHandlers(BudgetHandlers):
         image_tokens: float | None = None,
         progress=gr.Progress(),
     ):
-        """Runs the model once per support example and fits the classifier: the only slow step."""
+        """Runs the model once per support example and fits the classifier: the only slow step.
+
+        The support set, its task and the model are taken when the extraction starts, and the fit is
+        recorded under them: an edit meanwhile (another task loaded, the set cleared, labels changed)
+        leaves the fit marked out of date, and the files the run reads stay until it ends."""
         session = self.session(session)
-        if not session.support:
+        with session.lock:  # pruning takes the lock too: it sees these examples as being read
+            support = session.reading = list(session.support)
+            example_task, model_key = session.example_task, session.model_key
+        try:
+            return self._extract(
+                support, example_task, model_key, question, max_pixels, batch_size, k, scoring, session, image_tokens, progress
+            )
+        finally:
+            session.reading = []
+
+    def _extract(self, support, example_task, model_key, question, max_pixels, batch_size, k, scoring, session, image_tokens, progress):
+        if not support:
             raise DataError("no support examples: load an example task, upload a zip or data file, or add labeled images")
-        labels = labels_of(session.support)
+        labels = labels_of(support)
         max_pixels, batch_size = int(max_pixels), int(batch_size)
         if not 64 <= max_pixels <= MAX_PIXELS_CAP:
             raise DataError(f"max pixels must be between 64 and {MAX_PIXELS_CAP:,}; got {max_pixels:,}")
         if not 1 <= batch_size <= MAX_BATCH:
             raise DataError(f"batch size must be between 1 and {MAX_BATCH}; got {batch_size}")
         question = (question or "").strip() or session.question.strip() or None
-        if question is None and any(e.question is None for e in session.support):
+        if question is None and any(e.question is None for e in support):
             raise DataError("no question: type the question to ask about every image")
         session.question = question or ""
         flag = cancel_flag(session.id)
@@ -151,7 +166,7 @@ class ExploreHandlers(BudgetHandlers):
         loaded = self.model(session, progress)
         budget, how = page_budget(loaded, default_budget() if image_tokens is None else image_tokens)
         k = max(1, min(whole_number(k, "k", 1, 100_000), loaded.layout.n_heads))
-        total = len(session.support)
+        total = len(support)
         progress((0, total), desc="extracting heads", unit="examples")
         started = time.perf_counter()
         encoding = Encoding(question=question, max_pixels=max_pixels, max_image_tokens=budget.budget if budget else None)
@@ -163,32 +178,21 @@ class ExploreHandlers(BudgetHandlers):
         )
         before = loaded.image_cache.count()
         try:
-            clf, activations = fit_examples(loaded, session.support, encoding, run, k=k, scoring=scoring)
+            clf, activations = fit_examples(loaded, support, encoding, run, k=k, scoring=scoring)
         except CaptureCancelled as stopped:
             return explore_views(session, f"Extraction {md(stopped)}; the previous result (if any) is kept.")
         finally:
             flag.clear()
         self.record_cost(session, time.perf_counter() - started, activations.image_tokens)
-        unseen = unseen_words(loaded.processor, dict.fromkeys(e.question_or(question) for e in session.support))
+        unseen = unseen_words(loaded.processor, dict.fromkeys(e.question_or(question) for e in support))
         note = ""
         if unseen:
             note = f" The model does not know these words of the question and will not see them: {', '.join(map(repr, unseen))}."
             gr.Warning(html.escape(note.strip(), quote=False))
-        task = session.example_task or "my task"
-        session.keep_fit(
-            Fit(
-                clf,
-                activations,
-                labels,
-                session.model_key,
-                loaded.revision,
-                loaded.n_layers,
-                task,
-                session.example_task,
-                list(session.support),
-                top_k=k,
-            )
+        fit = Fit(
+            clf, activations, labels, model_key, loaded.revision, loaded.n_layers, example_task or "my task", example_task, support, top_k=k
         )
+        session.keep_fit(fit)
         done = (
             f"Extracted {loaded.layout.n_heads} heads in {loaded.n_layers} layers from {total} examples with {md(loaded.model_id)}; "
             f"images at {md(how)}."

@@ -65,10 +65,11 @@ def check_quota(workdir: Path, incoming: int) -> None:
 
 
 def prune_uploads(session) -> None:
-    """Removes upload folders and added images that neither the support set nor a kept fit still uses."""
-    used = {Path(image) for example in session.support for image in example.images if isinstance(image, (str, Path))}
-    for fit in session.fits.values():
-        used |= {Path(image) for example in fit.examples for image in example.images if isinstance(image, (str, Path))}
+    """Removes upload folders and added images that neither the support set, nor a kept fit, nor a running
+    extraction still uses."""
+    with session.lock:  # an extraction takes its support set under the lock
+        examples = [*session.support, *session.reading, *(e for fit in session.fits.values() for e in fit.examples)]
+    used = {Path(image) for example in examples for image in example.images if isinstance(image, (str, Path))}
     for kind in ("support", "test"):
         for folder in (session.workdir / kind).glob("upload-*"):
             if not any(path.is_relative_to(folder) for path in used):

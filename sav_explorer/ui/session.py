@@ -103,6 +103,7 @@ class Session:
     predictions: list[Classified] = field(default_factory=list)
     inspected: tuple[int, int] | None = None  # the head the Inspect panel shows
     lens_cache: dict = field(default_factory=dict)  # overlays and class averages, per fit, head and image
+    reading: list[Example] = field(default_factory=list)  # the support set a running extraction reads: its files stay
     image_cache: ImageFeatureCache = field(default_factory=lambda: ImageFeatureCache(session_cache_bytes()), repr=False, compare=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)  # events of one visitor may overlap
 

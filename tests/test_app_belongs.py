@@ -1,0 +1,80 @@
+"""Results belong to what made them, over HTTP (gradio_client): a visitor who edits the support set while
+an extraction runs, switches task, restores a classifier or draws again sees results that say what
+they belong to, and never a result of one thing under the name of another.
+
+Each test names the defect it guards against (issue "What a visitor can still break or be misled by").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+from gradio_client import handle_file
+
+from app_harness import client
+from sav_explorer.models import EXAMPLES_DIR
+
+SIZE = EXAMPLES_DIR / "size"
+
+
+def size_zip(path: Path) -> Path:
+    """The size task's support images as a zip of class folders: an upload, whose files live in the session."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for image in sorted(SIZE.glob("support_*.png")):
+            zf.write(image, f"{image.stem.split('_')[1]}/{image.name}")
+    return path
+
+
+@pytest.fixture
+def paused_extraction(monkeypatch):
+    """Extractions pause after their first batch until `release` is set: the visitor's edit lands mid-run."""
+    from sav_explorer.ui import explore
+
+    first_batch_done, release = threading.Event(), threading.Event()
+    real_fit = explore.fit_examples
+
+    def fit_that_pauses(loaded, examples, encoding, run, **kwargs):
+        def report(done, total):
+            run.on_batch(done, total)
+            first_batch_done.set()
+            release.wait(120)
+
+        return real_fit(loaded, examples, encoding, dataclasses.replace(run, on_batch=report), **kwargs)
+
+    monkeypatch.setattr(explore, "fit_examples", fit_that_pauses)
+    return first_batch_done, release
+
+
+def title_of(heatmap: dict) -> str:
+    return json.loads(heatmap["plot"])["layout"]["title"]["text"]
+
+
+@pytest.mark.parametrize("edit", ["load another task", "clear the support set", "rename a class"])
+def test_an_edit_during_an_extraction_leaves_the_fit_with_what_it_read_marked_out_of_date(url, tmp_path, paused_extraction, edit):
+    """The fit was recorded under the new task's name and classes, or as a task with no examples, with no
+    out-of-date mark; and a support set cleared mid-run deleted the files the run was still reading."""
+    first_batch_done, release = paused_extraction
+    visitor = client(url)
+    table, *_ = visitor.predict([handle_file(str(size_zip(tmp_path / "size.zip")))], api_name="/upload_support")
+    job = visitor.submit("is the shape small or large ?", 200704, 2, 4, "in-sample", api_name="/extract")
+    assert first_batch_done.wait(120)
+    if edit == "load another task":
+        visitor.predict("shape", api_name="/load_example")
+    elif edit == "clear the support set":
+        visitor.predict(api_name="/clear_support")
+    else:
+        rows = [[*row[:2], "huge" if row[2] == "large" else row[2], row[3]] for row in table["data"]]
+        visitor.predict({"headers": table["headers"], "data": rows, "metadata": None}, api_name="/edit_labels")
+    release.set()
+    heatmap, summary, *_, status = job.result(timeout=300)
+    assert "Extracted" in status  # the files it read were still there
+    assert "2 classes · 10 support examples" in summary
+    assert "task my task" in title_of(heatmap) and "2 classes: large, small" in title_of(heatmap)
+    banner, _ = visitor.predict("", api_name="/banners")
+    assert "Out of date" in banner and "the support set" in banner
+    assert "2 classes: large, small" in banner
