@@ -119,6 +119,10 @@ def one_class_data(tmp_path):
             "could not load model",
         ),
         (lambda t, m: ["eval", "--classifier", t / "nothing", "--data", COLOUR / "queries.jsonl"], "classifier folder not found"),
+        (
+            lambda t, m: ["fit", "--model", m, "--data", COLOUR / "support.jsonl", "--out", t / "o", "--image-cache-mb", "lots"],
+            "--image-cache-mb is a size in MB \\(0 turns the image cache off\\); got 'lots'",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(tmp_path, tiny_llava, capsys, make_args, message):
@@ -126,6 +130,15 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, tiny_llava, capsys, mak
     assert status == 2
     assert err.startswith("error: ") and "Traceback" not in err
     assert re.search(message, err), err
+
+
+def test_a_fit_without_the_image_cache_writes_the_same_classifier(fitted, tiny_llava, tmp_path, capsys):
+    out = tmp_path / "uncached"
+    status, _, _ = run(
+        capsys, "fit", "--model", tiny_llava, "--data", COLOUR / "support.jsonl", "--out", out, "--k", "4", "--image-cache-mb", "0"
+    )
+    assert status == 0
+    assert (out / "tensors.safetensors").read_bytes() == (fitted / "tensors.safetensors").read_bytes()
 
 
 def test_unknown_hub_id_fails_fast_offline(tmp_path, capsys, monkeypatch):
