@@ -1,4 +1,5 @@
-"""Figures: the layers x heads heatmap, votes per class, the confusion matrix, accuracy against k, and a PNG of the heatmap.
+"""Figures: the layers x heads heatmap, votes per class, the confusion matrix, a head's projection, accuracy
+against k, and a PNG of the heatmap.
 
     fig = head_heatmap(clf, n_layers=8)          # plotly; hover: layer, head, in-sample, leave-one-out
     png = heatmap_png(clf, n_layers=8, path)     # the same picture without a browser (Pillow)
@@ -13,14 +14,15 @@ import html
 import math
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
-from ..analysis import AccuracyCurve
-from ..classifier import Prediction, SAVClassifier
-from ..pipeline import EvalReport
+from .analysis import AccuracyCurve
+from .classifier import Prediction, SAVClassifier
+from .pipeline import EvalReport
 
 SELECTED_COLOUR = "#e4572e"
 HEAD_HOVER = "layer %{y}, head %{x}<br>in-sample accuracy %{customdata[0]:.2f}<br>leave-one-out accuracy %{customdata[1]:.2f}"
@@ -292,6 +294,68 @@ def confusion_chart(report: EvalReport | None) -> go.Figure:
         xaxis=dict(title="predicted", type="category"),
         yaxis=dict(title="true", type="category", autorange="reversed"),
     )
+    return fig
+
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+@dataclass(frozen=True)
+class ProjectedPoint:
+    """One example in a head's projection: where it lies, its true class, where it came from, what SAV said."""
+
+    x: float
+    y: float
+    label: str  # the true class (the colour)
+    source: str  # "support" or "query"
+    name: str
+    predicted: str | None = None  # SAV's label, for queries
+    thumbnail: str = ""  # a data: URI the page shows on hover ("" for none)
+
+    @property
+    def wrong(self) -> bool:
+        return self.predicted is not None and self.predicted != self.label
+
+
+def projection_chart(points: Sequence[ProjectedPoint], classes: Sequence[str], title: str = "", empty: str = "") -> go.Figure:
+    """A 2-D projection of examples: colour = true class; support dots, query diamonds, misclassified
+    queries a large cross. The hover names the file and the labels; `customdata` carries each point's
+    thumbnail for the page to show beside it."""
+    fig = go.Figure()
+    fig.update_layout(template="plotly_white", font=FONT, height=440, margin=dict(l=50, r=10, t=40, b=45))
+    if not points:
+        fig.update_layout(
+            xaxis=dict(visible=False), yaxis=dict(visible=False),
+            annotations=[dict(text=esc(empty), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=13))],
+        )  # fmt: skip
+        return fig
+    order = list(classes) + sorted({p.label for p in points} - set(classes))  # unknown true labels after the classes
+    styles = {
+        "support": dict(symbol="circle", size=8, opacity=0.55, line=dict(width=0)),
+        "query": dict(symbol="diamond", size=10, opacity=0.9, line=dict(width=1, color="white")),
+        "wrong": dict(symbol="x", size=15, opacity=1.0, line=dict(width=1.5, color="black")),
+    }
+    kinds = {"support": "support", "query": "query", "wrong": "query, misclassified"}
+    for index, label in enumerate(order):
+        colour = PALETTE[index % len(PALETTE)]
+        for kind, style in styles.items():
+            chosen = [p for p in points if p.label == label and ("wrong" if p.wrong else p.source) == kind]
+            if not chosen:
+                continue
+            said = lambda p: "" if p.predicted is None else f"<br>SAV: {esc(p.predicted)}" + (" ✗" if p.wrong else " ✓")  # noqa: E731
+            fig.add_trace(
+                go.Scatter(
+                    x=[p.x for p in chosen], y=[p.y for p in chosen], mode="markers", name=f"{esc(label)} · {kinds[kind]}",
+                    marker=dict(color=colour, **style), customdata=[[p.thumbnail] for p in chosen],
+                    text=[f"{esc(p.name)}<br>{p.source}, class {esc(p.label)}{said(p)}" for p in chosen],
+                    hovertemplate="%{text}<extra></extra>",
+                )
+            )  # fmt: skip
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=13), x=0.01),
+        xaxis=dict(title="PC 1", zeroline=False), yaxis=dict(title="PC 2", zeroline=False, scaleanchor="x", scaleratio=1),
+        legend=dict(font=dict(size=11)), hoverlabel=dict(align="left"),
+    )  # fmt: skip
     return fig
 
 

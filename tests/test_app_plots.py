@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from sav_explorer import HeadActivations, HeadLayout, LayerBlock, SAVClassifier, evaluate
-from sav_explorer.ui import plots
+from sav_explorer import HeadActivations, HeadLayout, LayerBlock, SAVClassifier, evaluate, plots
 
 
 def fitted(labels=("a", "a", "b", "b")) -> SAVClassifier:

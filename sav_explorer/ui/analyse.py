@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .. import plots
 from ..ablation import ablation_study
 from ..analysis import accuracy_curve, class_indices, compare_tasks
 from ..answers import ZeroShotReport, zero_shot
 from ..capture import capture_heads
 from ..errors import DataError
 from ..pipeline import evaluate
-from . import plots
 from .classify import ClassifyHandlers, check_same_model, classify_test_set, query_encoding, query_run
 from .common import md, ui_errors, whole_number
 from .explore import fitted

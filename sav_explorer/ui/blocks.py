@@ -25,7 +25,8 @@ from .inspect import InspectHandlers
 from .live import LiveHandlers
 from .panels import build_panels
 from .registry import ModelRegistry
-from .session import MAX_UPLOAD, SESSION_TTL_S, Session, close_session
+from .resume import RESUMED, ResumeHandlers
+from .session import MAX_UPLOAD, SESSION_TTL_S, Session
 from .support import SupportHandlers
 from .transfer import TransferHandlers
 
@@ -33,7 +34,15 @@ MODEL_GROUP = "model"
 
 
 class Explorer(
-    SupportHandlers, ExploreHandlers, InspectHandlers, CausalHandlers, AnalyseHandlers, ClassifyHandlers, LiveHandlers, TransferHandlers
+    SupportHandlers,
+    ExploreHandlers,
+    InspectHandlers,
+    CausalHandlers,
+    AnalyseHandlers,
+    ClassifyHandlers,
+    LiveHandlers,
+    TransferHandlers,
+    ResumeHandlers,
 ):
     """Every view's handlers over one model registry: what the layout wires to events."""
 
@@ -53,7 +62,8 @@ where they look, and how they vote ([Sparse Attention Vectors](https://arxiv.org
 """
 
 CSS = """
-#sav-gallery img, #sav-preview img, #sav-overlay img, #sav-class-maps img, #sav-voting-maps img { image-rendering: pixelated; }
+#sav-gallery img, #sav-preview img, #sav-overlay img, #sav-class-maps img, #sav-voting-maps img, #sav-mistakes img,
+#sav-hover-thumb img { image-rendering: pixelated; }
 .sav-small { font-size: 0.9em; color: var(--body-text-color-subdued); font-weight: normal; }
 .sav-banner p { margin: 0; }
 #sav-canvas { border: 1px solid var(--border-color-primary); border-radius: 6px; cursor: crosshair; touch-action: none;
@@ -65,6 +75,13 @@ CSS = """
 #sav-gallery .grid-container, #sav-preview .grid-container { grid-template-columns: repeat(8, minmax(60px, 1fr)) !important; }
 #sav-voting-maps .grid-container { grid-template-columns: repeat(5, minmax(100px, 1fr)) !important; }
 #sav-class-maps .grid-container { grid-template-columns: repeat(3, minmax(100px, 1fr)) !important; }
+#sav-mistakes .grid-container { grid-template-columns: repeat(6, minmax(100px, 1fr)) !important; }
+#sav-mistakes .thumbnail-lg > img { position: absolute; top: 0; left: 0; width: 100%; height: calc(100% - 32px); }
+#sav-mistakes .caption-label { bottom: 0; left: 0; right: 0; max-width: 100%; border: 0; border-radius: 0; opacity: 1; padding: 0 4px;
+  font-size: 11px; line-height: 16px; height: 32px; white-space: normal; overflow: hidden; text-align: center; }
+#sav-hover-thumb { position: fixed; z-index: 1000; pointer-events: none; display: none; padding: 3px; background: white;
+  border: 1px solid var(--border-color-primary); border-radius: 4px; box-shadow: 0 2px 8px rgba(0, 0, 0, 0.25); }
+#sav-hover-thumb img { display: block; width: 96px; height: 96px; object-fit: contain; }
 /* captions in a strip under each thumbnail, never over the image */
 :is(#sav-gallery, #sav-preview, #sav-voting-maps, #sav-class-maps) .thumbnail-lg > img {
   position: absolute; top: 0; left: 0; width: 100%; height: calc(100% - 18px); }
@@ -102,7 +119,9 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
 
     with gr.Blocks(title="SAV Explorer", fill_width=True) as demo:
         # a callable: every visitor's first event gets a new Session, made once even when two events arrive together
-        session = gr.State(Session.new, time_to_live=SESSION_TTL_S, delete_callback=close_session)
+        session = gr.State(Session.new, time_to_live=SESSION_TTL_S, delete_callback=explorer.sessions.release)
+        # the browser's key to its session: a reload finds the session again (the server keeps it, in memory)
+        browser_token = gr.BrowserState(None, storage_key="sav-explorer-session")
         gr.Markdown(INTRO)
         ui = build_panels(default_model, example_tasks())
         support_views = [session, ui.support_table, ui.gallery, ui.question, ui.support_status]
@@ -251,6 +270,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         ui.head_votes.select(
             explorer.inspect_vote_row, [ui.detail_choice, session], [ui.inspect_cell, ui.inspect_image, ui.views], **instant
         )
+        mistake_views = [ui.mistakes_note, ui.mistakes, ui.projection_head, ui.projection]
         ui.run_test.click(
             gpu(explorer.evaluate_test),
             [ui.test_files, ui.use_example, ui.query_question, session],
@@ -258,7 +278,11 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             api_name="evaluate",
             show_progress_on=[ui.accuracy],
             **model_events,
-        )
+        ).then(explorer.mistakes_views, [ui.projection_head, session], mistake_views, api_name="mistakes", **instant)
+        ui.projection_head.input(explorer.project_head, [ui.projection_head, session], [ui.projection], api_name="project_head", **instant)
+        ui.mistakes.select(
+            explorer.inspect_mistake, [ui.projection_head, session], [ui.inspect_cell, ui.inspect_image, ui.views], **instant
+        ).then(None, js="() => document.querySelector('#sav-inspect')?.scrollIntoView({block: 'start'})")
 
         # ------------------------------------------------------------------ analyse
         test_inputs = [ui.analyse_files, ui.analyse_example]
@@ -350,5 +374,16 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             )
         )
         demo.load(None, js=PAGE_JS)
+        then_counted(
+            then_explore(
+                demo.load(
+                    explorer.resume,
+                    [browser_token, session],
+                    [session, browser_token, *(getattr(ui, name) for name in RESUMED)],
+                    api_name="resume",
+                    **instant,
+                )
+            )
+        )
     demo.queue(default_concurrency_limit=None)
     return demo

@@ -9,6 +9,8 @@
 // 2. Moving k redraws the frames of the top-k heads at once, from the scores the plot already holds
 //    (score descending, ties by layer then head, as the server ranks them); the server re-scores the
 //    latest value and its heatmap replaces this one when it arrives.
+// 4. Hovering a point of the errors' projection shows its image beside the pointer: the point's
+//    customdata holds a PNG data URI (plotly's own hover label cannot show images).
 () => {
   const topK = (plot, k) => {
     const cells = [];
@@ -96,8 +98,38 @@
     const reset = document.querySelector('#sav-canvas-clear');
     if (reset) reset.addEventListener('click', clear);
   };
+  const hoverCard = () => {
+    let card = document.querySelector('#sav-hover-thumb');
+    if (!card) {
+      card = document.createElement('div');
+      card.id = 'sav-hover-thumb';
+      card.appendChild(document.createElement('img'));
+      document.body.appendChild(card);
+    }
+    return card;
+  };
+  const bindProjection = (plot) => {
+    if (plot.__savBound || typeof plot.on !== 'function') return;
+    plot.__savBound = true;
+    plot.on('plotly_hover', (event) => {
+      const point = event && event.points && event.points[0];
+      const data = point && point.customdata;
+      const uri = Array.isArray(data) ? data[0] : data;
+      const card = hoverCard();
+      if (typeof uri !== 'string' || !uri.startsWith('data:image/png;base64,')) { card.style.display = 'none'; return; }
+      card.firstChild.src = uri;
+      const mouse = event.event || {};
+      const x = (mouse.clientX || 0) + 18;
+      const y = (mouse.clientY || 0) + 18;
+      card.style.left = `${Math.min(x, window.innerWidth - 120)}px`;
+      card.style.top = `${Math.min(y, window.innerHeight - 120)}px`;
+      card.style.display = 'block';
+    });
+    plot.on('plotly_unhover', () => { hoverCard().style.display = 'none'; });
+  };
   const bind = () => {
     bindCanvas();
+    document.querySelectorAll('#sav-projection .js-plotly-plot').forEach(bindProjection);
     document.querySelectorAll('#sav-heatmap .js-plotly-plot').forEach((plot) => {
       if (plot.__savBound || typeof plot.on !== 'function') return;
       plot.__savBound = true;

@@ -15,11 +15,11 @@ from __future__ import annotations
 import gradio as gr
 import torch
 
+from .. import plots
 from ..attribution import attribute
 from ..causal import patch, steering_study
 from ..encoding import RunOptions
 from ..errors import DataError
-from . import plots
 from .analyse import MAX_ABLATION_QUERIES, MAX_RANDOM_DRAWS, interval_text
 from .classify import check_same_model, query_encoding, query_run
 from .common import md, ui_errors, whole_number

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .. import plots
 from ..answers import generate_answers
+from ..capture import HeadActivations
+from ..classifier import Prediction
 from ..data import Example, labels_of, load_examples, open_image
 from ..encoding import Encoding, RunOptions
 from ..errors import ClassifierFileError, DataError
+from ..heads import Head
+from ..mistakes import head_rows
 from ..models import EXAMPLES_DIR, LoadedModel
-from ..pipeline import evaluate, predict_examples
-from . import plots
+from ..pipeline import capture_for, evaluate, predict_examples
 from .common import Handlers, file_paths, md, ui_errors
 from .explore import fitted
 from .housekeeping import room_left
-from .session import MAX_CLASSIFY, MAX_IMAGE_TOKENS, MAX_TEST, Classified, Session
+from .session import MAX_CLASSIFY, MAX_IMAGE_TOKENS, MAX_TEST, Classified, HeldOut, Session
 from .support import check_images_per_example
 from .uploads import examples_from_uploads
 
@@ -52,7 +56,16 @@ def check_same_model(session: Session, loaded: LoadedModel) -> None:
 def classify_test_set(loaded: LoadedModel, clf, examples: list[Example], encoding: Encoding, on_batch=None) -> list:
     """SAV's predictions on a labeled test set, read as `encoding` says, under the page's cap on a request's image tokens;
     the heads selected when it starts vote, whatever k does meanwhile."""
-    return predict_examples(loaded, clf.snapshot(), examples, query_run(on_batch), encoding)
+    return run_test_set(loaded, clf, examples, encoding, on_batch)[0]
+
+
+def run_test_set(
+    loaded: LoadedModel, clf, examples: list[Example], encoding: Encoding, on_batch=None
+) -> tuple[list[Prediction], HeadActivations, list[Head]]:
+    """As `classify_test_set`, with the captured activations (the voting heads' layers) and the heads that voted."""
+    clf = clf.snapshot()
+    activations = capture_for(loaded, clf, examples, query_run(on_batch), encoding)
+    return clf.explain(activations), activations, list(clf.selected_heads)
 
 
 def query_run(on_batch=None, should_stop=None) -> RunOptions:
@@ -174,14 +187,25 @@ class ClassifyHandlers(Handlers):
         truth = labels_of(examples)
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
-        predictions = classify_test_set(
+        predictions, activations, heads = run_test_set(
             loaded, clf, examples, encoding, lambda done, n: progress((done, n), desc="classifying the test set", unit="examples")
         )
         report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])
-        per_class = [[label, round(acc, 3)] for label, acc in report.per_class_accuracy.items()]
-        low, high = report.interval
-        summary = (
-            f"### Held-out accuracy: **{report.accuracy:.3f}** on {report.n} examples (95 % interval {low:.3f}–{high:.3f})\n"
-            f"Classifier: {md(session.fit.describe())}" + (f"\n\n*Note: {md(note)}*" if note else "")
-        )
-        return session, summary, plots.confusion_chart(report), per_class
+        rows = {head: head_rows(activations, head) for head in heads}  # the projection's; the other heads are not kept
+        session.evaluation = HeldOut(examples, predictions, report, heads, rows, session.fit.created, note)
+        return evaluation_views(session)
+
+
+def evaluation_views(session: Session):
+    """(session, accuracy summary, confusion matrix, per-class table) of the session's latest evaluation."""
+    held = session.evaluation
+    if held is None or session.fit is None or held.fit_created != session.fit.created:
+        return session, "", plots.confusion_chart(None), []
+    report = held.report
+    per_class = [[label, round(acc, 3)] for label, acc in report.per_class_accuracy.items()]
+    low, high = report.interval
+    summary = (
+        f"### Held-out accuracy: **{report.accuracy:.3f}** on {report.n} examples (95 % interval {low:.3f}–{high:.3f})\n"
+        f"Classifier: {md(session.fit.describe())}" + (f"\n\n*Note: {md(held.note)}*" if held.note else "")
+    )
+    return session, summary, plots.confusion_chart(report), per_class

@@ -95,6 +95,7 @@ class Handlers:
             session = Session.new()
         if session.model_key is None:
             session.model_key = ModelKey(self.default_model)
+        session.touch()  # a reload finds the session until its time-to-live after this
         return session
 
     def model(self, session: Session, progress: gr.Progress | None = None) -> LoadedModel:

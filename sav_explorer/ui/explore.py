@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import gradio as gr
 
+from .. import plots
 from ..capture import CaptureCancelled
 from ..classifier import SAVClassifier
 from ..data import labels_of
@@ -22,7 +23,6 @@ from ..encoding import Encoding, RunOptions
 from ..errors import DataError
 from ..models import unseen_words
 from ..pipeline import fit_examples
-from . import plots
 from .budget import BudgetHandlers, default_budget, page_budget
 from .common import md, ui_errors, whole_number
 from .session import MAX_BATCH, MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, Fit, Session, cancel_flag

@@ -4,6 +4,7 @@ stale folders of ended apps swept away.
     check_quota(session.workdir, incoming_bytes)     # before anything is written
     prune_uploads(session)                           # after the support set or a fit changes
     sweep_stale_sessions(max_age_s)                  # at start-up and then periodically
+    sweep_also(store.expire)                         # sessions kept for a reload, closed with the same sweeps
 
 Several apps and test runs share the machine's temporary folder: each session folder carries an
 owner marker (process id and start time of the app that made it), and a sweep never touches a
@@ -19,6 +20,8 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import DataError
@@ -120,6 +123,21 @@ def sweep_stale_sessions(max_age_s: float, root: Path | None = None) -> int:
 
 
 _sweeper: threading.Thread | None = None
+_also: list[weakref.WeakMethod] = []
+
+
+def sweep_also(method: Callable[[], object]) -> None:
+    """Calls a bound method on every sweep for as long as its object lives (a session store's `expire`)."""
+    _also.append(weakref.WeakMethod(method))
+
+
+def run_other_sweeps() -> None:
+    for ref in list(_also):
+        method = ref()
+        if method is None:
+            _also.remove(ref)
+        else:
+            method()
 
 
 def start_sweeper(max_age_s: float, every_s: float = 15 * 60) -> threading.Thread:
@@ -135,6 +153,7 @@ def start_sweeper(max_age_s: float, every_s: float = 15 * 60) -> threading.Threa
                 removed = sweep_stale_sessions(max_age_s)
                 if removed:
                     log.info("removed %d stale session folder(s)", removed)
+                run_other_sweeps()
             except Exception:  # a failed sweep must never stop the app
                 log.exception("session sweep failed")
             time.sleep(every_s)

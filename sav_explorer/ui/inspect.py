@@ -19,6 +19,7 @@ from ..data import Example, open_image
 from ..errors import DataError
 from ..heads import Head
 from ..lens import Lens, class_averages, density_on_image, look, overlay
+from ..mistakes import Mistake, misclassified
 from .classify import prediction_index
 from .common import Handlers, md, ui_errors
 from .explore import fitted, parse_cell, toggle
@@ -30,11 +31,28 @@ AVERAGE_OVER = 12  # support images per class in a class-average map (one lens p
 
 
 def image_choices(session: Session) -> list[str]:
-    """ "support N: name (label)" for the fit's support images, then "query N: name" for classified images."""
+    """ "support N: name (label)" for the fit's support images, "query N: name" for classified images, then
+    "test N: name (label → predicted)" for the misclassified examples of the latest evaluation."""
     fit = session.fit
     support = fit.examples if fit else []
     choices = [f"support {i + 1}: {e.name} ({e.label})" for i, e in enumerate(support) if isinstance(e.images[0], (str, Path))]
-    return choices + [f"query {i + 1}: {c.name}" for i, c in enumerate(session.predictions)]
+    choices += [f"query {i + 1}: {c.name}" for i, c in enumerate(session.predictions)]
+    return choices + [mistake_choice(session, m.index) for m in evaluation_mistakes(session)]
+
+
+def evaluation_mistakes(session: Session) -> list[Mistake]:
+    """The misclassified examples (of image files) of the latest evaluation, if it belongs to the current fit."""
+    held = session.evaluation
+    if held is None or session.fit is None or held.fit_created != session.fit.created:
+        return []
+    mistakes = misclassified(held.predictions, [str(e.label) for e in held.examples])
+    return [m for m in mistakes if isinstance(held.examples[m.index].images[0], (str, Path))]
+
+
+def mistake_choice(session: Session, index: int) -> str:
+    """The image list's name of test example `index` of the latest evaluation."""
+    example, prediction = session.evaluation.examples[index], session.evaluation.predictions[index]
+    return f"test {index + 1}: {example.name} ({example.label} → {prediction.label})"
 
 
 def chosen_image(session: Session, choice: str | None) -> tuple[str, Example]:
@@ -47,6 +65,8 @@ def chosen_image(session: Session, choice: str | None) -> tuple[str, Example]:
     index = int(number) - 1
     if kind == "support":
         return choice, session.fit.examples[index]
+    if kind == "test":  # as the evaluation read it: with its own question
+        return choice, session.evaluation.examples[index]
     item = session.predictions[index]
     return choice, Example((item.path,), item.question)
 

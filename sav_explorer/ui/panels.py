@@ -13,9 +13,9 @@ from typing import get_args
 
 import gradio as gr
 
+from .. import plots
 from ..method import Scoring
 from ..official import FORMATS
-from . import plots
 from .budget import default_budget
 from .common import md
 from .live import canvas_html
@@ -241,6 +241,31 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     with gr.Row():
                         confusion = gr.Plot(plots.confusion_chart(None), show_label=False, scale=3)
                         per_class = gr.Dataframe(headers=["class", "accuracy"], interactive=False, scale=2)
+                    gr.Markdown("### The errors, looked at")
+                    mistakes_note = gr.Markdown("", elem_id="sav-mistakes-note")
+                    mistakes = gr.Gallery(
+                        label="Misclassified: true class → SAV's label · votes (click one to inspect a head on it)",
+                        show_label=False,
+                        columns=6,
+                        height=210,
+                        object_fit="contain",
+                        allow_preview=False,
+                        elem_id="sav-mistakes",
+                    )
+                    projection_head = gr.Dropdown(
+                        [], label="Head to project (one of the voting heads)", interactive=True, elem_id="sav-projection-head"
+                    )
+                    projection = gr.Plot(
+                        plots.projection_chart([], [], empty="Evaluate on a labeled test set to see its errors here"),
+                        show_label=False,
+                        elem_id="sav-projection",
+                    )
+                    gr.Markdown(
+                        "Each dot is an example, placed by the projected head's activation (scaled to length 1, as SAV compares "
+                        "by cosine) on its first two principal components; colour: the true class; ✕: misclassified. "
+                        "Hover a point to see its image.",
+                        elem_classes="sav-small",
+                    )
                 with gr.Tab("Analyse", elem_id="sav-analyse") as analyse_tab:
                     gr.Markdown(
                         "Does the model **need** the voting heads, and does SAV beat the model's **own answers**? "

@@ -4,6 +4,8 @@
     session.keep_fit(fit)            # the one place a fitted classifier enters a session
     session.fit                      # the current task's Fit, or None
     session.workdir                  # a private temporary folder, removed by `close`
+    token = store.issue(session)     # the browser keeps the token (gr.BrowserState); a reload finds
+    store.find(token)                # its session again, in memory, until the session's time-to-live
 
 A session holds only the key of its model, never the model itself (see `registry`). Cancelling
 works through a flag looked up by session id, so a cancel event never waits for the model's queue.
@@ -11,6 +13,8 @@ works through a flag looked up by session id, so a cancel event never waits for 
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import threading
 import time
@@ -18,10 +22,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..capture import HeadActivations
 from ..classifier import Prediction, SAVClassifier
 from ..data import Example
+from ..heads import Head
 from ..image_cache import ImageFeatureCache, session_cache_bytes
+from ..pipeline import EvalReport
 from .housekeeping import PREFIX, mark_owner, session_root
 from .registry import ModelKey
 
@@ -91,6 +99,21 @@ class Classified:
 
 
 @dataclass
+class HeldOut:
+    """A labeled test set classified by the current fit: the report, each query's prediction, and the
+    voting heads' activations of every query (for the projection; the other heads are not kept)."""
+
+    examples: list[Example]
+    predictions: list[Prediction]
+    report: EvalReport
+    heads: list[Head]  # the heads that voted, best-ranked first
+    rows: dict[Head, torch.Tensor]  # per voting head: (n_queries, head_dim)
+    fit_created: float  # the `Fit.created` of the classifier that voted
+    note: str = ""  # how the queries were read differently from the support set, if they were
+    thumbnails: dict[str, str] = field(default_factory=dict)  # data URIs of the projection's hover, by image path
+
+
+@dataclass
 class Session:
     id: str
     workdir: Path
@@ -105,6 +128,8 @@ class Session:
     lens_cache: dict = field(default_factory=dict)  # overlays and class averages, per fit, head and image
     reading: list[Example] = field(default_factory=list)  # the support set a running extraction reads: its files stay
     image_cache: ImageFeatureCache = field(default_factory=lambda: ImageFeatureCache(session_cache_bytes()), repr=False, compare=False)
+    evaluation: HeldOut | None = None  # the latest held-out evaluation of the current fit
+    last_used: float = field(default_factory=time.time)  # when an event last touched it (a reload may find it until TTL after)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)  # events of one visitor may overlap
 
     def __deepcopy__(self, memo) -> Session:
@@ -127,6 +152,7 @@ class Session:
             self.fits.pop(next(iter(self.fits)))
         self.current = fit.task
         self.predictions = []
+        self.evaluation = None
         self.lens_cache.clear()
 
     @classmethod
@@ -151,6 +177,11 @@ class Session:
         self.fits.clear()
         self.current = None
         self.predictions = []
+        self.evaluation = None
+
+    def touch(self) -> None:
+        """Marks the session used now: its time-to-live counts from here."""
+        self.last_used = time.time()
 
     def close(self) -> None:
         self.image_cache.clear()
@@ -160,6 +191,69 @@ class Session:
 
 
 def close_session(session: Session | None) -> None:
-    """The gr.State delete callback: runs when the session expires or the visitor leaves."""
+    """The gr.State delete callback of an app without a session store: runs when the session expires or the visitor leaves."""
     if isinstance(session, Session):
         session.close()
+
+
+class SessionStore:
+    """Sessions by an unguessable token that the visitor's browser keeps, so that a reload of the page
+    finds its session again: support set, fits, results. Held in memory only (a fit holds tensors and
+    the model's key, nothing that is written out or read back), until `ttl_s` after the session's last use.
+
+    The page's gr.State still carries the session between events; when Gradio drops that State (the
+    tab closed or reloaded), `release` leaves a session the store holds alone, and `expire` closes it
+    once its time is up. A token the store does not know (forged, expired, from another app) finds nothing.
+    """
+
+    def __init__(self, ttl_s: float = SESSION_TTL_S):
+        self.ttl_s = ttl_s
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, session: Session) -> str:
+        """A new token for `session` (32 random bytes, URL-safe), kept until the session expires."""
+        token = secrets.token_urlsafe(32)
+        session.touch()
+        with self._lock:
+            self._sessions[token] = session
+        self.expire()
+        return token
+
+    def find(self, token: object) -> Session | None:
+        """The live session of `token`, marked used now; None for an unknown, expired or malformed token."""
+        self.expire()
+        if not isinstance(token, str) or not token:
+            return None
+        with self._lock:
+            session = self._sessions.get(token)
+        if session is None:
+            return None
+        session.touch()
+        if session.workdir.is_dir():  # its folder counts as used too: the folder sweeper goes by age
+            os.utime(session.workdir)
+        return session
+
+    def holds(self, session: Session) -> bool:
+        with self._lock:
+            return any(held is session for held in self._sessions.values())
+
+    def expire(self, now: float | None = None) -> int:
+        """Closes and forgets the sessions unused for the time-to-live; returns how many."""
+        now = time.time() if now is None else now
+        with self._lock:
+            stale = [token for token, session in self._sessions.items() if now - session.last_used > self.ttl_s]
+            closed = [self._sessions.pop(token) for token in stale]
+        for session in closed:
+            session.close()
+        return len(closed)
+
+    def release(self, session: Session | None) -> None:
+        """The gr.State delete callback: a session the store holds lives on for a reload (until `expire`);
+        any other closes now."""
+        if isinstance(session, Session) and not self.holds(session):
+            session.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)

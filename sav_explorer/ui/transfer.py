@@ -12,11 +12,11 @@ import shutil
 
 import gradio as gr
 
+from .. import plots
 from ..classifier import SAVClassifier
 from ..errors import ClassifierFileError, DataError
 from ..manifest import MANIFEST
 from ..pipeline import save_activations, save_head_scores
-from . import plots
 from .common import Handlers, file_paths, ui_errors
 from .explore import explore_views, fitted
 from .housekeeping import room_left
