@@ -322,7 +322,7 @@ def projection_chart(points: Sequence[ProjectedPoint], classes: Sequence[str], t
     queries a large cross. The hover names the file and the labels; `customdata` carries each point's
     thumbnail for the page to show beside it."""
     fig = go.Figure()
-    fig.update_layout(template="plotly_white", font=FONT, height=440, margin=dict(l=50, r=10, t=40, b=45))
+    fig.update_layout(template="plotly_white", font=FONT, height=460, margin=dict(l=50, r=10, t=60, b=45))
     if not points:
         fig.update_layout(
             xaxis=dict(visible=False), yaxis=dict(visible=False),

@@ -111,21 +111,27 @@ def test_the_projection_is_the_pca_of_the_heads_unit_activations_with_the_wrong_
     assert json.loads(again["plot"])["data"] == figure["data"]
 
 
-def test_a_click_on_a_thumbnail_inspects_the_projected_head_on_that_image(engine):
-    """The gallery's select event: the projected head and that test image go to Inspect, and the Explore tab
-    comes to the front; Inspect then shows that head on that image."""
-    explorer = Explorer(default_model_id())
+def evaluated_session(explorer: Explorer, engine, restored: bool = False) -> Session:
+    """A session holding the engine's fit and its evaluation, as the page's Evaluate leaves it (`restored`: a
+    classifier restored from a file, without support activations or images)."""
     session = explorer.session(None)
     clf = engine.clf
-    session.keep_fit(
-        Fit(
-            clf, engine.support_acts, [e.label for e in engine.support], ModelKey(default_model_id()), "", 8, "size", "size", engine.support
-        )
-    )
+    labels, examples = ([], []) if restored else ([e.label for e in engine.support], engine.support)
+    acts = None if restored else engine.support_acts
+    session.keep_fit(Fit(clf, acts, labels, ModelKey(default_model_id()), "", 8, "size", "size", examples))
     head = clf.selected_heads[0]
     rows = {head: engine.query_acts.blocks[engine.query_acts.layout.layers.index(head[0])][:, head[1]]}
     report = evaluate([p.label for p in engine.predictions], [e.label for e in engine.queries], clf.classes_)
     session.evaluation = HeldOut(list(engine.queries), engine.predictions, report, [head], rows, session.fit.created)
+    return session
+
+
+def test_a_click_on_a_thumbnail_inspects_the_projected_head_on_that_image(engine):
+    """The gallery's select event: the projected head and that test image go to Inspect, and the Explore tab
+    comes to the front; Inspect then shows that head on that image."""
+    explorer = Explorer(default_model_id())
+    session = evaluated_session(explorer, engine)
+    head = engine.clf.selected_heads[0]
     wrong = [i for i, (e, p) in enumerate(zip(engine.queries, engine.predictions)) if p.label != e.label]
     cell, image, tabs = explorer.inspect_mistake(SimpleNamespace(index=len(wrong) - 1), "L{} H{}".format(*head), session)
     query = engine.queries[wrong[-1]]
@@ -135,6 +141,17 @@ def test_a_click_on_a_thumbnail_inspects_the_projected_head_on_that_image(engine
     assert f"Layer {head[0]}, head {head[1]}" in title and choices["value"] == image["value"] and overlay.size[0] >= 64
     with pytest.raises(Exception, match="click one of its misclassified images"):
         explorer.inspect_mistake(SimpleNamespace(index=99), None, session)
+
+
+def test_a_restored_classifier_projects_its_queries_only_and_a_new_fit_empties_the_errors(engine):
+    explorer = Explorer(default_model_id())
+    session = evaluated_session(explorer, engine, restored=True)
+    note, thumbnails, _, figure = explorer.mistakes_views(None, session)
+    assert sum(len(trace["x"]) for trace in figure.to_dict()["data"]) == 20 and "queries only" in figure.layout.title.text
+    assert len(thumbnails) == len([p for e, p in zip(engine.queries, engine.predictions) if p.label != e.label])
+    session.keep_fit(session.fit)  # as an extraction or a restore does: the evaluation belonged to the fit before
+    accuracy, _, per_class, note, thumbnails, head, figure = explorer.held_out_views(session)
+    assert (accuracy, per_class, note, thumbnails, head["choices"]) == ("", [], "", [], []) and not figure.data
 
 
 def test_a_reload_brings_the_session_back_and_no_one_else_gets_it(url, visitor):
@@ -157,6 +174,13 @@ def test_a_reload_brings_the_session_back_and_no_one_else_gets_it(url, visitor):
         assert token != visitor.token and len(token) >= 43 and all(view == {"__type__": "update"} for view in views)
         note, thumbnails, _, _ = stranger.predict(None, api_name="/mistakes")  # nothing of the visitor's
         assert note == "" and thumbnails == []
+
+
+def test_the_errors_and_the_reload_never_wait_for_the_model(app):
+    """Neither needs a model call: they run at once, never queued behind another visitor's extraction."""
+    by_name = {fn.api_name: fn for fn in app[1].fns.values()}
+    for name in ("mistakes", "project_head", "resume"):
+        assert by_name[name].concurrency_id != "model" and by_name[name].concurrency_limit is None
 
 
 def test_the_store_keeps_sessions_for_their_time_to_live_only(tmp_path, monkeypatch):
@@ -218,8 +242,7 @@ def test_in_the_browser_the_errors_show_a_click_inspects_and_a_reload_keeps_ever
     card = page.locator("#sav-hover-thumb img")
     expect(card).to_be_visible()
     assert card.get_attribute("src").startswith("data:image/png;base64,")
-    shot = tmp_path / "errors.png"
-    page.screenshot(path=str(shot), full_page=True)
+    page.screenshot(path=str(tmp_path / "errors-hover.png"))  # the viewport: the card is fixed beside the pointer
 
     thumbnails.first.click()
     inspect = page.locator("#sav-inspect").first

@@ -160,6 +160,12 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             event = event.then(explorer.inspect_header_views, [session], [ui.inspect_title, ui.inspect_toggle], **instant)
             return then_banners(event)
 
+        def then_held_out(event):
+            """After a new fit (an extraction, a restore): the evaluation's views and its errors follow, emptied
+            once they belong to a fit that is no longer current. Not after k: the evaluation keeps its heads."""
+            held_out = [ui.accuracy, ui.confusion, ui.per_class, ui.mistakes_note, ui.mistakes, ui.projection_head, ui.projection]
+            return event.then(explorer.held_out_views, [session], held_out, **instant)
+
         # ------------------------------------------------------------------ model and support set
         then_support(
             ui.load_model.click(
@@ -220,6 +226,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             **model_events,
         )
         then_counted(then_explore(extraction.then(explorer.model_status, [session], [ui.model_status], api_name="model_status", **instant)))
+        then_held_out(extraction)
         ui.cancel.click(explorer.cancel, [session], [ui.status], api_name="cancel", concurrency_limit=None, show_progress="hidden")
         then_explore(ui.k.input(explorer.set_k, [ui.k, session], explore_views, api_name="set_k", trigger_mode="always_last", **instant))
         then_explore(ui.mode.input(explorer.set_mode, [ui.mode, session], explore_views, api_name="set_mode", **instant))
@@ -362,17 +369,11 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             api_name="export",
             concurrency_limit=None,
         )
-        then_counted(
-            then_explore(
-                ui.restore.click(
-                    gpu(explorer.restore),
-                    [ui.restore_file, session],
-                    [*explore_views, ui.query_question],
-                    api_name="restore",
-                    **model_events,
-                )
-            )
+        restored = ui.restore.click(
+            gpu(explorer.restore), [ui.restore_file, session], [*explore_views, ui.query_question], api_name="restore", **model_events
         )
+        then_counted(then_explore(restored))
+        then_held_out(restored)
         demo.load(None, js=PAGE_JS)
         then_counted(
             then_explore(

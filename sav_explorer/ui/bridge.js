@@ -118,11 +118,13 @@
       const card = hoverCard();
       if (typeof uri !== 'string' || !uri.startsWith('data:image/png;base64,')) { card.style.display = 'none'; return; }
       card.firstChild.src = uri;
+      // left of the pointer (plotly puts its own label to the right), or right of it near the left edge
       const mouse = event.event || {};
-      const x = (mouse.clientX || 0) + 18;
-      const y = (mouse.clientY || 0) + 18;
-      card.style.left = `${Math.min(x, window.innerWidth - 120)}px`;
-      card.style.top = `${Math.min(y, window.innerHeight - 120)}px`;
+      const px = mouse.clientX || 0;
+      const py = mouse.clientY || 0;
+      const x = px > 140 ? px - 128 : px + 24;
+      card.style.left = `${x}px`;
+      card.style.top = `${Math.max(4, Math.min(py - 52, window.innerHeight - 112))}px`;
       card.style.display = 'block';
     });
     plot.on('plotly_unhover', () => { hoverCard().style.display = 'none'; });

@@ -25,6 +25,7 @@ from ..data import open_image
 from ..errors import DataError
 from ..heads import Head
 from ..mistakes import Mistake, head_projection, head_rows, misclassified
+from .classify import evaluation_views
 from .common import Handlers, md, ui_errors
 from .inspect import image_choices, mistake_choice
 from .session import HeldOut, Session
@@ -104,13 +105,22 @@ def projection_figure(session: Session, held: HeldOut, head: Head, mistakes: lis
     share = projection.explained.tolist()
     without = "" if support is not None else " (this classifier was restored without its support activations: queries only)"
     title = (
-        f"Head {head_name(head)}: unit activations on PC 1 ({share[0]:.0%} of variance) and PC 2 ({share[1]:.0%}); "
-        f"{len(support_examples)} support, {len(held.examples)} queries, {len(mistakes)} misclassified (✕){without}"
+        f"Head {head_name(head)}: its unit activations on PC 1 ({share[0]:.0%} of the variance) and PC 2 ({share[1]:.0%})<br>"
+        f"<span style='font-size:11px'>{len(support_examples)} support, {len(held.examples)} queries, "
+        f"{len(mistakes)} misclassified (✕){without}</span>"
     )
     return plots.projection_chart(points, fit.clf.classes_, title)
 
 
 class MistakesHandlers(Handlers):
+    @ui_errors
+    def held_out_views(self, session: Session | None):
+        """(accuracy, confusion, per class, note, thumbnails, head choice, projection) of the current fit's
+        evaluation: empty once another fit replaced the evaluated one (no model call)."""
+        session = self.session(session)
+        _, accuracy, confusion, per_class = evaluation_views(session)
+        return (accuracy, confusion, per_class, *self.mistakes_views(None, session))
+
     @ui_errors
     def mistakes_views(self, head: str | None, session: Session | None):
         """(note, misclassified thumbnails, head choice, projection) of the latest evaluation."""

@@ -247,7 +247,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         label="Misclassified: true class → SAV's label · votes (click one to inspect a head on it)",
                         show_label=False,
                         columns=6,
-                        height=210,
+                        height=180,
                         object_fit="contain",
                         allow_preview=False,
                         elem_id="sav-mistakes",
