@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 from gradio_client import handle_file
 
@@ -78,3 +80,48 @@ def test_an_edit_during_an_extraction_leaves_the_fit_with_what_it_read_marked_ou
     banner, _ = visitor.predict("", api_name="/banners")
     assert "Out of date" in banner and "the support set" in banner
     assert "2 classes: large, small" in banner
+
+
+# ----------------------------------------------------------------------------- a visitor who has gone
+def test_the_model_pass_of_a_visitor_who_has_gone_stops_at_the_next_batch(app, monkeypatch):
+    """A visitor asks for a held-out evaluation (20 queries, 3 batches) and closes the connection during
+    the first batch: the pass went on to its end, holding the shared model queue for everyone."""
+    from sav_explorer.ui import classify
+
+    url, demo = app
+    batches_done, stopped = [], threading.Event()
+    real_query_run = classify.query_run
+
+    def query_run_that_waits(on_batch=None, should_stop=None):
+        run = real_query_run(on_batch, should_stop)
+
+        def report(done, total):
+            batches_done.append(done)
+            if on_batch is not None:
+                on_batch(done, total)  # the page's progress message: the visitor closes the connection on it
+            for _ in range(600):  # at most a minute, until the pass is told to stop
+                if run.should_stop is not None and run.should_stop():
+                    stopped.set()
+                    return
+                time.sleep(0.1)
+
+        return dataclasses.replace(run, on_batch=report)
+
+    monkeypatch.setattr(classify, "query_run", query_run_that_waits)
+    visitor = client(url)
+    visitor.predict("size", api_name="/load_example")
+    visitor.predict("", 200704, 4, 4, "in-sample", api_name="/extract")
+    index = next(i for i, fn in demo.fns.items() if fn.api_name == "evaluate")
+    with httpx.Client(base_url=f"{url}/gradio_api", timeout=60) as http:  # the page's own protocol: join, then listen
+        joined = http.post("/queue/join", json={"data": [None, True, "", None], "fn_index": index, "session_hash": visitor.session_hash})
+        assert joined.status_code == 200
+        with http.stream("GET", "/queue/data", params={"session_hash": visitor.session_hash}) as events:
+            for line in events.iter_lines():
+                if '"progress"' in line:  # the first batch is done
+                    break
+        # the connection is closed here: the visitor has gone
+    assert stopped.wait(120)
+    other = client(url)  # the model's queue is free again: another visitor's request runs, after the pass ended
+    other.predict("size", api_name="/load_example")
+    other.predict("", 200704, 4, 4, "in-sample", api_name="/extract")
+    assert batches_done == [8]  # the pass stopped before its second batch

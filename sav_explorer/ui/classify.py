@@ -21,7 +21,7 @@ from ..heads import Head
 from ..mistakes import head_rows
 from ..models import EXAMPLES_DIR, LoadedModel
 from ..pipeline import capture_for, evaluate, predict_examples
-from .common import Handlers, file_paths, md, ui_errors
+from .common import Handlers, file_paths, md, ui_errors, visitor_gone
 from .explore import fitted
 from .housekeeping import room_left
 from .session import MAX_CLASSIFY, MAX_IMAGE_TOKENS, MAX_TEST, Classified, HeldOut, Session
@@ -69,8 +69,11 @@ def run_test_set(
 
 
 def query_run(on_batch=None, should_stop=None) -> RunOptions:
-    """How the page runs queries: in batches of 8, within the cap on a request's image tokens."""
-    return RunOptions(batch_size=8, on_batch=on_batch, should_stop=should_stop, max_request_image_tokens=MAX_IMAGE_TOKENS)
+    """How the page runs queries: in batches of 8, within the cap on a request's image tokens, stopped
+    at the next batch by `should_stop` or when the visitor has gone. Made in the handler."""
+    gone = visitor_gone()
+    stop = gone if should_stop is None else lambda: should_stop() or gone()
+    return RunOptions(batch_size=8, on_batch=on_batch, should_stop=stop, max_request_image_tokens=MAX_IMAGE_TOKENS)
 
 
 def classify_views(session: Session):

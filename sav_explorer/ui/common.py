@@ -20,6 +20,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..encoding import Cancelled
 from ..errors import DataError, SAVError
 from ..models import EXAMPLES_DIR, LoadedModel
 from .registry import ModelKey, ModelRegistry
@@ -46,6 +47,25 @@ def whole_number(value, name: str, low: int, high: int) -> int:
     return int(number)
 
 
+def visitor_gone() -> Callable[[], bool]:
+    """A check, for a model pass between its batches, whether the visitor whose event runs has gone:
+    Gradio marks an event dead when its connection closes (the tab closed, the client gone), but a
+    handler running in a thread goes on unless it asks. Call it in the handler; outside an event it
+    answers False."""
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    if queue is None or event_id is None:
+        return lambda: False
+
+    def gone() -> bool:
+        event = queue.event_ids_to_events.get(event_id)
+        return event is not None and not event.alive
+
+    return gone
+
+
 def ui_errors(fn: Callable) -> Callable:
     """Turns library errors into `gr.Error` (escaped); an unexpected failure gets one line too, never a traceback."""
 
@@ -57,6 +77,8 @@ def ui_errors(fn: Callable) -> Callable:
             raise
         except SAVError as error:
             raise gr.Error(html.escape(str(error), quote=False), print_exception=False) from None
+        except Cancelled as stopped:  # Cancel pressed, or the visitor gone: the pass stopped between batches
+            raise gr.Error(html.escape(f"stopped: {stopped}", quote=False), print_exception=False) from None
         except Exception as error:  # keep serving: one visitor's failure is reported to that visitor only
             log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(html.escape(f"unexpected {type(error).__name__}: {error}", quote=False), print_exception=False) from None

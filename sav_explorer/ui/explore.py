@@ -24,7 +24,7 @@ from ..errors import DataError
 from ..models import unseen_words
 from ..pipeline import fit_examples
 from .budget import BudgetHandlers, default_budget, page_budget
-from .common import md, ui_errors, whole_number
+from .common import md, ui_errors, visitor_gone, whole_number
 from .session import MAX_BATCH, MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, Fit, Session, cancel_flag
 
 
@@ -170,10 +170,11 @@ class ExploreHandlers(BudgetHandlers):
         progress((0, total), desc="extracting heads", unit="examples")
         started = time.perf_counter()
         encoding = Encoding(question=question, max_pixels=max_pixels, max_image_tokens=budget.budget if budget else None)
+        gone = visitor_gone()
         run = RunOptions(
             batch_size=batch_size,
             on_batch=lambda done, n: progress((done, n), desc="extracting heads", unit="examples"),
-            should_stop=flag.is_set,
+            should_stop=lambda: flag.is_set() or gone(),  # Cancel, or the visitor has gone
             max_request_image_tokens=MAX_IMAGE_TOKENS,
         )
         before = loaded.image_cache.count()
