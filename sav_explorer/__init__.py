@@ -16,6 +16,7 @@ from .encoding import Batch, Encoding, RunOptions, batches, encode
 from .errors import ClassifierFileError, DataError, ModelLoadError, SAVError
 from .heads import HeadLayout, LayerBlock
 from .manifest import Manifest, Settings
+from .mistakes import Mistake, Projection, head_projection, misclassified
 from .models import (
     AttentionSite,
     LoadedModel,
@@ -44,8 +45,10 @@ __all__ = [
     "LayerBlock",
     "LoadedModel",
     "Manifest",
+    "Mistake",
     "ModelLoadError",
     "Prediction",
+    "Projection",
     "RunOptions",
     "SAVClassifier",
     "SAVError",
@@ -61,8 +64,10 @@ __all__ = [
     "find_attention_sites",
     "fit_examples",
     "generate_answers",
+    "head_projection",
     "load_examples",
     "load_model",
+    "misclassified",
     "open_image",
     "predict_examples",
     "save_activations",

@@ -10,7 +10,7 @@
 //    (score descending, ties by layer then head, as the server ranks them); the server re-scores the
 //    latest value and its heatmap replaces this one when it arrives.
 // 4. Hovering a point of the errors' projection shows its image beside the pointer: the point's
-//    customdata holds a PNG data URI (plotly's own hover label cannot show images).
+//    customdata holds a PNG or JPEG data URI (plotly's own hover label cannot show images).
 () => {
   const topK = (plot, k) => {
     const cells = [];
@@ -116,7 +116,8 @@
       const data = point && point.customdata;
       const uri = Array.isArray(data) ? data[0] : data;
       const card = hoverCard();
-      if (typeof uri !== 'string' || !uri.startsWith('data:image/png;base64,')) { card.style.display = 'none'; return; }
+      const image = typeof uri === 'string' && /^data:image\/(png|jpeg);base64,[A-Za-z0-9+/=]+$/.test(uri);
+      if (!image) { card.style.display = 'none'; return; }
       card.firstChild.src = uri;
       // left of the pointer (plotly puts its own label to the right), or right of it near the left edge
       const mouse = event.event || {};

@@ -190,12 +190,6 @@ class Session:
             _cancel_flags.pop(self.id, None)
 
 
-def close_session(session: Session | None) -> None:
-    """The gr.State delete callback of an app without a session store: runs when the session expires or the visitor leaves."""
-    if isinstance(session, Session):
-        session.close()
-
-
 class SessionStore:
     """Sessions by an unguessable token that the visitor's browser keeps, so that a reload of the page
     finds its session again: support set, fits, results. Held in memory only (a fit holds tensors and
