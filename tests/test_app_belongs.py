@@ -7,7 +7,9 @@ Each test names the defect it guards against (issue "What a visitor can still br
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import io
 import json
 import threading
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import handle_file
+from PIL import Image, ImageDraw
 
 from app_harness import client
 from sav_explorer.models import EXAMPLES_DIR
@@ -125,3 +128,37 @@ def test_the_model_pass_of_a_visitor_who_has_gone_stops_at_the_next_batch(app, m
     other.predict("size", api_name="/load_example")
     other.predict("", 200704, 4, 4, "in-sample", api_name="/extract")
     assert batches_done == [8]  # the pass stopped before its second batch
+
+
+# ----------------------------------------------------------------------------- drawings
+def drawing(colour: tuple, box: tuple) -> str:
+    """A canvas as the page sends it: a PNG data URL of a white 256 x 256 square with one filled rectangle."""
+    canvas = Image.new("RGB", (256, 256), "white")
+    ImageDraw.Draw(canvas).rectangle(box, fill=colour)
+    buffer = io.BytesIO()
+    canvas.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def pixels(gallery: list) -> list[bytes]:
+    return [Image.open(item["image"]).convert("RGB").tobytes() for item in gallery]
+
+
+def draw(visitor, data_url: str) -> list[bytes]:
+    """A finished stroke, as the page's events run it: the votes, the Classify views, the voting heads' overlays."""
+    visitor.predict(data_url, "", api_name="/classify_drawing")
+    visitor.predict(api_name="/classified_views")
+    return pixels(visitor.predict("1: drawing.png", api_name="/voting_heads"))
+
+
+def test_the_voting_heads_overlays_follow_each_new_drawing(url):
+    """Every stroke overwrites the same file, and the overlays were cached by its path: after a second
+    drawing the voting heads' overlays still showed where they looked on the first."""
+    red_top_left, blue_bottom_right = drawing((220, 30, 30), (20, 20, 90, 90)), drawing((30, 30, 220), (160, 160, 236, 236))
+    visitor, newcomer = client(url), client(url)
+    for who in (visitor, newcomer):
+        who.predict("colour", api_name="/load_example")
+        who.predict("", 200704, 8, 5, "in-sample", api_name="/extract")
+    first, second = draw(visitor, red_top_left), draw(visitor, blue_bottom_right)
+    assert second == draw(newcomer, blue_bottom_right)  # the second drawing, in a session that saw no other
+    assert second != first

@@ -9,6 +9,7 @@ Lens passes run in the model's concurrency group and are cached per session (by 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -71,6 +72,13 @@ def chosen_image(session: Session, choice: str | None) -> tuple[str, Example]:
     return choice, Example((item.path,), item.question)
 
 
+def content_key(image) -> str:
+    """What lens results are cached under: the image's content, never its path (every stroke of a
+    drawing overwrites one file, and a key by path kept showing the first drawing's attention)."""
+    data = Path(image).read_bytes() if isinstance(image, (str, Path)) else image.tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
 def shares_text(lens: Lens, head: Head) -> str:
     view = lens.heads[head]
     note = "" if lens.layout.known else f" ({md(lens.layout.note)}: no map)"
@@ -100,7 +108,7 @@ def inspect_header(session: Session):
 class InspectHandlers(Handlers):
     def _lens(self, session: Session, example: Example, heads: list[Head]) -> Lens:
         fit = session.fit
-        key = ("lens", fit.task, fit.created, str(example.images[0]), example.question, tuple(heads))
+        key = ("lens", fit.task, fit.created, content_key(example.images[0]), example.question, tuple(heads))
         if key not in session.lens_cache:
             if len(session.lens_cache) >= MAX_CACHED:
                 session.lens_cache.clear()
