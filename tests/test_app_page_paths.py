@@ -10,11 +10,14 @@ import re
 import pytest
 from playwright.sync_api import expect, sync_playwright
 from test_app_browser import ARGS, CHROMIUM, TIMEOUT_MS, settled_box
+from test_app_live import stroke
 
-from app_harness import load_task_and_extract, open_page, running_app
+from app_harness import client, load_task_and_extract, open_page, running_app
 from sav_explorer.models import EXAMPLES_DIR
+from sav_explorer.ui.live import DRAW_PROMPT
 
 expect.set_options(timeout=TIMEOUT_MS)
+ZIGZAG = [(0.3, 0.35), (0.7, 0.4), (0.35, 0.6), (0.65, 0.65)]  # a red scribble across the canvas
 
 
 @pytest.fixture(scope="module")
@@ -73,4 +76,62 @@ def test_a_row_of_the_per_head_votes_inspects_that_head_and_heatmap_clicks_keep_
     expect(inspect).to_contain_text(re.compile(r"image \d+\.\d%"))
     expect(page.locator("#sav-inspect-image input")).to_have_value("query 1: queries_red_0.png")
     assert not errors_shown(page)
+    page.close()
+
+
+def test_a_new_fit_empties_the_views_of_the_fit_before_and_a_restore_says_whose_support_set_shows(browser, url):
+    """After another extraction the Inspect panel kept the old task's maps and the Classify tab the old
+    drawing's result, under the new banner; the canvas's Clear left the result; after a restore the
+    support panel showed a support set that was not the classifier's, with no note; and the status line
+    of an extraction stayed after the support set had changed."""
+    other = client(url)  # a classifier zip, as Export makes it
+    other.predict("size", api_name="/load_example")
+    other.predict("", 200704, 4, 8, "in-sample", api_name="/extract")
+    classifier_zip = other.predict(api_name="/export")[0]
+
+    page = open_page(browser, url, TIMEOUT_MS)
+    load_task_and_extract(page, "colour")
+    expect(page.locator("#sav-token-preview")).to_contain_text("Image tokens per example")
+    click_cell(page, 2, 0)
+    inspect = page.locator("#sav-inspect").first
+    expect(inspect).to_contain_text("Layer 2, head 0")
+    expect(page.locator("#sav-class-maps img")).to_have_count(6)
+
+    page.get_by_role("tab", name="Classify").click()
+    live, results = page.locator("#sav-live-result"), page.locator("#sav-results")
+    head_votes = page.locator("#sav-head-votes")
+    expect(head_votes).to_contain_text("layer")  # an empty table has its column names, not "1 2 3"
+    stroke(page, ZIGZAG)
+    expect(live).to_contain_text("SAV prediction: red")
+    expect(results).to_contain_text("drawing.png")
+    page.locator("#sav-canvas-clear").click()  # the canvas's Clear clears its result too
+    expect(live).to_have_text(DRAW_PROMPT)
+    expect(results).not_to_contain_text("drawing.png")
+    expect(head_votes.locator("[role=row]")).to_have_count(1)
+    stroke(page, ZIGZAG)
+    expect(live).to_contain_text("SAV prediction: red")
+    expect(page.locator("#sav-voting-maps img").first).to_be_visible()
+
+    load_task_and_extract(page, "shape")  # a new fit: the drawing's result belonged to the colour task
+    expect(page.locator("#sav-classify-banner")).to_contain_text("task shape")
+    expect(live).to_have_text(DRAW_PROMPT)
+    expect(results).not_to_contain_text("drawing.png")
+    expect(page.locator("#sav-voting-maps img")).to_have_count(0)
+    expect(head_votes).to_contain_text("layer")
+    page.get_by_role("tab", name="Explore").click()
+    expect(inspect).to_contain_text("Click a cell of the heatmap")
+    expect(inspect).not_to_contain_text("Layer 2, head 0")
+    expect(page.locator("#sav-class-maps img")).to_have_count(0)
+
+    status = page.locator("#sav-status")
+    expect(status).to_contain_text("Extracted")
+    load_task_and_extract(page, "size", extract=False)  # the status line spoke of the extraction before
+    expect(status).not_to_contain_text("Extracted")
+
+    page.get_by_role("tab", name="Export").click()
+    page.locator("#sav-restore-file input[type=file]").set_input_files([classifier_zip])
+    page.get_by_role("button", name="Restore", exact=True).click()
+    expect(status).to_contain_text("Restored a classifier")
+    support_status = page.get_by_text("restored from a file")
+    expect(support_status).to_contain_text("not the ones it was fitted on")
     page.close()

@@ -150,8 +150,18 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             return event.then(explorer.token_preview, [ui.image_tokens, session, ui.max_pixels], [ui.token_preview], **instant)
 
         def then_support(event):
-            """After a change of the support set or the model: the banners, then the token count."""
+            """After a change of the support set or the model: the banners, then the token count; the status
+            line of an earlier extraction goes."""
+            event.success(explorer.support_changed, None, [ui.status], **instant)
             return then_counted(then_banners(event))
+
+        def then_new_fit(event):
+            """After a new fit (an extraction, a restore): the Inspect panel and the Classify tab's results, which
+            belong to the fit before, are emptied (both keep theirs when the fit did not change)."""
+            inspect_panel = [ui.inspect_title, ui.inspect_image, ui.inspect_overlay, ui.inspect_shares, ui.class_maps, ui.inspect_toggle]
+            event.then(explorer.fresh_inspect_views, [session], inspect_panel, **instant)
+            classify_panel = [ui.results, ui.detail_choice, *detail_views, ui.preview, ui.voting_maps, ui.live_result, ui.live_timing]
+            return event.then(explorer.fresh_classify_views, [session], classify_panel, **instant)
 
         def then_explore(event):
             """After anything that changes the voting heads: the top-k / custom switch, the inspected head's
@@ -227,6 +237,7 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         )
         then_counted(then_explore(extraction.then(explorer.model_status, [session], [ui.model_status], api_name="model_status", **instant)))
         then_held_out(extraction)
+        then_new_fit(extraction)
         ui.cancel.click(explorer.cancel, [session], [ui.status], api_name="cancel", concurrency_limit=None, show_progress="hidden")
         then_explore(ui.k.input(explorer.set_k, [ui.k, session], explore_views, api_name="set_k", trigger_mode="always_last", **instant))
         then_explore(ui.mode.input(explorer.set_mode, [ui.mode, session], explore_views, api_name="set_mode", **instant))
@@ -374,6 +385,8 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         )
         then_counted(then_explore(restored))
         then_held_out(restored)
+        then_new_fit(restored)
+        restored.then(explorer.support_status, [session], [ui.support_status], **instant)
         demo.load(None, js=PAGE_JS)
         then_counted(
             then_explore(

@@ -4,7 +4,8 @@
 //    handles: a click inspects the head, a shift-click adds or removes it. Gradio 6 plots emit only
 //    `change`, so the listener is attached here, again whenever the plot is redrawn.
 // 3. The drawing canvas: strokes in the chosen colour and width; when a stroke ends (after a short
-//    debounce, so a double tap sends once) the canvas goes to a hidden textbox as a PNG data URL.
+//    debounce, so a double tap sends once) the canvas goes to a hidden textbox as a PNG data URL;
+//    Clear sends an empty value, which clears the drawing's result.
 //    `window.__savStrokeEnd` keeps the moment the last stroke ended, for the latency benchmark.
 // 2. Moving k redraws the frames of the top-k heads at once, from the scores the plot already holds
 //    (score descending, ties by layer then head, as the server ranks them); the server re-scores the
@@ -68,10 +69,10 @@
       ctx.lineTo(to[0], to[1]);
       ctx.stroke();
     };
-    const send = () => {
+    const send = (value) => {
       const box = document.querySelector('#sav-drawing textarea, #sav-drawing input');
       if (!box) return;
-      box.value = canvas.toDataURL('image/png');
+      box.value = value;
       box.dispatchEvent(new Event('input', { bubbles: true }));
     };
     canvas.addEventListener('pointerdown', (event) => {
@@ -91,12 +92,12 @@
       drawing = false;
       window.__savStrokeEnd = performance.now();
       clearTimeout(timer);
-      timer = setTimeout(send, 60);
+      timer = setTimeout(() => send(canvas.toDataURL('image/png')), 60);
     };
     canvas.addEventListener('pointerup', end);
     canvas.addEventListener('pointercancel', end);
     const reset = document.querySelector('#sav-canvas-clear');
-    if (reset) reset.addEventListener('click', clear);
+    if (reset) reset.addEventListener('click', () => { clearTimeout(timer); clear(); send(''); });  // the result goes too
   };
   const hoverCard = () => {
     let card = document.querySelector('#sav-hover-thumb');

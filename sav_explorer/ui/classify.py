@@ -83,7 +83,10 @@ def classify_views(session: Session):
     ]
     names = [f"{i + 1}: {c.name}" for i, c in enumerate(session.predictions)]
     shown = [(str(c.path), c.prediction.label) for c in session.predictions]
-    return (session, rows, gr.update(choices=names, value=names[0]), *prediction_detail(session, 0), shown)
+    return (session, rows, gr.update(choices=names, value=names[0] if names else None), *prediction_detail(session, 0), shown)
+
+
+HEAD_VOTES = ["layer", "head", "vote"]  # the per-head table's first columns; one "sim <class>" column per class follows
 
 
 def prediction_index(choice: str | None) -> int:
@@ -97,7 +100,7 @@ def prediction_index(choice: str | None) -> int:
 def prediction_detail(session: Session, index: int):
     """(label shares, votes chart, per-head table, model's answer) for one classified image."""
     if not session.predictions:
-        return None, plots.votes_chart(None), [], ""
+        return "", plots.votes_chart(None), {"headers": HEAD_VOTES, "data": []}, ""
     item = session.predictions[index]
     pred, answer = item.prediction, item.answer
     total = sum(pred.votes.values())
@@ -108,7 +111,7 @@ def prediction_detail(session: Session, index: int):
     if item.note:
         label += f"\n\n*Note: {md(item.note)}*"
     heads = [[h.layer, h.head, h.vote, *(round(h.similarities[c], 4) for c in pred.votes)] for h in pred.heads]
-    return label, plots.votes_chart(pred), {"headers": ["layer", "head", "vote", *[f"sim {c}" for c in pred.votes]], "data": heads}, answer
+    return label, plots.votes_chart(pred), {"headers": [*HEAD_VOTES, *[f"sim {c}" for c in pred.votes]], "data": heads}, answer
 
 
 class ClassifyHandlers(Handlers):
@@ -148,11 +151,8 @@ class ClassifyHandlers(Handlers):
 
     @ui_errors
     def classified_views(self, session: Session | None):
-        """The Classify views of the session's latest predictions (no model call)."""
-        session = self.session(session)
-        if not session.predictions:
-            raise DataError("classify an image first")
-        return classify_views(session)
+        """The Classify views of the session's latest predictions (no model call); empty without any."""
+        return classify_views(self.session(session))
 
     @ui_errors
     def show_detail(self, choice: str, session: Session | None):

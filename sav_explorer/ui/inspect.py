@@ -27,6 +27,7 @@ from .explore import fitted, parse_cell, toggle
 from .session import Session
 
 MAX_CACHED = 256  # lens results kept per session
+INSPECT_PROMPT = "### Inspect a head\nClick a cell of the heatmap to see where that head looks."
 THUMB = 160  # side of a class-average tile, in pixels
 AVERAGE_OVER = 12  # support images per class in a class-average map (one lens pass each)
 
@@ -139,6 +140,16 @@ class InspectHandlers(Handlers):
         picture = self._overlay(lens, head, example.images[0])
         title, button = inspect_header(session)
         return session, title, choices, picture, shares_text(lens, head), averages, button
+
+    def fresh_inspect_views(self, session: Session | None):
+        """After a new fit (an extraction, a restore): the panel empties, with the new fit's images to choose
+        from, unless a head of this fit is inspected (a cancelled extraction leaves the fit as it was).
+        (title, image choice, overlay, shares, class maps, add/remove button)."""
+        session = self.session(session)
+        if session.inspected is not None:
+            return (gr.update(),) * 6
+        choices = gr.update(choices=image_choices(session) if session.fit else [], value=None)
+        return INSPECT_PROMPT, choices, None, "", [], gr.update(value="Add to the selection", interactive=False)
 
     def inspect_header_views(self, session: Session | None):
         """The inspected head's title and button again, after the voting heads changed (no model call)."""

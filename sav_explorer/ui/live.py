@@ -16,10 +16,12 @@ import html
 import io
 import time
 
+import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 from ..teaching.shapes import COLOURS
+from .classify import classify_views
 from .common import Handlers, ui_errors
 from .explore import fitted
 from .session import Session
@@ -27,6 +29,7 @@ from .session import Session
 DATA_URL = "data:image/png;base64,"
 MAX_DRAWING_BYTES = 2 * 1024 * 1024
 CANVAS = 256  # pixels a side
+DRAW_PROMPT = "Draw a shape: the heads vote when you lift the pen."
 
 
 def decode_drawing(data_url: str) -> Image.Image:
@@ -73,9 +76,14 @@ class LiveHandlers(Handlers):
         tables and charts of the Classify tab follow in a second, instant event, so the votes show first."""
         started = time.perf_counter()
         session = self.session(session)
+        path = session.workdir / "drawings" / "drawing.png"
+        if not drawing:  # the canvas's Clear: its result goes too
+            if any(item.path == path for item in session.predictions):
+                session.predictions = []
+            return session, DRAW_PROMPT, ""
         clf = fitted(session)
         image = decode_drawing(drawing)
-        path = session.subdir("drawings") / "drawing.png"
+        session.subdir("drawings")
         image.save(path)
         model_started = time.perf_counter()
         views = self.classify_paths(session, clf, [path], question, with_answers=False)
@@ -83,3 +91,13 @@ class LiveHandlers(Handlers):
         server_ms = 1000 * (time.perf_counter() - started)
         timing = f"Read in {server_ms:.0f} ms on the server ({model_ms:.0f} ms of it the model)."  # a sentence, not JSON
         return session, views[3], timing  # the prediction's text beside the canvas; the tables follow
+
+    def fresh_classify_views(self, session: Session | None):
+        """After a new fit (an extraction, a restore): the Classify tab's results, which belonged to the fit
+        before, are emptied (the new fit starts with none); kept when the fit did not change (a cancelled
+        extraction). (results, detail choice, label, votes, per-head table, answer, gallery, voting heads,
+        result beside the canvas, its timing)."""
+        session = self.session(session)
+        if session.predictions:
+            return (gr.update(),) * 10
+        return (*classify_views(session)[1:], [], DRAW_PROMPT, "")

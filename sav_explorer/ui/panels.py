@@ -17,8 +17,10 @@ from .. import plots
 from ..method import Scoring
 from ..official import FORMATS
 from .budget import default_budget
+from .classify import HEAD_VOTES
 from .common import md
-from .live import canvas_html
+from .inspect import INSPECT_PROMPT
+from .live import DRAW_PROMPT, canvas_html
 from .registry import model_choices
 from .session import MAX_BATCH, MAX_PIXELS_CAP
 from .support import DTYPE_CHOICES
@@ -150,7 +152,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                     with gr.Accordion("Selected heads", open=False):
                         selection = gr.Dataframe(headers=["rank", "layer", "head", "in-sample", "leave-one-out"], interactive=False)
                     with gr.Group(elem_id="sav-inspect"):
-                        inspect_title = gr.Markdown("### Inspect a head\nClick a cell of the heatmap to see where that head looks.")
+                        inspect_title = gr.Markdown(INSPECT_PROMPT)
                         with gr.Row(equal_height=False):
                             with gr.Column(scale=3, min_width=260):
                                 inspect_image = gr.Dropdown([], label="On image", interactive=True, elem_id="sav-inspect-image")
@@ -186,7 +188,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         with gr.Row(equal_height=False):
                             gr.HTML(canvas_html(), elem_id="sav-draw-block")
                             with gr.Column():
-                                live_result = gr.Markdown("Draw a shape: the heads vote when you lift the pen.", elem_id="sav-live-result")
+                                live_result = gr.Markdown(DRAW_PROMPT, elem_id="sav-live-result")
                                 live_timing = gr.Markdown("", elem_id="sav-live-timing", elem_classes="sav-small")
                         drawing = gr.Textbox(visible="hidden", elem_id="sav-drawing", label="drawing")
                     preview = gr.Gallery(
@@ -212,6 +214,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         votes = gr.Plot(plots.votes_chart(None), show_label=False, scale=3)
                     answer = gr.Textbox(label="The model's own generated answer", interactive=False)
                     head_votes = gr.Dataframe(
+                        headers=HEAD_VOTES,
                         label="Per-head votes and cosine similarity to each class mean (click a row to inspect that head)",
                         interactive=False,
                         elem_id="sav-head-votes",
@@ -358,7 +361,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         acts_file = gr.File(label="Activations (.safetensors)")
                     export_status = gr.Markdown("")
                     gr.Markdown("### Restore a classifier")
-                    restore_file = gr.File(file_types=[".zip"], label="Classifier zip")
+                    restore_file = gr.File(file_types=[".zip"], label="Classifier zip", elem_id="sav-restore-file")
                     restore = gr.Button("Restore")
 
     return SimpleNamespace(

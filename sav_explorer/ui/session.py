@@ -152,6 +152,7 @@ class Session:
             self.fits.pop(next(iter(self.fits)))
         self.current = fit.task
         self.predictions = []
+        self.inspected = None  # the Inspect panel showed a head of the fit before
         self.evaluation = None
         self.lens_cache.clear()
 

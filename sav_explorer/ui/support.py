@@ -71,7 +71,20 @@ def support_views(session: Session, status: str):
         counts[e.label or "?"] = counts.get(e.label or "?", 0) + 1
     summary = ", ".join(f"{md(c)}: {n}" for c, n in sorted(counts.items()))
     head = f"**{len(session.support)} examples** in {len(counts)} classes ({summary})" if session.support else "No support examples yet."
-    return session, rows, gallery, session.question, f"{head}\n\n{status}".strip()
+    return session, rows, gallery, session.question, f"{head}\n\n{status}\n\n{restored_note(session)}".strip()
+
+
+def restored_note(session: Session) -> str:
+    """When the current classifier was restored from a file: it came without a support set, so the one
+    in the panel (and its question) is not the one it was fitted on."""
+    fit = session.fit
+    if fit is None or fit.examples:
+        return ""
+    where = "these examples and this question are not the ones it was fitted on" if session.support else "it came without its support set"
+    return (
+        f"*The current classifier was restored from a file: {where}; its question is in the Classify tab. "
+        "Extract heads fits a new one on the support set here.*"
+    )
 
 
 def case_clashes(labels: Sequence[str]) -> list[list[str]]:
@@ -126,6 +139,14 @@ class SupportHandlers(Handlers):
             session.forget_fits()
         session.model_key = key
         return session, model_line(self.registry, key) + note
+
+    def support_status(self, session: Session | None) -> str:
+        """The support panel's line after a restore (no model call)."""
+        return support_views(self.session(session), "")[4]
+
+    def support_changed(self) -> str:
+        """The extraction's status line once the support set or the model changed: it spoke of the one before."""
+        return ""
 
     def model_status(self, session: Session | None) -> str:
         """The model line after work that may have loaded the model (an extraction, a classification)."""
