@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -352,53 +352,76 @@ def patch(
 ) -> PatchReport:
     """Runs `target` with `heads` taken from `source`'s run (see the module's doc); with `sweep`, also
     every head of the model patched alone, `batch_size` heads per forward pass, the source's run reused."""
-    encoding = encoding or clf.encoding
-    heads = list(dict.fromkeys(heads))
-    if not heads:
-        raise DataError("choose at least one head to patch")
-    check_heads(loaded.layout, heads)
-    source_label, target_label = (p.label for p in _predict(loaded, clf, [source, target], encoding))
-    every = loaded.layout.heads if sweep else heads
-    source_means = support_means(loaded, [source], every, encoding)
-    _check_matchable(loaded, source_means, target, encoding)
-    tokens = label_tokens(loaded, target, [source_label, target_label], encoding)
-
-    def logit_diff(logits: torch.Tensor) -> torch.Tensor:
-        return logits[:, tokens[0]] - logits[:, tokens[1]]
-
-    one = encode(loaded, [target], encoding)
-    before = float(logit_diff(_last_logits(loaded, one))[0])
-    answer_before = generate_answers(loaded, [target], encoding, max_new_tokens=max_new_tokens)[0]
-    with steered_heads(loaded, heads, source_means):
-        after = float(logit_diff(_last_logits(loaded, one))[0])
-        answer_after = generate_answers(loaded, [target], encoding, max_new_tokens=max_new_tokens)[0]
-    effects = None
+    setting = _PatchSetting.of(loaded, clf, source, target, heads, encoding or clf.encoding, sweep)
+    report = setting.patched(loaded, max_new_tokens)
     if sweep:
-        effects = _sweep(loaded, target, encoding, source_means, before, logit_diff, batch_size, on_progress)
-    return PatchReport(source_label, target_label, heads, answer_before, answer_after, before, after, effects)
+        every = loaded.layout.heads
+        effects = []
+        for start in range(0, len(every), batch_size):
+            effects += setting.heads_alone(loaded, every[start : start + batch_size])
+            if on_progress is not None:
+                on_progress(min(start + batch_size, len(every)), len(every))
+        report.effects = effects
+    return report
 
 
-def _predict(loaded, clf, examples, encoding):
-    from .pipeline import predict_examples
+@dataclass
+class _PatchSetting:
+    """What every patched run of one source and target shares: the classifier's labels for both, the
+    labels' first tokens, the source's head outputs, and the target's logit difference before patching."""
 
-    return predict_examples(loaded, clf, examples, encoding=encoding)
+    source_label: str
+    target_label: str
+    heads: list[Head]
+    target: Example
+    encoding: Encoding
+    tokens: list[int]
+    source_means: PositionMeans
+    before: float
 
+    @classmethod
+    def of(cls, loaded, clf, source, target, heads, encoding, sweep) -> _PatchSetting:
+        heads = list(dict.fromkeys(heads))
+        if not heads:
+            raise DataError("choose at least one head to patch")
+        check_heads(loaded.layout, heads)
+        source_label, target_label = (p.label for p in _predict(loaded, clf, [source, target], encoding))
+        source_means = support_means(loaded, [source], loaded.layout.heads if sweep else heads, encoding)
+        _check_matchable(loaded, source_means, target, encoding)
+        tokens = label_tokens(loaded, target, [source_label, target_label], encoding)
+        setting = cls(source_label, target_label, heads, target, encoding, tokens, source_means, 0.0)
+        setting.before = float(setting.logit_diff(_last_logits(loaded, encode(loaded, [target], encoding)))[0])
+        return setting
 
-def _sweep(loaded, target, encoding, source_means, before, logit_diff, batch_size, on_progress) -> list[tuple[int, int, float]]:
-    """Each head patched alone, rows of one batch patching one head each; normalised by every head patched."""
-    every = loaded.layout.heads
-    with steered_heads(loaded, every, source_means):
-        whole = float(logit_diff(_last_logits(loaded, encode(loaded, [target], encoding)))[0])
-    change = whole - before
-    if abs(change) < 1e-6:
-        raise DataError("patching every head leaves the logit difference as it was: there is no change to share out among heads")
-    columns = _columns(loaded.layout, every)
-    per_layer_heads = {layer: [h for at, h in every if at == layer] for layer in columns}
-    effects = []
-    for start in range(0, len(every), batch_size):
-        chunk = every[start : start + batch_size]
+    def logit_diff(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, self.tokens[0]] - logits[:, self.tokens[1]]
+
+    def patched(self, loaded: LoadedModel, max_new_tokens: int) -> PatchReport:
+        """The target's answer and logit difference with the chosen heads patched, against before."""
+        one = encode(loaded, [self.target], self.encoding)
+        answer_before = generate_answers(loaded, [self.target], self.encoding, max_new_tokens=max_new_tokens)[0]
+        with steered_heads(loaded, self.heads, self.source_means):
+            after = float(self.logit_diff(_last_logits(loaded, one))[0])
+            answer_after = generate_answers(loaded, [self.target], self.encoding, max_new_tokens=max_new_tokens)[0]
+        return PatchReport(self.source_label, self.target_label, self.heads, answer_before, answer_after, self.before, after)
+
+    def whole_change(self, loaded: LoadedModel) -> float:
+        """How far patching every head moves the logit difference: what a head's effect is a share of."""
+        with steered_heads(loaded, loaded.layout.heads, self.source_means):
+            whole = float(self.logit_diff(_last_logits(loaded, encode(loaded, [self.target], self.encoding)))[0])
+        change = whole - self.before
+        if abs(change) < 1e-6:
+            raise DataError("patching every head leaves the logit difference as it was: there is no change to share out among heads")
+        return change
+
+    def heads_alone(self, loaded: LoadedModel, chunk: Sequence[Head], change: float | None = None) -> list[tuple[int, int, float]]:
+        """Each head of `chunk` patched alone, one per row of one forward pass; its effect as a share of `change`."""
+        change = self.whole_change(loaded) if change is None else change
+        every = loaded.layout.heads
+        columns = _columns(loaded.layout, every)
         masks = {}
-        for layer, layer_heads in per_layer_heads.items():
+        for layer in columns:
+            layer_heads = [h for at, h in every if at == layer]
             dim = loaded.layout.block(layer).head_dim
             mask = torch.zeros(len(chunk), len(layer_heads) * dim, dtype=torch.bool)
             for row, (at, head) in enumerate(chunk):
@@ -407,14 +430,95 @@ def _sweep(loaded, target, encoding, source_means, before, logit_diff, batch_siz
                     mask[row, i * dim : (i + 1) * dim] = True
             masks[layer] = mask
 
-        def one_head_per_row(layer: int, current: torch.Tensor, positions, masks=masks) -> torch.Tensor:
-            fill = positions.fill(source_means, layer, current)
+        def one_head_per_row(layer: int, current: torch.Tensor, positions) -> torch.Tensor:
+            fill = positions.fill(self.source_means, layer, current)
             return torch.where(masks[layer].to(current.device)[:, None, :], fill, current)
 
-        batch = encode(loaded, [target] * len(chunk), encoding)
+        batch = encode(loaded, [self.target] * len(chunk), self.encoding)
         with edited_heads(loaded, every, one_head_per_row):
-            diffs = logit_diff(_last_logits(loaded, batch))
-        effects += [(layer, head, round(float((d - before) / change), 6)) for (layer, head), d in zip(chunk, diffs)]
-        if on_progress is not None:
-            on_progress(min(start + batch_size, len(every)), len(every))
-    return effects
+            diffs = self.logit_diff(_last_logits(loaded, batch))
+        return [(layer, head, round(float((d - self.before) / change), 6)) for (layer, head), d in zip(chunk, diffs)]
+
+
+def _predict(loaded, clf, examples, encoding):
+    from .pipeline import predict_examples
+
+    return predict_examples(loaded, clf, examples, encoding=encoding)
+
+
+class SweepTask:
+    """In a Ray actor: a patch of `source` into `target` (`patch`). Row 0 is the chosen heads patched
+    together; every other row is the target run with one head patched alone (its label names the head).
+    Each actor computes the shared setting (labels, the source's run, the normalisation) once."""
+
+    def __init__(self, clf: SAVClassifier, source_row: dict, target_row: dict, heads, encoding: Encoding, max_new_tokens: int):
+        self.clf, self.source_row, self.target_row, self.heads = clf, source_row, target_row, list(heads)
+        self.encoding, self.max_new_tokens = encoding, max_new_tokens
+
+    def setup(self, loaded: LoadedModel) -> None:
+        from .distributed import as_batch, examples_in_memory
+
+        source, self.target = examples_in_memory(as_batch([self.source_row, self.target_row]))
+        self.setting = _PatchSetting.of(loaded, self.clf, source, self.target, self.heads, self.encoding, sweep=True)
+        self.change = self.setting.whole_change(loaded)
+
+    def __call__(self, loaded: LoadedModel, rows: list[Example]) -> dict:
+        import json
+
+        import numpy as np
+
+        reports, effects = [], []
+        heads = [tuple(int(part) for part in str(row.label).split(":")) for row in rows if row.label != "chosen"]
+        alone = iter(self.setting.heads_alone(loaded, heads, self.change) if heads else [])
+        for row in rows:
+            if row.label == "chosen":
+                reports.append(json.dumps(self.setting.patched(loaded, self.max_new_tokens).to_json()))
+                effects.append(0.0)
+            else:
+                reports.append("")
+                effects.append(next(alone)[2])
+        return {"report": np.asarray(reports, dtype=object), "effect": np.asarray(effects, dtype=np.float64)}
+
+    def empty(self, n: int) -> dict:
+        import numpy as np
+
+        return {"report": np.asarray([""] * n, dtype=object), "effect": np.zeros(n)}
+
+
+def patch_on_ray(
+    options,
+    spec,
+    layout,
+    clf: SAVClassifier,
+    source: Example,
+    target: Example,
+    heads,
+    encoding: Encoding | None = None,
+    *,
+    batch_size=8,
+    max_new_tokens=16,
+) -> tuple[PatchReport, dict]:
+    """`patch` with `sweep`, the heads patched alone spread over a Ray cluster's actors (`distributed`),
+    `batch_size` heads per forward pass; returns the report and the model's description."""
+    import json
+
+    from .distributed import example_row, run_on_ray
+
+    encoding = encoding or clf.encoding
+    heads = list(dict.fromkeys(heads))
+    check_heads(layout, heads)
+    rows = [example_row(0, replace(target, label="chosen"), encoding.question)]
+    rows += [
+        example_row(i + 1, replace(target, label=f"{layer}:{head}"), encoding.question) for i, (layer, head) in enumerate(layout.heads)
+    ]
+    task = SweepTask(
+        clf, example_row(0, source, encoding.question), example_row(0, target, encoding.question), heads, encoding, max_new_tokens
+    )
+    out, description, _ = run_on_ray(options, spec, task, rows, batch_size)
+    report = PatchReport(**_report_fields(json.loads(out[0]["report"])))
+    report.effects = [(layer, head, round(float(row["effect"]), 6)) for (layer, head), row in zip(layout.heads, out[1:])]
+    return report, description
+
+
+def _report_fields(raw: dict) -> dict:
+    return {**raw, "heads": [tuple(h) for h in raw["heads"]]}

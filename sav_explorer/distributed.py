@@ -142,6 +142,14 @@ def examples_from_rows(batch: dict, folder: Path) -> list[Example]:
     return examples
 
 
+def examples_in_memory(batch: dict) -> list[Example]:
+    """The batch's examples with their images decoded in memory (for examples an actor keeps for its lifetime)."""
+    return [
+        Example(tuple(Image.open(io.BytesIO(bytes(data))).convert("RGB") for data in files), str(question), str(label) or None)
+        for files, question, label in zip(batch["files"], batch["question"], batch["label"])
+    ]
+
+
 class ModelActor:
     """A Ray Data callable class: loads the model once, then runs `task` on each batch of examples.
     An error the user can act on (an unreadable image, a model that does not load) comes back as a

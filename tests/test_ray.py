@@ -197,3 +197,21 @@ def test_steering_on_ray_reads_the_same_answers_as_a_local_run(address, tmp_path
     assert main([*command, "--ray", address, "--ray-actors", "2"]) == 0
     local, remote = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert remote == local and remote["flip_rate"] == 1.0 and remote["n"] == 5
+
+
+def test_a_patching_sweep_on_ray_equals_a_local_sweep(address, tmp_path, capsys, monkeypatch):
+    """`patch --sweep --ray`: each head patched alone in the cluster's actors, the report equal to a local run's."""
+    assert main(["fit", "--data", str(COLOUR / "support.jsonl"), "--k", "5", "--out", str(tmp_path / "clf")]) == 0
+    command = ["patch", "--classifier", str(tmp_path / "clf"), "--source", str(COLOUR / "support_red_0.png")]
+    command += ["--target", str(COLOUR / "support_blue_0.png"), "--sweep", "--batch-size", "16", "--json"]
+    capsys.readouterr()
+    assert main(command) == 0
+    no_model_here(monkeypatch)
+    monkeypatch.setattr("sav_explorer.cli.causal.model_for", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model in driver")))
+    assert main([*command, "--ray", address, "--ray-actors", "2"]) == 0
+    local, remote = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    effects = {(layer, head): effect for layer, head, effect in local.pop("effects")}
+    remote_effects = {(layer, head): effect for layer, head, effect in remote.pop("effects")}
+    assert remote == local and remote["source_label"] == "red" and remote["target_label"] == "blue"
+    assert remote_effects.keys() == effects.keys() and len(effects) == 64
+    assert all(abs(remote_effects[head] - effects[head]) < 1e-5 for head in effects)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..attribution import attribute
-from ..causal import patch, steering_on_ray, steering_study
+from ..causal import patch, patch_on_ray, steering_on_ray, steering_study
 from ..classifier import SAVClassifier
 from ..data import Example
 from ..errors import DataError
@@ -74,9 +74,25 @@ def run_patch(args) -> int:
     for path in (args.source, args.target):
         if not path.is_file():
             raise DataError(f"image not found: {path}")
-    loaded = model_for(args, clf)
     source, target = Example((args.source,), encoding.question), Example((args.target,), encoding.question)
-    report = patch(loaded, clf, source, target, chosen_heads(args, clf), encoding, sweep=args.sweep, batch_size=args.batch_size)
+    if args.ray:  # a sweep runs the target once per head: spread over a cluster's actors
+        if not args.sweep:
+            raise DataError("--ray spreads a sweep over a cluster; give --sweep with it (one patch is a single run)")
+        report, description = patch_on_ray(
+            ray_options_of(args),
+            model_spec(args, clf),
+            clf.layout_,
+            clf,
+            source,
+            target,
+            chosen_heads(args, clf),
+            encoding,
+            batch_size=args.batch_size,
+        )
+        check_ray_model(args, clf, description)
+    else:
+        loaded = model_for(args, clf)
+        report = patch(loaded, clf, source, target, chosen_heads(args, clf), encoding, sweep=args.sweep, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(report.to_json()))
         return 0
@@ -145,6 +161,7 @@ def add_commands(commands, model_options, data_options, ray_options) -> None:
     patching.add_argument("--sweep", action="store_true", help="also patch every head alone: each one's share of the whole change")
     patching.add_argument("--question", help="question to ask (default: the classifier's)")
     patching.add_argument("--json", action="store_true")
+    ray_options(patching)
     patching.set_defaults(run=run_patch)
 
     attributing = commands.add_parser("attribute", help="direct logit attribution of every head, and the logit lens")
