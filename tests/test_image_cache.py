@@ -198,3 +198,18 @@ def test_the_default_bound_comes_from_the_environment(monkeypatch):
     for bad in ("lots", "-1", "nan"):
         with pytest.raises(DataError, match="MB"):
             megabytes(bad, CACHE_ENV)
+
+
+def test_a_batch_with_video_reads_its_pixels_and_says_so(tmp_path, pictures):
+    """Qwen's video features cannot go beside precomputed image features: such a batch runs as the processor gave it."""
+    from test_video import write_video
+
+    model = load_model(str(build_tiny("qwen2_vl", tmp_path / "qwen2_vl")), device="cpu")
+    clip = Example((write_video(tmp_path / "clip.mp4"),), label="red")
+    mixed = [pictures[0], clip]
+    on = model.with_image_cache(ImageFeatureCache(BIG))
+    got = activations(on, mixed)
+    assert_same_blocks(got, activations(model.with_image_cache(ImageFeatureCache(0)), mixed))
+    count = on.image_cache.count()
+    assert (count.reused, count.encoded, count.uncached) == (0, 0, 2)
+    assert count.describe() == "images not cached: a batch with video reads its pixels"
