@@ -135,3 +135,20 @@ def test_a_new_fit_empties_the_views_of_the_fit_before_and_a_restore_says_whose_
     support_status = page.get_by_text("restored from a file")
     expect(support_status).to_contain_text("not the ones it was fitted on")
     page.close()
+
+
+@pytest.mark.parametrize("how", ["paste", "script"])
+def test_a_question_pasted_or_set_by_script_marks_the_result_out_of_date(browser, url, how):
+    """Typing a new question marked the result out of date; the same text pasted, or set by a script, did not."""
+    page = open_page(browser, url, TIMEOUT_MS)
+    load_task_and_extract(page, "size")
+    banner = page.locator("#sav-explore-banner")
+    expect(banner).to_contain_text("Current classifier: task size")
+    box = page.locator("#sav-question textarea, #sav-question input").first
+    if how == "paste":
+        box.select_text()
+        page.evaluate("document.execCommand('insertText', false, 'how big is it ?')")  # what Ctrl+V does to the text
+    else:
+        box.evaluate("(el) => { el.value = 'how big is it ?'; el.dispatchEvent(new Event('input', { bubbles: true })); }")
+    expect(banner).to_contain_text("Out of date: the question changed")
+    page.close()

@@ -213,7 +213,8 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             )
         )
         then_support(ui.clear.click(explorer.clear_support, [session], support_views, api_name="clear_support", concurrency_limit=None))
-        ui.question.input(explorer.banners, [ui.question, session], banners, api_name="banners", trigger_mode="always_last", **instant)
+        # `change`, not `input`: a question pasted or set by a script changes what a result belongs to as typing does
+        ui.question.change(explorer.banners, [ui.question, session], banners, api_name="banners", trigger_mode="always_last", **instant)
         ui.image_tokens.input(
             explorer.token_preview,
             [ui.image_tokens, session, ui.max_pixels],
