@@ -92,6 +92,16 @@ class AccuracyCurve:
         values, n = getattr(self, name), self.n_test if name == "test" else self.n_support
         return None if values is None else [wilson_interval(round(v * n), n) for v in values]
 
+    def best_k(self) -> tuple[int, str]:
+        """The k of the highest accuracy by the most honest series there is, and that series in words:
+        the test set, else the nested estimate, else leave-one-out (optimistic)."""
+        name, values = next(
+            (name, values)
+            for name, values in (("test set", self.test), ("nested estimate", self.nested_loo), ("optimistic estimate", self.loo))
+            if values
+        )
+        return self.k[max(range(len(self.k)), key=lambda i: values[i])], name
+
     def to_json(self) -> dict:
         series = ("loo", "nested_loo", "test")
         intervals = {f"{name}_interval": (None if (i := self.intervals(name)) is None else [list(x) for x in i]) for name in series}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,55 @@ class SAVClassifier:
         self._check_fitted()
         predicted, _ = method.vote(self.loo_similarities_, self.selected_, self.tie_break)
         return float((predicted == self.support_labels_).float().mean())
+
+    # ----------------------------------------------------------------------------- summaries
+    @property
+    def support_counts_(self) -> dict[str, int]:
+        """Support examples per class, in class order."""
+        self._check_fitted(during_fit=True)
+        counts = torch.bincount(self.support_labels_, minlength=len(self.classes_)).tolist()
+        return dict(zip(self.classes_, counts))
+
+    def is_top_k(self) -> bool:
+        """Whether the voting heads are the top of the ranking (else a hand-picked set)."""
+        self._check_fitted()
+        return self.selected_.tolist() == self.ranking()[: len(self.selected_)].tolist()
+
+    def __repr__(self) -> str:
+        settings = f"k={self.k}, scoring={self.scoring!r}, tie_break={self.tie_break!r}, head_order={self.head_order!r}"
+        if not hasattr(self, "selected_"):
+            return f"SAVClassifier({settings})"
+        classes = ", ".join(self.classes_[:8]) + (", …" if len(self.classes_) > 8 else "")
+        heads = " ".join(f"L{layer}H{head}" for layer, head in self.selected_heads[:5]) + (" …" if len(self.selected_) > 5 else "")
+        return (
+            f"SAVClassifier({settings}): {len(self.classes_)} classes ({classes}) from {int(self.support_labels_.numel())} "
+            f"examples; {len(self.selected_)} of {self.layout_.n_heads} heads vote ({heads}); "
+            f"leave-one-out accuracy {self.leave_one_out_accuracy():.3f}"
+        )
+
+    def _repr_html_(self) -> str:
+        """A short summary where a notebook displays the classifier."""
+        if not hasattr(self, "selected_"):
+            return f"<code>{html.escape(repr(self))}</code> (not fitted)"
+        from .analysis import wilson_interval  # analysis imports this module
+
+        n = int(self.support_labels_.numel())
+        loo = self.leave_one_out_accuracy()
+        low, high = wilson_interval(round(loo * n), n)
+        classes = " · ".join(f"{html.escape(c)} {count}" for c, count in self.support_counts_.items())
+        scores = self.head_scores_
+        heads = ", ".join(
+            f"L{layer} H{head} ({float(scores[self.layout_.position(layer, head)]):.2f})" for layer, head in self.selected_heads[:8]
+        ) + (", …" if len(self.selected_) > 8 else "")
+        chosen = f"the top {self.k}" if self.is_top_k() else f"a custom set of {len(self.selected_)}"
+        rows = [
+            ("classes (support examples)", classes),
+            ("heads that vote", f"{chosen} of {self.layout_.n_heads} ({self.scoring} scoring, ties by {self.head_order}): {heads}"),
+            ("leave-one-out accuracy", f"{loo:.3f} (95 % interval {low:.3f}–{high:.3f}; heads not re-selected)"),
+            ("reads examples with", html.escape(self.encoding.describe())),
+        ]
+        body = "".join(f"<tr><th style='text-align:left'>{name}</th><td style='text-align:left'>{value}</td></tr>" for name, value in rows)
+        return f"<div><b>SAVClassifier</b><table>{body}</table></div>"
 
     # ----------------------------------------------------------------------------- files
     def save(self, folder: str | Path, *, model_id: str, revision: str) -> Path:

@@ -158,6 +158,34 @@ def evaluate(predicted: Sequence[str], truth: Sequence[str], classes: Sequence[s
     )
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """A labeled test set classified: the report, and each query with its prediction (votes per class
+    and per head), for views of the errors."""
+
+    report: EvalReport
+    examples: list[Example]
+    predictions: list[Prediction]
+
+    @classmethod
+    def of(cls, examples: Sequence[Example], predictions: Sequence[Prediction], classes: Sequence[str]) -> Evaluation:
+        truth = labels_of(examples)
+        report = evaluate([p.label for p in predictions], truth, classes, names=[e.name for e in examples])
+        return cls(report, list(examples), list(predictions))
+
+    @property
+    def misclassified(self) -> list[tuple[Example, Prediction]]:
+        return [(e, p) for e, p in zip(self.examples, self.predictions) if p.label != e.label]
+
+
+def evaluate_examples(
+    loaded: LoadedModel, clf: SAVClassifier, examples: Sequence[Example], run: RunOptions | None = None, encoding: Encoding | None = None
+) -> Evaluation:
+    """SAV on a labeled test set, read under the classifier's encoding (unless `encoding` overrides it)."""
+    labels_of(examples)  # every example labeled, before any model work
+    return Evaluation.of(examples, predict_examples(loaded, clf, examples, run, encoding), clf.classes_)
+
+
 def save_head_scores(path: str | Path, clf: SAVClassifier) -> Path:
     """Writes one CSV row per head: layer, head, in-sample and leave-one-out accuracy, selected (0/1)."""
     selected = set(clf.selected_heads)

@@ -322,6 +322,7 @@ def test_model_work_shares_one_group_and_rescoring_never_queues_behind_it(app):
         "patch",
         "sweep",
         "attribute",
+        "report",
     ):
         assert by_name[name].concurrency_id == "model" and by_name[name].concurrency_limit == 1
     for name in ("set_k", "toggle_head", "set_heads", "show_detail", "cancel", "toggle_inspected", "colour_heads", "causal_choices"):
@@ -547,3 +548,21 @@ def test_one_voting_head_is_said_in_the_singular(flow):
     _, summary, _, _, _, _ = visitor.predict(1, api_name="/set_k")
     assert "1 head votes ·" in summary and "1 heads" not in summary
     visitor.predict(8, api_name="/set_k")
+
+
+def test_the_report_holds_the_fit_and_the_results_this_session_ran(flow, url):
+    from plotly.offline import get_plotlyjs
+
+    visitor = flow[0]
+    visitor.predict([], True, "", api_name="/evaluate")
+    visitor.predict([], True, True, "", api_name="/curve")
+    path, status = visitor.predict(api_name="/report")
+    assert "Report ready" in status and "evaluation" in status and "curve" in status and "ablation" not in status
+    text = Path(path).read_text(encoding="utf-8")
+    assert text.count(get_plotlyjs()) == 1 and text.count("Plotly.newPlot(") == 3  # heatmap, confusion matrix, curve
+    assert "task size" in text and "&#x27;is the shape small or large ?&#x27;" in text and "large 5 · small 5 (10 in all)" in text
+    assert "k = 8: the top 8 heads of 64" in text and "on 20 labelled queries" in text
+    assert "over the support images" in text and text.count("<img src='data:image/") >= 3 * 2 * 2  # 3 heads x 2 classes x 2
+    assert "Not part of this report (not run): the model&#x27;s own answers, ablation, steering" in text
+    with pytest.raises(AppError, match="extract heads first"):
+        client(url).predict(api_name="/report")

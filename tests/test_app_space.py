@@ -96,4 +96,5 @@ def test_model_calls_run_under_zerogpu_decorator_when_spaces_is_present():
     done = run_python(code)
     model_work = ["choose_model", "extract", "classify", "evaluate_test", "restore", "inspect", "voting_heads", "classify_drawing"]
     model_work += ["own_answers", "ablate", "curve", "steer", "patch_pair", "sweep_pair", "attribute_heads"]  # the Analyse tab
+    model_work += ["report"]  # the Export tab's report runs the top heads' lens
     assert set(ast.literal_eval(done.stdout.strip())) == set(model_work), done.stderr  # inspect and voting_heads are wired twice each

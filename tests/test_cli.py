@@ -345,3 +345,25 @@ def test_a_saved_classifier_loads_its_own_revision_and_another_only_when_asked(f
     status, out, err = run(capsys, "predict", "--classifier", copy, "--revision", "main", COLOUR / "queries_red_0.png")
     assert status == 0 and asked[-1] == "main"
     assert f"--revision main loads main; this classifier was made at revision {'a' * 40}" in err
+
+
+def test_report_writes_one_offline_file_with_the_evaluation_and_the_lens(fitted, tmp_path, capsys):
+    from plotly.offline import get_plotlyjs
+
+    out = tmp_path / "report.html"
+    status, printed, _ = run(
+        capsys, "report", "--classifier", fitted, "--data", COLOUR / "queries.jsonl", "--support", COLOUR / "support.jsonl", "--out", out
+    )
+    assert status == 0 and f"report written to {out}" in printed and "on 60 queries" in printed
+    text = out.read_text(encoding="utf-8")
+    assert text.count(get_plotlyjs()) == 1 and text.count("Plotly.newPlot(") == 3  # heatmap, confusion matrix, curve
+    assert "Held-out accuracy" in text and "nested leave-one-out" in text  # fit saved the activations
+    assert "Where the top heads look" in text and "over the support images" in text
+    assert text.count("<img src='data:image/") >= 3 * 6 * 2  # 3 heads x 6 classes x (overlay, class mean)
+    assert "float32" in text and "Not part of this report (not run): the model&#x27;s own answers, ablation" in text
+
+    bare = tmp_path / "bare.html"  # no queries, no support: the model is not even loaded
+    status, printed, _ = run(capsys, "report", "--classifier", fitted, "--out", bare)
+    text = bare.read_text(encoding="utf-8")
+    assert status == 0 and "not loaded" in text and text.count("Plotly.newPlot(") == 2  # heatmap, curve
+    assert "Where the top heads look" not in text and "held-out accuracy" in text.split("Not run")[1]

@@ -10,6 +10,7 @@
     python -m sav_explorer patch --classifier runs/colour --source red.png --target blue.png --sweep --json
     python -m sav_explorer attribute --classifier runs/colour --data QUERIES --json
     python -m sav_explorer atlas --models MODEL ... --tasks DATA ... --out atlas [--ray auto]
+    python -m sav_explorer report --classifier runs/colour --data assets/examples/colour/queries.jsonl --out report.html
 
 Errors caused by input print one line to stderr and exit with status 2; nothing is pickled.
 """
@@ -34,6 +35,7 @@ from .causal import add_commands as add_causal_commands
 from .classify import run_eval, run_fit, run_predict
 from .common import data_options, frames_option, heads_option, model_options, ray_options
 from .heads import run_ablate, run_atlas, run_attention, run_compare, run_curve, run_data
+from .report import add_command as add_report_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("images", nargs="*", type=Path)
     attention.set_defaults(run=run_attention)
     add_causal_commands(commands, model_options, data_options, ray_options)
+    add_report_command(commands)
 
     atlas = commands.add_parser("atlas", help="fit every task on every model: a table and a plot of where each task's heads sit")
     atlas.add_argument("--models", nargs="+", required=True, metavar="MODEL", help="hub ids or local folders")

@@ -20,6 +20,7 @@ from ..answers import ZeroShotReport, zero_shot
 from ..capture import capture_heads
 from ..errors import DataError
 from ..pipeline import evaluate
+from ..report import OwnAnswers
 from .classify import ClassifyHandlers, check_same_model, classify_test_set, query_encoding, query_run
 from .common import md, ui_errors, whole_number
 from .explore import fitted
@@ -45,6 +46,7 @@ class AnalyseHandlers(ClassifyHandlers):
         """SAV's accuracy and the model's own answers' on the same queries, as in the paper's table."""
         session = self.session(session)
         clf = fitted(session)
+        fit = session.fit  # the results go to the fit they were run on, whatever happens meanwhile
         examples = self.test_set(session, files, use_example, question)
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
@@ -53,6 +55,7 @@ class AnalyseHandlers(ClassifyHandlers):
         sav = evaluate([p.label for p in predictions], [e.label for e in examples], clf.classes_)
         answering = query_run(lambda done, n: progress((done, n), desc=f"the model answers ({method})", unit="queries"))
         own = zero_shot(loaded, examples, clf.classes_, encoding, answering, method=method)
+        fit.results.own_answers = OwnAnswers(sav, own)
         unmatched = f"; {own.unmatched} answers named no class" if method == "generate" else ""
         summary = (
             f"On {own.n} queries: **SAV** ({clf.k} heads) {interval_text(sav.accuracy, sav.interval)} · "
@@ -68,8 +71,9 @@ class AnalyseHandlers(ClassifyHandlers):
         """The model's own answers with the voting heads ablated, beside random heads of the same layers."""
         session = self.session(session)
         clf = fitted(session)
+        fit = session.fit
         examples = self.test_set(session, files, use_example, question, limit=MAX_ABLATION_QUERIES)
-        support = session.fit.examples
+        support = fit.examples
         if mode == "mean" and not support:
             raise DataError("mean ablation averages over the support set, which a restored classifier lacks: choose zero")
         loaded = self.model(session, progress)
@@ -89,6 +93,7 @@ class AnalyseHandlers(ClassifyHandlers):
             method=method,
             on_run=lambda what: progress(None, desc=what),
         )
+        fit.results.ablation = report
         random_line = (
             f"as many **random heads** of the same layers ablated: **{report.random_accuracy:.3f}** "
             f"(mean of {len(report.random)} draws: {', '.join(f'{a:.3f}' for a in report.random_accuracies)})"
@@ -112,6 +117,7 @@ class AnalyseHandlers(ClassifyHandlers):
         """Accuracy for every k: from cached similarities, plus a test set captured once (every layer)."""
         session = self.session(session)
         clf = fitted(session)
+        fit = session.fit
         test_sims = test_labels = None
         override = ""
         if with_test:
@@ -123,13 +129,13 @@ class AnalyseHandlers(ClassifyHandlers):
             activations = capture_heads(loaded, examples, encoding, capturing)
             test_sims = clf.similarities(activations)
             test_labels = class_indices(clf, [e.label for e in examples])
-        result = accuracy_curve(clf, session.fit.activations, test_sims, test_labels)
-        best = max(range(len(result.k)), key=lambda i: (result.test or result.nested_loo or result.loo)[i])
+        result = accuracy_curve(clf, fit.activations, test_sims, test_labels)
+        fit.results.curve = result
+        best, by = result.best_k()
         nested = f" {result.nested_skipped[0].upper()}{result.nested_skipped[1:]}." if result.nested_skipped else ""
         note = (
             f"Leave-one-out on the support set is optimistic: the heads were chosen on every example. "
-            f"Best k by the {'test set' if result.test else 'nested estimate' if result.nested_loo else 'optimistic estimate'}: "
-            f"{result.k[best]}.{nested}" + (f" Note: {override}" if with_test and override else "")
+            f"Best k by the {by}: {best}.{nested}" + (f" Note: {override}" if with_test and override else "")
         )
         return plots.curve_chart(result, len(clf.classes_)), note
 
@@ -149,6 +155,7 @@ class AnalyseHandlers(ClassifyHandlers):
         a, b = session.fits[first], session.fits[second]
         k = whole_number(k, "top k", 1, min(a.clf.layout_.n_heads, b.clf.layout_.n_heads))
         result = compare_tasks(a.clf, b.clf, k)
+        a.results.comparisons[second] = b.results.comparisons[first] = result  # the measures are symmetric
         summary = (
             f"Top {k} heads of **{md(first)}** and **{md(second)}**: **{result.shared}** shared, Jaccard **{result.jaccard:.3f}**; "
             f"rank correlation of all head scores (Spearman) **{result.spearman:.3f}**."

@@ -381,6 +381,14 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             api_name="export",
             concurrency_limit=None,
         )
+        ui.make_report.click(  # the top heads' lens runs the model
+            gpu(explorer.report),
+            [session],
+            [ui.report_file, ui.report_status],
+            api_name="report",
+            show_progress_on=[ui.report_status],
+            **model_events,
+        )
         restored = ui.restore.click(
             gpu(explorer.restore), [ui.restore_file, session], [*explore_views, ui.query_question], api_name="restore", **model_events
         )

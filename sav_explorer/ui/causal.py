@@ -20,6 +20,7 @@ from ..attribution import attribute
 from ..causal import patch, steering_study
 from ..encoding import RunOptions
 from ..errors import DataError
+from ..report import Patching
 from .analyse import MAX_ABLATION_QUERIES, MAX_RANDOM_DRAWS, interval_text
 from .classify import check_same_model, query_encoding, query_run
 from .common import md, ui_errors, whole_number
@@ -64,7 +65,8 @@ class CausalHandlers:
         """The other classes' queries answered with the voting heads set to `target`'s mean, beside random heads."""
         session = self.session(session)
         clf = fitted(session)
-        support = session.fit.examples
+        fit = session.fit  # the results go to the fit they were run on, whatever happens meanwhile
+        support = fit.examples
         if not support:
             raise DataError("steering puts a class's mean over its support images into the heads; a restored classifier has none")
         if not target:
@@ -81,6 +83,7 @@ class CausalHandlers:
             stoppable(session, lambda done, n: progress((done, n), unit="queries")),
             mode=mode, alpha=float(alpha), n_random=draws, method=method, on_run=lambda what: progress(None, desc=what),
         )  # fmt: skip
+        fit.results.steering[target] = report
         random_line = (
             f"as many **random heads** of the same layers: {', '.join(f'**{r:.3f}**' for r in report.random_flip_rates)}"
             if report.random
@@ -107,10 +110,11 @@ class CausalHandlers:
         """A support image run with the voting heads (or, swept, each head alone) taken from another's run."""
         session = self.session(session)
         clf = fitted(session)
+        fit = session.fit
         choices = support_choices(session)
         if source not in choices or target not in choices:
             raise DataError("choose a source and a target image among the support set")
-        first, second = (session.fit.examples[choices.index(name)] for name in (source, target))
+        first, second = (fit.examples[choices.index(name)] for name in (source, target))
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
         flag = cancel_flag(session.id)
@@ -124,6 +128,7 @@ class CausalHandlers:
         report = patch(
             loaded, clf, first, second, clf.selected_heads, clf.encoding, sweep=bool(sweep), batch_size=16, on_progress=on_progress
         )
+        fit.results.patching = Patching(source, target, report)
         summary = (
             f"Target read as **{md(report.target_label)}**, source as **{md(report.source_label)}**; "
             f"the {len(report.heads)} voting heads patched from the source. The model's answer: "
@@ -147,12 +152,14 @@ class CausalHandlers:
         """Direct logit attribution over the test set (kept for the colouring), then the map and the scatter."""
         session = self.session(session)
         clf = fitted(session)
+        fit = session.fit
         examples = self.test_set(session, files, use_example, question, limit=MAX_ABLATION_QUERIES)
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
         encoding, note = query_encoding(session, question)
         report = attribute(loaded, examples, clf.classes_, encoding, stoppable(session, lambda d, n: progress((d, n), unit="queries")))
         session.lens_cache[("direct logit attribution", session.current)] = report.head_scores()
+        fit.results.attribution = report
         lens = ", ".join(f"{layer}: {p:.2f}" for layer, p in enumerate(report.true_class_lens))
         text = (
             f"Direct logit attribution over {len(examples)} queries (the parts add up to the logits within "

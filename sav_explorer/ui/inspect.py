@@ -19,7 +19,7 @@ from PIL import Image
 from ..data import Example, open_image
 from ..errors import DataError
 from ..heads import Head
-from ..lens import Lens, class_averages, density_on_image, look, overlay
+from ..lens import Lens, average_tile, class_averages, head_overlay, look
 from ..mistakes import Mistake, misclassified
 from .classify import prediction_index
 from .common import Handlers, md, ui_errors
@@ -117,9 +117,7 @@ class InspectHandlers(Handlers):
         return session.lens_cache[key]
 
     def _overlay(self, lens: Lens, head: Head, path: Path) -> Image.Image:
-        view = lens.heads[head]
-        image = open_image(path)  # the maps lie on the image as the model read it (lens.sizes): the overlay scales to this one
-        return overlay(image, density_on_image(view.maps[0], lens.sizes[0])) if view.maps[0] else image
+        return head_overlay(lens, head, open_image(path))
 
     @ui_errors
     def inspect(self, cell: str, choice: str | None, session: Session | None, progress=gr.Progress()):
@@ -176,12 +174,7 @@ class InspectHandlers(Handlers):
                 per_class.setdefault(str(example.label), []).append(example)
             examples = [e for group in per_class.values() for e in group[:AVERAGE_OVER]]
             averages = class_averages(loaded, examples, head, fit.clf.encoding)
-            tiles = []
-            for average in averages:
-                canvas = Image.new("RGB", (THUMB, THUMB), (236, 236, 236))
-                tile = overlay(canvas, average.density, min_side=THUMB)
-                tiles.append((tile, f"{average.label} ({average.n})"))
-            session.lens_cache[key] = tiles
+            session.lens_cache[key] = [(average_tile(average, THUMB), f"{average.label} ({average.n})") for average in averages]
         return session.lens_cache[key]
 
     @ui_errors

@@ -360,6 +360,15 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         png_file = gr.File(label="Heatmap (.png)")
                         acts_file = gr.File(label="Activations (.safetensors)")
                     export_status = gr.Markdown("")
+                    gr.Markdown(
+                        "### Report\nOne HTML file to send or keep: the classifier, its heatmap, where its top heads look, and "
+                        "every result this session ran on it (evaluation, curve, ablation, steering, comparisons). "
+                        "It opens offline in any browser.",
+                    )
+                    with gr.Row(equal_height=True):
+                        make_report = gr.Button("Make the report", scale=1, elem_id="sav-make-report")
+                        report_file = gr.File(label="Report (.html)", scale=3, elem_id="sav-report-file")
+                    report_status = gr.Markdown("", elem_id="sav-report-status")
                     gr.Markdown("### Restore a classifier")
                     restore_file = gr.File(file_types=[".zip"], label="Classifier zip", elem_id="sav-restore-file")
                     restore = gr.Button("Restore")

@@ -30,6 +30,7 @@ from ..data import Example
 from ..heads import Head
 from ..image_cache import ImageFeatureCache, session_cache_bytes
 from ..pipeline import EvalReport
+from ..report import Results
 from .housekeeping import PREFIX, mark_owner, session_root
 from .registry import ModelKey
 
@@ -69,6 +70,7 @@ class Fit:
     created: float = field(default_factory=time.time)
     top_k: int = 20  # the k of the top-k selection, kept while a custom set votes
     custom: list[tuple[int, int]] | None = None  # the hand-picked heads, kept while the top k vote
+    results: Results = field(default_factory=Results)  # what the Analyse tab ran on it, for the report
 
     @property
     def question(self) -> str | None:

@@ -1,13 +1,16 @@
 """Export and restore: the classifier as a zip, the head scores, the heatmap, the activations; and back.
+And the report: one self-contained HTML file of the current fit and the results the session holds for it.
 
     handlers = TransferHandlers(default_model)
     archive, scores_csv, heatmap_png, activations, status = handlers.export(session)
+    report_html, status = handlers.report(session)
 
 Restored classifiers must match the session's model; nothing is unpickled.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import gradio as gr
@@ -16,7 +19,9 @@ from .. import plots
 from ..classifier import SAVClassifier
 from ..errors import ClassifierFileError, DataError
 from ..manifest import MANIFEST
-from ..pipeline import save_activations, save_head_scores
+from ..pipeline import Evaluation, save_activations, save_head_scores
+from ..report import ModelInfo, Results, lens_maps, questions_of, write_report
+from .classify import check_same_model
 from .common import Handlers, file_paths, ui_errors
 from .explore import explore_views, fitted
 from .housekeeping import room_left
@@ -24,7 +29,44 @@ from .session import Fit, Session
 from .uploads import classifier_member, extract_zip
 
 
+def session_results(session: Session) -> Results:
+    """What the session ran on its current fit, with its latest evaluation of that fit."""
+    fit, held = session.fit, session.evaluation
+    if held is None or held.fit_created != fit.created:
+        return fit.results
+    return dataclasses.replace(fit.results, evaluation=Evaluation(held.report, held.examples, held.predictions))
+
+
 class TransferHandlers(Handlers):
+    @ui_errors
+    def report(self, session: Session | None, progress=gr.Progress()):
+        """One HTML file that opens offline: the fit, its heatmap, where its top heads look, and every result
+        the session holds for it (evaluation, own answers, curve, ablation, steering, patching, attribution,
+        comparisons)."""
+        session = self.session(session)
+        clf = fitted(session).snapshot()
+        fit = session.fit
+        loaded = self.model(session, progress)
+        check_same_model(session, loaded)
+        results = session_results(session)
+        images = fit.examples or (results.evaluation.examples if results.evaluation else [])
+        maps = None
+        if images:
+            progress(0, desc="where the top heads look")
+            maps = lens_maps(loaded, clf, images, source="support images" if fit.examples else "queries")
+        path = write_report(
+            session.fresh_dir("report") / "sav-report.html",
+            clf,
+            ModelInfo.of(loaded),
+            task=fit.task,
+            results=results,
+            maps=maps,
+            questions=questions_of(fit.examples),
+        )
+        ran = [field.name.replace("_", " ") for field in dataclasses.fields(results) if getattr(results, field.name)]
+        included = f"with {', '.join(ran)}" if ran else "with no results yet (run them on Classify and Analyse first)"
+        return str(path), f"Report ready, {included}. It opens offline in any browser."
+
     @ui_errors
     def export(self, session: Session | None):
         """The classifier as a zip, per-head scores as CSV, the heatmap as PNG, activations as safetensors."""
