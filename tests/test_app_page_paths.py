@@ -152,3 +152,19 @@ def test_a_question_pasted_or_set_by_script_marks_the_result_out_of_date(browser
         box.evaluate("(el) => { el.value = 'how big is it ?'; el.dispatchEvent(new Event('input', { bubbles: true })); }")
     expect(banner).to_contain_text("Out of date: the question changed")
     page.close()
+
+
+def test_a_model_that_failed_to_load_leaves_the_list_showing_the_model_in_use(browser, url, monkeypatch):
+    """The list kept showing the model that failed to load, while Extract used the one before."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the app runs in this process: the hub is unreachable, the load fails
+    page = open_page(browser, url, TIMEOUT_MS)
+    model = page.locator("#sav-model input")
+    in_use = model.input_value()
+    model.click()
+    page.get_by_role("option", name="Qwen/Qwen2-VL-2B-Instruct", exact=True).click()
+    expect(model).to_have_value("Qwen/Qwen2-VL-2B-Instruct")
+    page.get_by_role("button", name="Load model").click()
+    expect(page.get_by_text("could not load model 'Qwen/Qwen2-VL-2B-Instruct'").first).to_be_visible()
+    expect(model).to_have_value(in_use)
+    expect(page.locator("#sav-model-status")).to_contain_text(f"Still using {in_use}")
+    page.close()

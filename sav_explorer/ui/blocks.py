@@ -177,15 +177,15 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             return event.then(explorer.held_out_views, [session], held_out, **instant)
 
         # ------------------------------------------------------------------ model and support set
-        then_support(
-            ui.load_model.click(
-                gpu(explorer.choose_model),
-                [ui.model, ui.dtype, ui.revision, session],
-                [session, ui.model_status],
-                api_name="load_model",
-                **model_events,
-            )
+        loading = ui.load_model.click(
+            gpu(explorer.choose_model),
+            [ui.model, ui.dtype, ui.revision, session],
+            [session, ui.model_status],
+            api_name="load_model",
+            **model_events,
         )
+        then_support(loading)
+        loading.failure(explorer.model_in_use, [session], [ui.model, ui.dtype, ui.revision, ui.model_status], **instant)
         then_support(
             ui.load_task.click(explorer.load_example, [ui.task, session], support_views, api_name="load_example", concurrency_limit=None)
         )

@@ -50,14 +50,16 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
         with gr.Column(scale=4, min_width=340):
             with gr.Row(equal_height=False):
                 model = gr.Dropdown(
-                    model_choices(default_model), value=default_model, label="Model", allow_custom_value=True, scale=4
+                    model_choices(default_model), value=default_model, label="Model", allow_custom_value=True, scale=4, elem_id="sav-model"
                 )  # check_allowed refuses, with a clear message
                 load_model = gr.Button("Load model", scale=1, size="sm", min_width=90)
             with gr.Accordion("Model options", open=False):
                 with gr.Row():
                     dtype = gr.Dropdown(list(DTYPE_CHOICES), value="default", label="dtype (default: float32 on CPU, bfloat16 on GPU)")
                     revision = gr.Textbox(label="Revision (branch, tag or commit; empty: latest)")
-            model_status = gr.Markdown(f"Model **{md(default_model)}** loads on first use.", elem_classes="sav-small")
+            model_status = gr.Markdown(
+                f"Model **{md(default_model)}** loads on first use.", elem_classes="sav-small", elem_id="sav-model-status"
+            )
             with gr.Tabs():
                 with gr.Tab("Example task"):
                     with gr.Row(equal_height=True):

@@ -148,6 +148,14 @@ class SupportHandlers(Handlers):
         """The extraction's status line once the support set or the model changed: it spoke of the one before."""
         return ""
 
+    def model_in_use(self, session: Session | None):
+        """After a model failed to load: the list, dtype and revision show the model the session still uses
+        (Extract uses it), and the model line says so."""
+        session = self.session(session)
+        key = session.model_key
+        line = f"Still using {md(key.model_id)}: the model chosen could not be loaded. {self.model_status(session)}"
+        return key.model_id, key.dtype or "default", key.revision or "", line
+
     def model_status(self, session: Session | None) -> str:
         """The model line after work that may have loaded the model (an extraction, a classification)."""
         session = self.session(session)
