@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from playwright.sync_api import expect, sync_playwright
-from test_app_browser import ARGS, CHROMIUM, TIMEOUT_MS
+from test_app_browser import ARGS, CHROMIUM, TIMEOUT_MS, settled_box
 
 from app_harness import client, load_task_and_extract, open_page
 from sav_explorer import Encoding, RunOptions, fit_examples, load_examples, load_model
@@ -213,7 +213,7 @@ def browser():
 def test_in_the_browser_the_errors_show_a_click_inspects_and_a_reload_keeps_everything(browser, url, tmp_path):
     """The size task at k = 1, evaluated: the misclassified thumbnails and the projection (hovering a crossed
     point shows its image); a click on a thumbnail inspects the head on it. A reload brings all of it back;
-    another browser, and one whose stored token is garbage, get an empty page."""
+    another browser, whose stored token is forged, gets an empty page (a well-formed unknown token: over HTTP above)."""
     page = open_page(browser, url, TIMEOUT_MS)
     load_task_and_extract(page, "size")
     k_box = page.locator("#sav-k input[type=number]")
@@ -236,7 +236,7 @@ def test_in_the_browser_the_errors_show_a_click_inspects_and_a_reload_keeps_ever
     )
     point = page.locator("#sav-projection .scatterlayer .trace").nth(crossed).locator(".point").first
     point.scroll_into_view_if_needed()
-    box = point.bounding_box()
+    box = settled_box(page, point)  # measured once the plot has stopped moving (its late autosize)
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     expect(page.locator("#sav-projection .hovertext")).to_contain_text("queries_large")
     card = page.locator("#sav-hover-thumb img")
@@ -262,13 +262,12 @@ def test_in_the_browser_the_errors_show_a_click_inspects_and_a_reload_keeps_ever
     page.screenshot(path=str(tmp_path / "reloaded.png"), full_page=True)
     page.close()
 
-    for garbage in (None, "forged:token"):
-        other = browser.new_page(viewport={"width": 1440, "height": 1000})  # a new context: another browser
-        other.set_default_timeout(TIMEOUT_MS)
-        if garbage:
-            other.add_init_script(f"localStorage.setItem('{STORAGE_KEY}', '{garbage}')")
-        other.goto(url)
-        other.wait_for_function(f"() => (localStorage.getItem('{STORAGE_KEY}') || '{garbage}') !== '{garbage}'")  # a new token came
-        expect(other.get_by_text("No support examples yet.")).to_be_visible()
-        assert "task size" not in (other.locator("#sav-heatmap").text_content() or "")
-        other.close()
+    other = browser.new_page(viewport={"width": 1440, "height": 1000})  # a new context: another browser, whose stored token is forged
+    other.set_default_timeout(TIMEOUT_MS)
+    forged = "forged:token"
+    other.add_init_script(f"localStorage.setItem('{STORAGE_KEY}', '{forged}')")  # before the page's own script runs
+    other.goto(url)
+    other.wait_for_function(f"() => (localStorage.getItem('{STORAGE_KEY}') || '{forged}') !== '{forged}'")  # a new token came
+    expect(other.get_by_text("No support examples yet.")).to_be_visible()
+    assert "task size" not in (other.locator("#sav-heatmap").text_content() or "")
+    other.close()
