@@ -1,13 +1,13 @@
 """What the image-feature cache saves: a second extraction with a reworded question, and an ablation, with and without it.
 
     python benchmarks/bench_image_cache.py [--models smolvlm-256m qwen2-vl-2b llava-onevision-0.5b teaching]
-                                           [--images 20] [--draws 3] [--max-image-tokens N]
+                                           [--images 20] [--queries 8] [--draws 3] [--max-image-tokens N]
 
 For each model, in one process and one run (so that the ratios share the machine's load):
 - *extraction*: `fit_examples` on `--images` photos with one question (the cache cold), then again
   with a reworded question (every image in the cache); the ratio second / first.
 - *ablation*: mean ablation of the fit's top 5 heads with `--draws` random draws, likelihood
-  scoring of the two labels, on `--images` other photos as queries and the support set's means,
+  scoring of the labels, on `--queries` other photos, the means over as many support examples,
   first with the cache off (a limit of 0: every pass encodes its images), then with an empty cache
   of its own; the reports must be equal. The ratio cached / uncached.
 Real-size shapes are random-weight checkpoints at published dimensions (`tests/real_size_models.py`),
@@ -34,7 +34,7 @@ from bench_real_sizes import photo  # noqa: E402
 QUESTIONS = ("What is in the image?", "Describe what this picture shows.")
 
 
-def measure(folder: str | None, n_images: int, draws: int, budget: int | None) -> dict:
+def measure(folder: str | None, n_images: int, n_queries: int, draws: int, budget: int | None) -> dict:
     import torch
 
     from sav_explorer import Encoding, Example, load_examples, load_model
@@ -78,7 +78,9 @@ def measure(folder: str | None, n_images: int, draws: int, budget: int | None) -
         ("cached", base.with_image_cache(ImageFeatureCache(4 * 1024**3))),
     ):
         started = time.perf_counter()
-        reports[name] = ablation_study(loaded, queries, classes, heads, encodings[0], support=support, n_random=draws, method="likelihood")
+        reports[name] = ablation_study(
+            loaded, queries[:n_queries], classes, heads, encodings[0], support=support[:n_queries], n_random=draws, method="likelihood"
+        )
         timings[f"ablation_{name}_s"] = time.perf_counter() - started
     if reports["cached"] != reports["uncached"]:
         raise SystemExit("the cached ablation report differs from the uncached one")
@@ -97,14 +99,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=[*REAL_SIZES, "teaching"], choices=[*REAL_SIZES, "teaching"])
     parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--queries", type=int, default=8, help="ablation's queries, and the support examples its means average")
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--max-image-tokens", type=int, default=320)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models:
             folder = None if name == "teaching" else str(build_real(name, Path(scratch) / name))
-            result = measure(folder, args.images, args.draws, args.max_image_tokens)
-            print(json.dumps({"model": name, "images": args.images, "draws": args.draws, **result}), flush=True)
+            result = measure(folder, args.images, args.queries, args.draws, args.max_image_tokens)
+            print(json.dumps({"model": name, "images": args.images, "queries": args.queries, "draws": args.draws, **result}), flush=True)
 
 
 if __name__ == "__main__":
