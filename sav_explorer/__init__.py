@@ -26,7 +26,16 @@ from .models import (
     find_attention_sites,
     load_model,
 )
-from .pipeline import EvalReport, evaluate, fit_examples, predict_examples, save_activations, save_head_scores
+from .pipeline import (
+    EvalReport,
+    Evaluation,
+    evaluate,
+    evaluate_examples,
+    fit_examples,
+    predict_examples,
+    save_activations,
+    save_head_scores,
+)
 from .trace import Trace
 
 __all__ = [
@@ -37,6 +46,7 @@ __all__ = [
     "DataError",
     "Encoding",
     "EvalReport",
+    "Evaluation",
     "Example",
     "HeadActivations",
     "HeadCapture",
@@ -61,6 +71,7 @@ __all__ = [
     "default_model_id",
     "encode",
     "evaluate",
+    "evaluate_examples",
     "find_attention_sites",
     "fit_examples",
     "generate_answers",
