@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import handle_file
+from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw
 
 from app_harness import client
@@ -162,3 +163,34 @@ def test_the_voting_heads_overlays_follow_each_new_drawing(url):
     first, second = draw(visitor, red_top_left), draw(visitor, blue_bottom_right)
     assert second == draw(newcomer, blue_bottom_right)  # the second drawing, in a session that saw no other
     assert second != first
+
+
+# ----------------------------------------------------------------------------- Gradio's upload cache
+def test_refused_uploads_leave_gradios_cache_within_its_bound(tmp_path, monkeypatch):
+    """Every upload stays in Gradio's cache, refused ones included, outside the session's quota: it grew
+    to 217 MB in one run and was never cleaned. Bounded here to 1 MB, swept every second."""
+    from app_harness import running_app
+    from sav_explorer.ui.housekeeping import disk_use
+
+    cache = tmp_path / "gradio-cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    monkeypatch.setenv("SAV_UPLOAD_CACHE_MB", "1")
+    monkeypatch.setenv("SAV_UPLOAD_SWEEP_S", "1")
+    with running_app() as (url, demo):
+        assert demo.delete_cache is not None  # and Gradio deletes by age
+        visitor = client(url)
+        visitor.predict("size", api_name="/load_example")
+        visitor.predict("", 200704, 4, 4, "in-sample", api_name="/extract")
+        for i in range(4):
+            junk = tmp_path / f"junk-{i}.png"
+            junk.write_bytes(bytes([i]) * 600 * 1024)  # named like an image, is not one
+            with pytest.raises(AppError, match="junk-"):
+                visitor.predict([handle_file(str(junk))], "", api_name="/classify")
+        for _ in range(600):  # at most a minute: the sweep runs every second
+            if disk_use(cache) <= 2**20:
+                break
+            time.sleep(0.1)
+        assert disk_use(cache) <= 2**20
+        image = handle_file(str(SIZE / "queries_small_0.png"))  # a classified image outlives its cached upload
+        visitor.predict([image], "", api_name="/classify")
+        visitor.predict("1: queries_small_0.png", api_name="/voting_heads")

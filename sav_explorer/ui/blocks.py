@@ -20,7 +20,7 @@ from .causal import CausalHandlers
 from .classify import ClassifyHandlers
 from .common import example_tasks
 from .explore import ExploreHandlers
-from .housekeeping import start_sweeper
+from .housekeeping import UPLOAD_MAX_AGE_S, start_cache_bound, start_sweeper
 from .inspect import InspectHandlers
 from .live import LiveHandlers
 from .panels import build_panels
@@ -117,7 +117,8 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
     model_events = {"concurrency_id": MODEL_GROUP, "concurrency_limit": 1}
     instant = {"concurrency_limit": None, "show_progress": "hidden"}
 
-    with gr.Blocks(title="SAV Explorer", fill_width=True) as demo:
+    # Gradio's cache (uploads, refused ones included, and outputs): deleted by age, and held within a bound in bytes
+    with gr.Blocks(title="SAV Explorer", fill_width=True, delete_cache=(UPLOAD_MAX_AGE_S // 4, UPLOAD_MAX_AGE_S)) as demo:
         # a callable: every visitor's first event gets a new Session, made once even when two events arrive together
         session = gr.State(Session.new, time_to_live=SESSION_TTL_S, delete_callback=explorer.sessions.release)
         # the browser's key to its session: a reload finds the session again (the server keeps it, in memory)
@@ -409,4 +410,5 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
             )
         )
     demo.queue(default_concurrency_limit=None)
+    start_cache_bound(demo)
     return demo

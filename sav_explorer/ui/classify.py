@@ -8,6 +8,10 @@ Model work runs in the model's concurrency group; the detail of another image ne
 
 from __future__ import annotations
 
+import shutil
+import uuid
+from pathlib import Path
+
 import gradio as gr
 
 from .. import plots
@@ -23,7 +27,7 @@ from ..models import EXAMPLES_DIR, LoadedModel
 from ..pipeline import capture_for, evaluate, predict_examples
 from .common import Handlers, file_paths, md, ui_errors, visitor_gone
 from .explore import fitted
-from .housekeeping import room_left
+from .housekeeping import check_quota, room_left
 from .session import MAX_CLASSIFY, MAX_IMAGE_TOKENS, MAX_TEST, Classified, HeldOut, Session
 from .support import check_images_per_example
 from .uploads import examples_from_uploads
@@ -125,7 +129,22 @@ class ClassifyHandlers(Handlers):
             raise DataError("no images to classify: upload one or more images")
         if len(paths) > MAX_CLASSIFY:
             raise DataError(f"{len(paths)} images at once; the limit is {MAX_CLASSIFY}")
-        return self.classify_paths(session, clf, paths, question, progress=progress)
+        # kept in the session's folder: Gradio's cache is bounded, and classified images are read again (overlays, Inspect)
+        check_quota(session.workdir, sum(p.stat().st_size for p in paths))
+        folder = session.subdir("queries") / uuid.uuid4().hex[:12]
+        try:
+            kept = []
+            for number, path in enumerate(paths):
+                (folder / str(number)).mkdir(parents=True)
+                kept.append(Path(shutil.copyfile(path, folder / str(number) / path.name)))
+            views = self.classify_paths(session, clf, kept, question, progress=progress)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        for earlier in folder.parent.iterdir():  # the images of the classification before
+            if earlier != folder:
+                shutil.rmtree(earlier, ignore_errors=True)
+        return views
 
     def classify_paths(self, session: Session, clf, paths: list, question: str | None, with_answers: bool = True, progress=None):
         """Classifies image files and keeps them as the session's predictions; returns the Classify views."""

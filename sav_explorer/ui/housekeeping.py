@@ -13,6 +13,7 @@ folder whose owner is another app that is still running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,6 +31,9 @@ log = logging.getLogger("sav_explorer.ui")
 PREFIX = "sav-session-"
 OWNER = ".sav-owner"
 DISK_ENV = "SAV_SESSION_DISK_MB"  # each session's disk use, in MB (default 300)
+UPLOAD_CACHE_ENV = "SAV_UPLOAD_CACHE_MB"  # Gradio's cache of uploads and outputs, all visitors together, in MB (default 1024)
+UPLOAD_SWEEP_ENV = "SAV_UPLOAD_SWEEP_S"  # how often that cache is brought within its bound, in seconds (default 30)
+UPLOAD_MAX_AGE_S = 60 * 60  # Gradio itself deletes cached files older than this (`gr.Blocks(delete_cache=...)`)
 _APP_STARTED = time.time()
 
 
@@ -120,6 +124,62 @@ def sweep_stale_sessions(max_age_s: float, root: Path | None = None) -> int:
         shutil.rmtree(folder, ignore_errors=True)
         removed += 1
     return removed
+
+
+def bound_upload_cache(blocks, limit: int) -> int:
+    """Deletes the app's oldest files in Gradio's cache (every upload, refused ones included, and every
+    file output) until the rest fits in `limit` bytes; returns the bytes freed. Gradio's own
+    `delete_cache` goes by age only. Handlers copy what they keep into the session's folder, so an
+    evicted upload is never read again."""
+    keep = set()
+    for block in blocks.blocks.values():
+        keep.update(getattr(block, "keep_in_cache", set()))
+    files = []
+    for tracked in list(blocks.temp_file_sets):
+        for name in list(tracked):
+            try:
+                info = Path(name).lstat()
+            except OSError:
+                tracked.discard(name)
+                continue
+            files.append((info.st_ctime, info.st_size, name, tracked))
+    total, freed = sum(size for _, size, _, _ in files), 0
+    for _, size, name, tracked in sorted(files, key=lambda item: item[0]):  # oldest first
+        if total <= limit:
+            break
+        if name in keep:
+            continue
+        Path(name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            Path(name).parent.rmdir()  # Gradio's folder of one upload, once empty
+        tracked.discard(name)
+        total, freed = total - size, freed + size
+    return freed
+
+
+def start_cache_bound(blocks) -> threading.Thread:
+    """Keeps Gradio's cache of this app within `$SAV_UPLOAD_CACHE_MB`, every `$SAV_UPLOAD_SWEEP_S` seconds,
+    in a daemon thread that ends once the app is gone (it holds the app only weakly)."""
+    app = weakref.ref(blocks)
+
+    def loop() -> None:
+        while True:
+            time.sleep(float(os.environ.get(UPLOAD_SWEEP_ENV, "30")))
+            blocks = app()
+            if blocks is None:
+                return
+            try:
+                limit = int(float(os.environ.get(UPLOAD_CACHE_ENV, "1024")) * 1024 * 1024)
+                freed = bound_upload_cache(blocks, limit)
+                if freed:
+                    log.info("freed %.1f MB of Gradio's upload cache", freed / 2**20)
+            except Exception:  # a failed sweep must never stop the app
+                log.exception("upload cache sweep failed")
+            del blocks
+
+    thread = threading.Thread(target=loop, name="sav-upload-cache", daemon=True)
+    thread.start()
+    return thread
 
 
 _sweeper: threading.Thread | None = None
