@@ -46,6 +46,20 @@ def score_grid(clf: SAVClassifier, n_layers: int) -> tuple[list[list[float | Non
     return in_sample, loo, width
 
 
+FRAME_INSET = 0.12  # of a cell, on each side: the frames of adjacent heads never touch, and the cell shows between them
+
+
+def frame_heads(fig: go.Figure, heads: Sequence[tuple[int, int]], colour: str = SELECTED_COLOUR, dash: str = "solid") -> None:
+    """An outline inside each (layer, head) cell of a heatmap, sized in cells, not pixels: a fixed-size
+    marker overran short cells, and at k = 63 or 64 the frames covered the map in stripes."""
+    for layer, head in heads:
+        fig.add_shape(
+            type="rect", xref="x", yref="y", layer="above",
+            x0=head - 0.5 + FRAME_INSET, x1=head + 0.5 - FRAME_INSET, y0=layer - 0.5 + FRAME_INSET, y1=layer + 0.5 - FRAME_INSET,
+            line=dict(color=colour, width=2, dash=dash),
+        )  # fmt: skip
+
+
 def measure_heatmap(clf: SAVClassifier, n_layers: int, values, measure: str) -> go.Figure:
     """Heads coloured by one measure (SAV accuracy, direct logit attribution or patching effect), the
     voting heads framed: the same grid as the accuracy map, so that the two read side by side."""
@@ -71,10 +85,10 @@ def measure_heatmap(clf: SAVClassifier, n_layers: int, values, measure: str) -> 
     fig.add_trace(
         go.Scatter(
             x=[h for _, h in selected], y=[layer for layer, _ in selected], mode="markers", name="voting heads", showlegend=False,
-            marker=dict(symbol="square-open", size=max(8, min(26, 420 // max(width, n_layers))), color=SELECTED_COLOUR, line=dict(width=3)),
-            hoverinfo="skip",
+            marker=dict(opacity=0), hoverinfo="skip",
         )
     )  # fmt: skip
+    frame_heads(fig, selected)
     fig.update_layout(
         template="plotly_white", font=FONT, height=int(min(720, max(340, 90 + 30 * n_layers))), margin=dict(l=50, r=20, t=40, b=45),
         title=dict(text=f"Heads by {esc(measure)}: {len(selected)} voting heads framed", font=dict(size=14), x=0.01),
@@ -172,13 +186,14 @@ def head_heatmap(
             x=[h for _, h in selected],
             y=[layer for layer, _ in selected],
             mode="markers",
-            marker=dict(symbol="square-open", size=max(8, min(26, 420 // max(width, rows))), color=SELECTED_COLOUR, line=dict(width=3)),
+            marker=dict(opacity=0),  # the frames are shapes (`frame_heads`); these points carry the hover
             customdata=[[in_sample[layer][head], loo[layer][head]] for layer, head in selected],
             hovertemplate=HEAD_HOVER.replace("%{x}", "%{x} (selected)") + "<extra></extra>",
             name="selected",
             showlegend=False,
         )
     )
+    frame_heads(fig, selected)
     best = float(scored.max()) if len(scored) else 0.0
     fig.update_layout(
         template="plotly_white",

@@ -168,3 +168,55 @@ def test_a_model_that_failed_to_load_leaves_the_list_showing_the_model_in_use(br
     expect(model).to_have_value(in_use)
     expect(page.locator("#sav-model-status")).to_contain_text(f"Still using {in_use}")
     page.close()
+
+
+def test_cancel_with_nothing_running_stops_nothing_and_the_status_says_the_budget_note_once(url):
+    """Cancel pressed when nothing ran set the flag anyway and said "Cancelling after the current batch…":
+    the next extraction was then cancelled before it started. And the bundled model's note "(not applicable:
+    llava always uses 64 tokens per image)" came in every status line, not only beside the budget control."""
+    visitor = client(url)
+    visitor.predict("size", api_name="/load_example")
+    assert visitor.predict(api_name="/cancel").startswith("Nothing to cancel")
+    _, summary, *_, status = visitor.predict("", 200704, 4, 4, "in-sample", api_name="/extract")
+    assert "Leave-one-out accuracy" in summary and status.startswith("Extracted 64 heads")
+    assert "not applicable" not in status and "the model's fixed 64 tokens each" in status
+    assert "not applicable: llava always uses 64 tokens per image" in visitor.predict(256, 200704, api_name="/token_preview")
+    assert visitor.predict(api_name="/cancel").startswith("Nothing to cancel")  # the extraction has finished
+
+
+def test_cancel_reaches_an_extraction_armed_or_running_and_its_status_goes_once_it_ends(browser, url, monkeypatch):
+    """ "Cancelling after the current batch…" stayed after the extraction had finished anyway (and a Cancel
+    pressed after the end said it too): the finished extraction's status replaces it, and a later Cancel
+    says there is nothing to cancel."""
+    import threading
+    import time
+
+    from sav_explorer.ui import explore
+
+    finished = threading.Event()
+    real_fit = explore.fit_examples
+
+    def fit_that_ends_after_a_cancel(loaded, examples, encoding, run, **kwargs):
+        result = real_fit(loaded, examples, encoding, run, **kwargs)  # every batch done: a Cancel now comes too late
+        finished.set()
+        for _ in range(600):  # waits (at most a minute) for the visitor's Cancel
+            if run.should_stop():
+                break
+            time.sleep(0.1)
+        return result
+
+    monkeypatch.setattr(explore, "fit_examples", fit_that_ends_after_a_cancel)
+    page = open_page(browser, url, TIMEOUT_MS)
+    status = page.locator("#sav-status")
+    load_task_and_extract(page, "size", extract=False)
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    expect(status).to_contain_text("Nothing to cancel")
+    page.get_by_role("button", name="Extract heads").click()
+    assert finished.wait(120)
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    expect(page.locator("#sav-heatmap .gtitle")).to_contain_text("task size")
+    expect(status).to_contain_text("Extracted 64 heads")
+    expect(page.locator("#sav-token-preview")).to_contain_text("Image tokens per example")  # the extraction's last event
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    expect(status).to_contain_text("Nothing to cancel")
+    page.close()

@@ -51,3 +51,17 @@ def test_the_exported_heatmap_names_its_task_keeps_its_title_whole_and_marks_cha
     assert plots.chance_scale(2)[1] == [0.5, "rgb(247, 247, 247)"]  # the neutral middle of the scale is chance
     figure = plots.head_heatmap(clf, 4, about)
     assert "task colour" in figure.layout.title.text and "chance 0.50" in figure.data[0].colorbar.ticktext
+
+
+def test_frames_of_selected_heads_sit_inside_their_cells_so_that_adjacent_ones_stay_apart():
+    """The frames were markers of a fixed size in pixels: in short cells they overran the cells above and
+    below, and with every head selected (k = 63, 64) the map was covered in stripes."""
+    clf = fitted()
+    clf.select(k=len(clf.heads_))
+    figure = plots.head_heatmap(clf, n_layers=4)
+    frames = [shape for shape in figure.layout.shapes if shape.type == "rect"]
+    assert len(frames) == len(clf.heads_)
+    for frame, (layer, head) in zip(frames, clf.selected_heads):
+        assert head - 0.5 < frame.x0 < frame.x1 < head + 0.5 and layer - 0.5 < frame.y0 < frame.y1 < layer + 0.5
+        assert (frame.x0, frame.y0) == (head - 0.5 + plots.FRAME_INSET, layer - 0.5 + plots.FRAME_INSET)
+    assert figure.data[1].marker.opacity == 0  # the selected points carry the hover only

@@ -42,6 +42,14 @@ def page_budget(loaded: LoadedModel, requested: float | None) -> tuple[BudgetSet
     return settings, f"a budget of {budget} image tokens each ({settings.note})"
 
 
+def status_budget(settings: BudgetSettings | None, how: str) -> str:
+    """`how` as a status line says it: why a family cannot honour a budget is said once, beside the budget
+    control (`token_preview`), not again in the status of every run."""
+    if settings is not None and settings.note.startswith("not applicable"):
+        return f"the model's fixed {settings.ceiling} tokens each"
+    return how
+
+
 class BudgetHandlers(Handlers):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -25,7 +25,7 @@ from .analyse import MAX_ABLATION_QUERIES, MAX_RANDOM_DRAWS, interval_text
 from .classify import check_same_model, query_encoding, query_run
 from .common import md, ui_errors, whole_number
 from .explore import fitted
-from .session import Session, cancel_flag
+from .session import Session, cancel_flag, cancellable
 
 COLOURINGS = ("SAV accuracy", "direct logit attribution", "patching effect")
 
@@ -58,6 +58,7 @@ class CausalHandlers:
         )
 
     @ui_errors
+    @cancellable
     def steer(
         self, target: str, mode: str, alpha: float, draws: float, files, use_example: bool, method: str, question: str,
         session: Session | None, progress=gr.Progress(),
@@ -106,6 +107,7 @@ class CausalHandlers:
         return self.patch_heads(source, target, True, session, progress)
 
     @ui_errors
+    @cancellable
     def patch_heads(self, source: str, target: str, sweep: bool, session: Session | None, progress=gr.Progress()):
         """A support image run with the voting heads (or, swept, each head alone) taken from another's run."""
         session = self.session(session)
@@ -148,6 +150,7 @@ class CausalHandlers:
         return summary, plots.measure_heatmap(clf, session.fit.n_layers, effects, "patching effect"), gr.update(value="patching effect")
 
     @ui_errors
+    @cancellable
     def attribute_heads(self, files, use_example: bool, question: str, colouring: str, session: Session | None, progress=gr.Progress()):
         """Direct logit attribution over the test set (kept for the colouring), then the map and the scatter."""
         session = self.session(session)

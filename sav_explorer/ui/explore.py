@@ -23,9 +23,9 @@ from ..encoding import Encoding, RunOptions
 from ..errors import DataError
 from ..models import unseen_words
 from ..pipeline import fit_examples
-from .budget import BudgetHandlers, default_budget, page_budget
+from .budget import BudgetHandlers, default_budget, page_budget, status_budget
 from .common import md, ui_errors, visitor_gone, whole_number
-from .session import MAX_BATCH, MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, Fit, Session, cancel_flag
+from .session import MAX_BATCH, MAX_IMAGE_TOKENS, MAX_PIXELS_CAP, Fit, Session, arm, cancel_flag, model_work, request_cancel
 
 
 def voting(n: int) -> str:
@@ -140,9 +140,10 @@ class ExploreHandlers(BudgetHandlers):
             support = session.reading = list(session.support)
             example_task, model_key = session.example_task, session.model_key
         try:
-            return self._extract(
-                support, example_task, model_key, question, max_pixels, batch_size, k, scoring, session, image_tokens, progress
-            )
+            with model_work(session.id, armed=True):  # Cancel stops it from here on
+                return self._extract(
+                    support, example_task, model_key, question, max_pixels, batch_size, k, scoring, session, image_tokens, progress
+                )
         finally:
             session.reading = []
 
@@ -196,7 +197,7 @@ class ExploreHandlers(BudgetHandlers):
         session.keep_fit(fit)
         done = (
             f"Extracted {loaded.layout.n_heads} heads in {loaded.n_layers} layers from {total} examples with {md(loaded.model_id)}; "
-            f"images at {md(how)}."
+            f"images at {md(status_budget(budget, how))}."
         )
         cached = loaded.image_cache.since(before).describe()
         done += f" {md(cached[0].upper() + cached[1:])}." if cached else ""
@@ -206,12 +207,15 @@ class ExploreHandlers(BudgetHandlers):
         """Runs at once when Extract is pressed, before the extraction queues: an earlier Cancel no longer counts."""
         if isinstance(session, Session):
             cancel_flag(session.id).clear()
+            arm(session.id)
         return "Waiting for the model…"
 
     def cancel(self, session: Session | None) -> str:
-        if isinstance(session, Session):
-            cancel_flag(session.id).set()
-        return "Cancelling after the current batch…"
+        """Stops the session's extraction (or steering, patching, attribution) at the next batch; with nothing
+        armed or running, the flag stays down: it would stop the next run the visitor starts."""
+        if isinstance(session, Session) and request_cancel(session.id):
+            return "Cancelling after the current batch…"
+        return "Nothing to cancel: no extraction or other model run is under way."
 
     # ----------------------------------------------------------------------------- re-scoring (no model call)
     @ui_errors

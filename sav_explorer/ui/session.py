@@ -13,6 +13,8 @@ works through a flag looked up by session id, so a cancel event never waits for 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -46,12 +48,44 @@ MAX_IMAGE_TOKENS = 400_000  # image tokens in one request (extraction or evaluat
 MAX_FITS = 4  # fitted tasks a session keeps (for comparing tasks)
 
 _cancel_flags: dict[str, threading.Event] = {}
+_work: dict[str, list[int]] = {}  # per session: [extractions armed (clicked, not yet started), model runs under way]
 _flags_lock = threading.Lock()
 
 
 def cancel_flag(session_id: str) -> threading.Event:
     with _flags_lock:
         return _cancel_flags.setdefault(session_id, threading.Event())
+
+
+def arm(session_id: str) -> None:
+    """Extract was pressed: until the extraction starts (`model_work(..., armed=True)`), Cancel has something to stop."""
+    with _flags_lock:
+        _work.setdefault(session_id, [0, 0])[0] += 1
+
+
+@contextlib.contextmanager
+def model_work(session_id: str, armed: bool = False):
+    """Marks a cancellable run of the session under way; `armed`: the run is the extraction that `arm` announced."""
+    with _flags_lock:
+        counts = _work.setdefault(session_id, [0, 0])
+        counts[0] = max(0, counts[0] - 1) if armed else counts[0]
+        counts[1] += 1
+    try:
+        yield
+    finally:
+        with _flags_lock:
+            counts[1] -= 1
+
+
+def request_cancel(session_id: str) -> bool:
+    """Sets the session's cancel flag if it has model work armed or under way; False (flag untouched) if not,
+    so that a Cancel pressed when nothing runs does not stop the next run."""
+    with _flags_lock:
+        armed, running = _work.get(session_id, (0, 0))
+        if not (armed or running):
+            return False
+        _cancel_flags.setdefault(session_id, threading.Event()).set()
+        return True
 
 
 @dataclass
@@ -191,6 +225,21 @@ class Session:
         shutil.rmtree(self.workdir, ignore_errors=True)
         with _flags_lock:
             _cancel_flags.pop(self.id, None)
+            _work.pop(self.id, None)
+
+
+def cancellable(fn):
+    """Runs a handler as model work of the session among its arguments (see `model_work`): Cancel stops it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        session = next((a for a in (*args, *kwargs.values()) if isinstance(a, Session)), None)
+        if session is None:  # a first event: no page can press Cancel for a session it does not know yet
+            return fn(*args, **kwargs)
+        with model_work(session.id):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 class SessionStore:
