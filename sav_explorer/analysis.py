@@ -63,14 +63,19 @@ class TaskComparison:
         return {"k": self.k, "shared": self.shared, "jaccard": self.jaccard, "spearman": self.spearman}
 
 
+def top_heads(clf: SAVClassifier, k: int) -> list[tuple[int, int]]:
+    """The k best (layer, head) by the classifier's own ranking: what `compare_tasks` compares."""
+    check_k(k, clf.layout_.n_heads)
+    return [clf.heads_[i] for i in clf.ranking()[:k].tolist()]
+
+
 def compare_tasks(a: SAVClassifier, b: SAVClassifier, k: int) -> TaskComparison:
     """How two tasks fitted on the same model relate: their top-k heads (by each one's ranking scores) and
     the rank correlation of their scores."""
     if a.layout_ != b.layout_:
         raise DataError("the two classifiers were fitted on models with different heads; compare tasks of one model")
     check_k(k, a.layout_.n_heads)
-    top_a = {a.heads_[i] for i in a.ranking()[:k].tolist()}
-    top_b = {b.heads_[i] for i in b.ranking()[:k].tolist()}
+    top_a, top_b = set(top_heads(a, k)), set(top_heads(b, k))
     shared = len(top_a & top_b)
     return TaskComparison(k, shared, shared / len(top_a | top_b), spearman(a.head_scores_, b.head_scores_))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from .classifier import Prediction, SAVClassifier
 from .pipeline import EvalReport
 
 SELECTED_COLOUR = "#e4572e"
+SHARED_COLOUR = "#ffc400"  # heads in the top k of both compared tasks: gold, seen on the dark cells of top heads
 HEAD_HOVER = "layer %{y}, head %{x}<br>in-sample accuracy %{customdata[0]:.2f}<br>leave-one-out accuracy %{customdata[1]:.2f}"
 FONT = dict(family="Inter, system-ui, sans-serif", size=12)
 
@@ -137,10 +138,19 @@ def chance_scale(n_classes: int) -> list:
 
 
 def head_heatmap(
-    clf: SAVClassifier | None, n_layers: int, about: str = "", empty: str = "Extract heads to see how well each one separates the classes"
+    clf: SAVClassifier | None,
+    n_layers: int,
+    about: str = "",
+    empty: str = "Extract heads to see how well each one separates the classes",
+    framed: Sequence[tuple[int, int]] | None = None,
+    shared: Collection[tuple[int, int]] = (),
+    title: str = "",
+    about_width: int = 160,
 ) -> go.Figure:
     """Per-head accuracy, layers down and heads across, on a scale centred at chance; selected heads
-    carry an orange frame. `about` names the task, question, model and classes (user text: escaped here)."""
+    carry an orange frame. `about` names the task, question, model and classes (user text: escaped here),
+    wrapped at `about_width` characters. `framed`: other heads to frame (default: the selected ones), of
+    which `shared` get a dark frame; `title` (escaped here) replaces the count of selected heads."""
     fig = go.Figure()
     if clf is None:
         fig.update_layout(
@@ -180,7 +190,7 @@ def head_heatmap(
             name="heads",
         )
     )
-    selected = clf.selected_heads
+    selected = clf.selected_heads if framed is None else list(framed)
     fig.add_trace(
         go.Scatter(
             x=[h for _, h in selected],
@@ -193,18 +203,22 @@ def head_heatmap(
             showlegend=False,
         )
     )
-    frame_heads(fig, selected)
+    frame_heads(fig, [h for h in selected if h not in shared])
+    frame_heads(fig, [h for h in selected if h in shared], colour=SHARED_COLOUR)
     best = float(scored.max()) if len(scored) else 0.0
+    lines = textwrap.wrap(about[:320], about_width) if about else []
     fig.update_layout(
         template="plotly_white",
         font=FONT,
-        height=int(min(720, max(340, 90 + 30 * rows))),
-        margin=dict(l=50, r=20, t=58 if about else 40, b=45),
+        height=int(min(720, max(340, 90 + 30 * rows))) + 16 * max(0, len(lines) - 1),
+        margin=dict(l=50, r=20, t=(58 if len(lines) == 1 else 46 + 16 * len(lines)) if lines else 40, b=45),
         title=dict(
-            text=f"Per-head accuracy ({esc(clf.scoring)}): {len(selected)} selected, best {best:.2f}"
-            + (f"<br><span style='font-size:11px'>{html.escape(about[:160], quote=False)}</span>" if about else ""),
+            text=(esc(title) if title else f"Per-head accuracy ({esc(clf.scoring)}): {len(selected)} selected, best {best:.2f}")
+            + "".join(f"<br><span style='font-size:11px'>{html.escape(line, quote=False)}</span>" for line in lines),
             font=dict(size=14),
             x=0.01,
+            # several lines grow downwards from the top, within the margin made for them (one line stays where it was)
+            **(dict(yref="container", y=1, yanchor="top", pad=dict(t=14)) if len(lines) > 1 else {}),
         ),
         xaxis=dict(
             title="head", dtick=1 if width <= 32 else None, range=[-0.5, width - 0.5], showgrid=False, zeroline=False, constrain="domain"
@@ -250,10 +264,10 @@ def curve_chart(curve: AccuracyCurve | None, n_classes: int = 0) -> go.Figure:
     if curve is None:
         fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False))
         return fig
-    lines = [
-        ("leave-one-out, heads chosen on all (optimistic)", curve.loo, "dot", "#8da0cb"),
-        ("nested leave-one-out (heads re-chosen)", curve.nested_loo, "solid", "#66a61e"),
-        ("test set", curve.test, "solid", SELECTED_COLOUR),
+    lines = [  # each its own marker, open and of its own size: lines that coincide (all at 1.0) still all show
+        ("leave-one-out, heads chosen on all (optimistic)", curve.loo, "dot", "#8da0cb", "circle-open", 11),
+        ("nested leave-one-out (heads re-chosen)", curve.nested_loo, "solid", "#66a61e", "square-open", 8),
+        ("test set", curve.test, "solid", SELECTED_COLOUR, "x-thin-open", 6),
     ]
     band = curve.intervals("test") or curve.intervals("nested_loo")
     if band:  # the 95 % interval of the lowest line that has one: how much of a wiggle is noise
@@ -264,14 +278,19 @@ def curve_chart(curve: AccuracyCurve | None, n_classes: int = 0) -> go.Figure:
                 line=dict(width=0), hoverinfo="skip", name="95 % interval",
             )
         )  # fmt: skip
-    for name, values, dash, colour in lines:
+    drawn: list[tuple[str, list[float]]] = []
+    for name, values, dash, colour, symbol, size in lines:
         if values:
+            same = [short for short, other in drawn if all(abs(a - b) < 1e-9 for a, b in zip(values, other))]
+            legend = name + (f" (overlapping {' and '.join(same)})" if same else "")
             fig.add_trace(
                 go.Scatter(
-                    x=curve.k, y=values, name=name, mode="lines", line=dict(dash=dash, color=colour, width=2),
+                    x=curve.k, y=values, name=legend, mode="lines+markers", line=dict(dash=dash, color=colour, width=2),
+                    marker=dict(symbol=symbol, size=size, color=colour, line=dict(width=1.5, color=colour), maxdisplayed=24),
                     hovertemplate="k = %{x}: %{y:.3f}<extra>" + name + "</extra>",
                 )
             )  # fmt: skip
+            drawn.append((name.split(",")[0].split(" (")[0], values))
     if n_classes:
         fig.add_hline(y=1 / n_classes, line=dict(color="#999", width=1, dash="dash"), annotation_text="chance")
     fig.update_layout(

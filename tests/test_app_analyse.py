@@ -89,7 +89,7 @@ def test_the_models_own_answers_sit_beside_savs_accuracy(visitor, model, referen
     assert "SAV" in summary and "the model's own answers" in summary and f"On {len(queries)} queries" in summary
     assert accuracies[1] == pytest.approx(accuracy, abs=5e-4)
     assert f"{unmatched} answers named no class" in summary
-    assert rows["headers"] == ["example", "label", "answer", "after ablation"]
+    assert rows["headers"] == ["example", "label", "the model's answer"]
     own = zero_shot(model, queries, clf.classes_)
     assert len(rows["data"]) == sum(len(v) for v in own.samples.values())
 

@@ -190,7 +190,7 @@ def test_the_analyse_tab_ablates_the_voting_heads_and_draws_the_curve(browser, u
     load_task_and_extract(page, "colour")
     page.get_by_role("tab", name="Analyse").click()
     page.get_by_role("button", name="Ablate the voting heads").click()
-    summary = page.locator("#sav-analysis-summary")
+    summary = page.locator("#sav-ablation-summary")
     expect(summary).to_contain_text("voting heads ablated", timeout=4 * TIMEOUT_MS)
     expect(summary).to_contain_text("random heads")
     page.get_by_role("button", name="Draw the curve").click()

@@ -220,3 +220,34 @@ def test_cancel_reaches_an_extraction_armed_or_running_and_its_status_goes_once_
     page.get_by_role("button", name="Cancel", exact=True).click()
     expect(status).to_contain_text("Nothing to cancel")
     page.close()
+
+
+def test_analyse_results_keep_their_own_places_and_compare_frames_the_compared_top_k(browser, url):
+    """Each result of the Analyse tab replaced the one before in the same place (an ablation hid the
+    comparison with the model's own answers); Compare spoke of the top 10 while both maps framed the 20
+    voting heads, and the heads in both tops were not marked."""
+    page = open_page(browser, url, TIMEOUT_MS)
+    load_task_and_extract(page, "size")
+    load_task_and_extract(page, "colour")
+    expect(page.locator("#sav-token-preview")).to_contain_text("Image tokens per example")
+    page.get_by_role("tab", name="Analyse").click()
+    own, ablation = page.locator("#sav-analysis-summary"), page.locator("#sav-ablation-summary")
+    page.get_by_role("button", name="Compare with the model's own answers").click()
+    expect(own).to_contain_text("the model's own answers")
+    page.get_by_role("button", name="Ablate the voting heads").click()
+    expect(ablation).to_contain_text("voting heads ablated")
+    expect(own).to_contain_text("the model's own answers")  # still there, beside it
+    expect(page.locator("#sav-analysis-rows")).to_contain_text("the model's answer")
+    expect(page.locator("#sav-ablation-rows")).to_contain_text("after ablation")
+
+    page.get_by_role("button", name="Compare", exact=True).click()
+    summary = page.locator("#sav-comparison")
+    expect(summary).to_contain_text("Top 10 heads of size and colour")
+    shared = int(re.search(r"(\d+) shared", summary.inner_text())[1])
+    for name, side in (("size", "first"), ("colour", "second")):
+        expect(page.locator(f"#sav-compare-{side} .gtitle")).to_contain_text(f"{name}: top 10 framed, {shared} shared")
+        frames = page.locator(f"#sav-compare-{side} .shapelayer path")
+        expect(frames).to_have_count(10)
+        gold = [style for style in frames.evaluate_all("(paths) => paths.map((p) => p.style.stroke)") if style == "rgb(255, 196, 0)"]
+        assert len(gold) == shared
+    page.close()

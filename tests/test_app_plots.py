@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from PIL import Image
 
@@ -65,3 +67,34 @@ def test_frames_of_selected_heads_sit_inside_their_cells_so_that_adjacent_ones_s
         assert head - 0.5 < frame.x0 < frame.x1 < head + 0.5 and layer - 0.5 < frame.y0 < frame.y1 < layer + 0.5
         assert (frame.x0, frame.y0) == (head - 0.5 + plots.FRAME_INSET, layer - 0.5 + plots.FRAME_INSET)
     assert figure.data[1].marker.opacity == 0  # the selected points carry the hover only
+
+
+def test_curves_that_coincide_all_show_and_the_legend_says_they_overlap():
+    """With every curve at 1.0 only the last line drawn was visible."""
+    from sav_explorer.analysis import AccuracyCurve
+
+    ones = [1.0] * 5
+    figure = plots.curve_chart(AccuracyCurve(k=list(range(1, 6)), loo=ones, nested_loo=ones, test=ones, n_support=10, n_test=10), 2)
+    lines = [trace for trace in figure.data if trace.name != "95 % interval"]
+    assert len(lines) == 3 and all("markers" in trace.mode for trace in lines)
+    assert len({trace.marker.symbol for trace in lines}) == 3 and len({trace.marker.size for trace in lines}) == 3
+    assert "overlapping" not in lines[0].name
+    assert "(overlapping leave-one-out)" in lines[1].name and "(overlapping leave-one-out and nested leave-one-out)" in lines[2].name
+
+
+def test_compared_maps_frame_the_compared_top_k_mark_shared_heads_and_wrap_their_subtitle():
+    """Compare spoke of the top 10 while both maps framed the 20 voting heads and did not mark the shared
+    ones; the subtitle ran out of the half-width map."""
+    from sav_explorer.analysis import top_heads
+
+    clf = fitted()
+    top = top_heads(clf, 3)
+    about = "task colour · question " + '"what color is the shape ?"' + " · model sav-explorer/shapes-llava · 6 classes: " + "x, " * 20
+    figure = plots.head_heatmap(clf, 4, about, framed=top, shared=top[:1], title="colour: top 3 framed, 1 shared", about_width=56)
+    frames = [shape for shape in figure.layout.shapes if shape.type == "rect"]
+    assert len(frames) == 3 and len(clf.selected_heads) == 2
+    gold = [frame for frame in frames if frame.line.color == plots.SHARED_COLOUR]
+    assert [(round(f.y0 + 0.5 - plots.FRAME_INSET), round(f.x0 + 0.5 - plots.FRAME_INSET)) for f in gold] == top[:1]
+    title = figure.layout.title.text
+    assert title.startswith("colour: top 3 framed") and title.count("<br>") >= 2
+    assert all(len(re.sub("<[^>]+>", "", line)) <= 56 for line in title.split("<br>")[1:])

@@ -4,7 +4,7 @@
     summary, rows = handlers.own_answers(files, True, "generate", "", session)
     summary, rows = handlers.ablate(files, True, "mean", "generate", 3, "", session)
     figure, note = handlers.curve(files, True, True, "", session)
-    left, right, summary = handlers.compare("colour", "shape", 10, session)
+    left, right, summary = handlers.compare("colour", "shape", 10, session)  # each map frames its task's top 10
 
 Each accuracy carries its 95 % interval: with a few dozen queries, a few points are noise.
 """
@@ -15,7 +15,7 @@ import gradio as gr
 
 from .. import plots
 from ..ablation import ablation_study
-from ..analysis import accuracy_curve, class_indices, compare_tasks
+from ..analysis import accuracy_curve, class_indices, compare_tasks, top_heads
 from ..answers import ZeroShotReport, zero_shot
 from ..capture import capture_heads
 from ..errors import DataError
@@ -37,7 +37,7 @@ def interval_text(accuracy: float, interval: tuple[float, float]) -> str:
 
 def answer_rows(report: ZeroShotReport) -> list[list[str]]:
     """A few answers of each kind (right, wrong, unmatched); table cells show text as text."""
-    return [[f"{kind}: {row['example']}", row["label"], row["answer"], ""] for kind, rows in report.samples.items() for row in rows]
+    return [[f"{kind}: {row['example']}", row["label"], row["answer"]] for kind, rows in report.samples.items() for row in rows]
 
 
 class AnalyseHandlers(ClassifyHandlers):
@@ -157,11 +157,14 @@ class AnalyseHandlers(ClassifyHandlers):
         result = compare_tasks(a.clf, b.clf, k)
         a.results.comparisons[second] = b.results.comparisons[first] = result  # the measures are symmetric
         summary = (
-            f"Top {k} heads of **{md(first)}** and **{md(second)}**: **{result.shared}** shared, Jaccard **{result.jaccard:.3f}**; "
-            f"rank correlation of all head scores (Spearman) **{result.spearman:.3f}**."
+            f"Top {k} heads of **{md(first)}** and **{md(second)}** (framed on both maps): **{result.shared}** shared "
+            f"(gold frames), Jaccard **{result.jaccard:.3f}**; rank correlation of all head scores (Spearman) **{result.spearman:.3f}**."
         )
-        return (
-            plots.head_heatmap(a.clf, a.n_layers, a.describe()),
-            plots.head_heatmap(b.clf, b.n_layers, b.describe()),
-            summary,
-        )
+        top_a, top_b = top_heads(a.clf, k), top_heads(b.clf, k)
+        shared = set(top_a) & set(top_b)
+
+        def heatmap(fit, top, name):
+            title = f"{name}: top {k} framed, {len(shared)} shared (gold)"
+            return plots.head_heatmap(fit.clf, fit.n_layers, fit.describe(), framed=top, shared=shared, title=title, about_width=56)
+
+        return heatmap(a, top_a, first), heatmap(b, top_b, second), summary

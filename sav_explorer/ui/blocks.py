@@ -317,9 +317,9 @@ def build_demo(default_model: str | None = None, registry: ModelRegistry | None 
         ui.run_ablation.click(
             gpu(explorer.ablate),
             [*test_inputs, ui.ablation_mode, ui.answer_method, ui.random_draws, ui.query_question, session],
-            [ui.analysis_summary, ui.analysis_rows],
+            [ui.ablation_summary, ui.ablation_rows],
             api_name="ablate",
-            show_progress_on=[ui.analysis_summary],
+            show_progress_on=[ui.ablation_summary],
             **model_events,
         )
         ui.draw_curve.click(

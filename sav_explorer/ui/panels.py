@@ -286,15 +286,32 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                             answer_method = gr.Radio(
                                 ["generate", "likelihood"], value="generate", label="The model's answer: free text, or the likeliest class"
                             )
-                    with gr.Row():
-                        ask_model = gr.Button("Compare with the model's own answers")
-                        ablation_mode = gr.Radio(["mean", "zero"], value="mean", label="Ablation", scale=1)
-                        random_draws = gr.Slider(0, 5, value=3, step=1, label="Random-head draws", scale=1)
-                        run_ablation = gr.Button("Ablate the voting heads", variant="primary")
-                    analysis_summary = gr.Markdown("", elem_id="sav-analysis-summary")
-                    analysis_rows = gr.Dataframe(
-                        headers=["example", "label", "answer", "after ablation"], interactive=False, wrap=True, max_height=300
-                    )
+                    with gr.Row(equal_height=False):  # each result in its own place: one never hides the other
+                        with gr.Column():
+                            ask_model = gr.Button("Compare with the model's own answers")
+                            analysis_summary = gr.Markdown("", elem_id="sav-analysis-summary")
+                            analysis_rows = gr.Dataframe(
+                                headers=["example", "label", "the model's answer"],
+                                column_widths=["50%", "20%", "30%"],
+                                interactive=False,
+                                wrap=True,
+                                max_height=300,
+                                elem_id="sav-analysis-rows",
+                            )
+                        with gr.Column():
+                            with gr.Row():
+                                ablation_mode = gr.Radio(["mean", "zero"], value="mean", label="Ablation", scale=1)
+                                random_draws = gr.Slider(0, 5, value=3, step=1, label="Random-head draws", scale=1)
+                            run_ablation = gr.Button("Ablate the voting heads", variant="primary")
+                            ablation_summary = gr.Markdown("", elem_id="sav-ablation-summary")
+                            ablation_rows = gr.Dataframe(
+                                headers=["example", "label", "answer", "after ablation"],
+                                column_widths=["40%", "16%", "20%", "24%"],
+                                interactive=False,
+                                wrap=True,
+                                max_height=300,
+                                elem_id="sav-ablation-rows",
+                            )
                     gr.Markdown(
                         "### Decodable or causal?\n"
                         "SAV reads heads whose output *separates* the classes. Do they *carry* the answer? **Steer**: put one "
@@ -347,8 +364,12 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         compare = gr.Button("Compare", scale=1)
                     comparison = gr.Markdown("", elem_id="sav-comparison")
                     with gr.Row():
-                        first_map = gr.Plot(plots.head_heatmap(None, 0, empty="Extract two tasks, then Compare"), show_label=False)
-                        second_map = gr.Plot(plots.head_heatmap(None, 0, empty=" "), show_label=False)
+                        first_map = gr.Plot(
+                            plots.head_heatmap(None, 0, empty="Extract two tasks, then Compare"),
+                            show_label=False,
+                            elem_id="sav-compare-first",
+                        )
+                        second_map = gr.Plot(plots.head_heatmap(None, 0, empty=" "), show_label=False, elem_id="sav-compare-second")
                 with gr.Tab("Export"):
                     gr.Markdown(
                         "Download the classifier (a zip you can restore below), the per-head scores, the heatmap "
