@@ -251,3 +251,21 @@ def test_analyse_results_keep_their_own_places_and_compare_frames_the_compared_t
         gold = [style for style in frames.evaluate_all("(paths) => paths.map((p) => p.style.stroke)") if style == "rgb(255, 196, 0)"]
         assert len(gold) == shared
     page.close()
+
+
+def test_the_support_gallery_cuts_no_thumbnail_at_its_edge(browser, url):
+    """The gallery's 170 px showed its second row cut through the shapes, as if the images were cropped."""
+    page = open_page(browser, url, TIMEOUT_MS)
+    load_task_and_extract(page, "colour", extract=False)
+    expect(page.locator("#sav-gallery img").nth(29)).to_be_attached()
+    cut = page.evaluate(
+        """() => {
+          const wrap = document.querySelector('#sav-gallery .grid-wrap');
+          const top = wrap.getBoundingClientRect().top, seen = wrap.clientHeight;
+          return [...wrap.querySelectorAll('.thumbnail-item')]
+            .map((item) => item.getBoundingClientRect())
+            .filter((box) => box.top - top < seen && box.bottom - top > seen).length;
+        }"""
+    )
+    assert cut == 0
+    page.close()

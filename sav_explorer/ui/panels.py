@@ -30,6 +30,10 @@ HEATMAP_HELP = (
     "**shift-click** to add or remove it from the heads that vote. Framed cells vote."
 )
 
+# Thumbnail galleries show two whole rows (Gradio's rows are 100 px with 8 px between, from 8 px down): at
+# 170 px the second row was cut through its shapes, which read as images cropped at their edges.
+TWO_ROWS = 8 + 2 * 108
+
 
 class CheckedSlider(gr.Slider):
     """A slider whose out-of-range value reaches the handler: Gradio's own bound check raised before it,
@@ -101,7 +105,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
             gallery = gr.Gallery(
                 label="Support images",
                 columns=8,
-                height=170,
+                height=TWO_ROWS,
                 object_fit="contain",
                 elem_id="sav-gallery",
                 show_label=False,
@@ -197,7 +201,7 @@ def build_panels(default_model: str, tasks: list[str]) -> SimpleNamespace:
                         label="Classified images",
                         show_label=False,
                         columns=8,
-                        height=170,
+                        height=TWO_ROWS,
                         object_fit="contain",
                         elem_id="sav-preview",
                         allow_preview=False,
