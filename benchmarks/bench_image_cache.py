@@ -12,7 +12,7 @@ For each model, in one process and one run (so that the ratios share the machine
   of its own; the reports must be equal. The ratio cached / uncached.
 Real-size shapes are random-weight checkpoints at published dimensions (`tests/real_size_models.py`),
 read with the app's CPU defaults (448 x 448 max pixels) and an image-token budget (`--max-image-tokens`,
-default 320: five 64-token views on SmolVLM, 256 on the others' own settings for a 448 x 448 image).
+default 320: five 64-token views on SmolVLM; 0: the processor's own settings, 17 views of 64 on SmolVLM).
 `teaching` is the bundled model on its colour task (30 support images), as the app extracts it.
 """
 
@@ -34,11 +34,12 @@ from bench_real_sizes import photo  # noqa: E402
 QUESTIONS = ("What is in the image?", "Describe what this picture shows.")
 
 
-def measure(folder: str | None, n_images: int, n_queries: int, draws: int, budget: int | None) -> dict:
+def measure(folder: str | None, n_images: int, n_queries: int, draws: int, budget: int | None, ablation: bool = True) -> dict:
     import torch
 
     from sav_explorer import Encoding, Example, load_examples, load_model
     from sav_explorer.ablation import ablation_study
+    from sav_explorer.capture import capture_heads
     from sav_explorer.image_cache import ImageFeatureCache
     from sav_explorer.models import EXAMPLES_DIR, default_model_id, quiet_transformers
     from sav_explorer.models.budget import BudgetError, budget_settings
@@ -49,18 +50,19 @@ def measure(folder: str | None, n_images: int, n_queries: int, draws: int, budge
     base = load_model(folder or default_model_id(), device="cpu", image_cache_bytes=0)
     if folder is None:  # the bundled model on its colour task, with the app's defaults
         support = load_examples(EXAMPLES_DIR / "colour" / "support.jsonl")  # all 30, as the app loads the task
-        queries = load_examples(EXAMPLES_DIR / "colour" / "queries.jsonl")[:n_images]
+        queries = load_examples(EXAMPLES_DIR / "colour" / "queries.jsonl")[::3]  # every colour
         encodings = [Encoding(question, max_pixels=200704) for question in QUESTIONS]
     else:
         try:
-            budget_settings(base, budget)
-        except BudgetError:
+            budget_settings(base, budget or None)
+        except BudgetError:  # a family without a budget reads its processor's own settings
             budget = None
+        budget = budget or None
         support = [Example((photo((640 + 16 * i, 480)),), label="wide" if i % 2 else "narrow") for i in range(n_images)]
         queries = [Example((photo((480, 640 + 16 * i)),), label="wide" if i % 2 else "narrow") for i in range(n_images)]
         encodings = [Encoding(question, max_pixels=448 * 448, max_image_tokens=budget) for question in QUESTIONS]
 
-    fit_examples(base, queries[:2], encodings[0], k=1)  # warm-up: first-call costs out of the timings
+    capture_heads(base, queries[:2], encodings[0])  # warm-up: first-call costs out of the timings
     cached = base.with_image_cache(ImageFeatureCache(4 * 1024**3))
     timings = {}
     started = time.perf_counter()
@@ -71,6 +73,15 @@ def measure(folder: str | None, n_images: int, n_queries: int, draws: int, budge
     timings["extract_again_s"] = time.perf_counter() - started
     per_image = cached.image_cache.bytes / max(1, len(cached.image_cache))
 
+    result = {
+        "image_tokens": first.image_tokens[0] if first.image_tokens else None,
+        "extract_first_s": round(timings["extract_first_s"], 1),
+        "extract_again_s": round(timings["extract_again_s"], 1),
+        "extract_ratio": round(timings["extract_again_s"] / timings["extract_first_s"], 3),
+        "cache_mb_per_image": round(per_image / 2**20, 3),
+    }
+    if not ablation:
+        return result
     heads, classes = clf.selected_heads[:5], clf.classes_
     reports = {}
     for name, loaded in (
@@ -79,17 +90,15 @@ def measure(folder: str | None, n_images: int, n_queries: int, draws: int, budge
     ):
         started = time.perf_counter()
         reports[name] = ablation_study(
-            loaded, queries[:n_queries], classes, heads, encodings[0], support=support[:n_queries], n_random=draws, method="likelihood"
+            loaded, queries[:n_queries], classes, heads, encodings[0], support=support[::3][:n_queries], n_random=draws, method="likelihood"
         )
         timings[f"ablation_{name}_s"] = time.perf_counter() - started
     if reports["cached"] != reports["uncached"]:
         raise SystemExit("the cached ablation report differs from the uncached one")
     return {
-        "image_tokens": first.image_tokens[0] if first.image_tokens else None,
-        **{key: round(value, 1) for key, value in timings.items()},
-        "extract_ratio": round(timings["extract_again_s"] / timings["extract_first_s"], 3),
+        **result,
+        **{key: round(value, 1) for key, value in timings.items() if key.startswith("ablation")},
         "ablation_ratio": round(timings["ablation_cached_s"] / timings["ablation_uncached_s"], 3),
-        "cache_mb_per_image": round(per_image / 2**20, 3),
     }
 
 
@@ -101,12 +110,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--queries", type=int, default=8, help="ablation's queries, and the support examples its means average")
     parser.add_argument("--draws", type=int, default=3)
-    parser.add_argument("--max-image-tokens", type=int, default=320)
+    parser.add_argument("--max-image-tokens", type=int, default=320, help="0: the processor's own settings")
+    parser.add_argument("--no-ablation", action="store_true", help="only the two extractions")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models:
             folder = None if name == "teaching" else str(build_real(name, Path(scratch) / name))
-            result = measure(folder, args.images, args.queries, args.draws, args.max_image_tokens)
+            result = measure(folder, args.images, args.queries, args.draws, args.max_image_tokens, not args.no_ablation)
             print(json.dumps({"model": name, "images": args.images, "queries": args.queries, "draws": args.draws, **result}), flush=True)
 
 
