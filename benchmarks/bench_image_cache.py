@@ -83,6 +83,7 @@ def measure(folder: str | None, n_images: int, n_queries: int, draws: int, budge
     if not ablation:
         return result
     heads, classes = clf.selected_heads[:5], clf.classes_
+    means_from = support[::3] if folder is None else support  # the teaching support is sorted by colour
     reports = {}
     for name, loaded in (
         ("uncached", base.with_image_cache(ImageFeatureCache(0))),
@@ -90,7 +91,7 @@ def measure(folder: str | None, n_images: int, n_queries: int, draws: int, budge
     ):
         started = time.perf_counter()
         reports[name] = ablation_study(
-            loaded, queries[:n_queries], classes, heads, encodings[0], support=support[::3][:n_queries], n_random=draws, method="likelihood"
+            loaded, queries[:n_queries], classes, heads, encodings[0], support=means_from[:n_queries], n_random=draws, method="likelihood"
         )
         timings[f"ablation_{name}_s"] = time.perf_counter() - started
     if reports["cached"] != reports["uncached"]:
