@@ -356,9 +356,10 @@ def patch(
     report = setting.patched(loaded, max_new_tokens)
     if sweep:
         every = loaded.layout.heads
+        change = setting.whole_change(loaded)  # once: every chunk's effects are shares of it
         effects = []
         for start in range(0, len(every), batch_size):
-            effects += setting.heads_alone(loaded, every[start : start + batch_size])
+            effects += setting.heads_alone(loaded, every[start : start + batch_size], change)
             if on_progress is not None:
                 on_progress(min(start + batch_size, len(every)), len(every))
         report.effects = effects
@@ -414,9 +415,9 @@ class _PatchSetting:
             raise DataError("patching every head leaves the logit difference as it was: there is no change to share out among heads")
         return change
 
-    def heads_alone(self, loaded: LoadedModel, chunk: Sequence[Head], change: float | None = None) -> list[tuple[int, int, float]]:
-        """Each head of `chunk` patched alone, one per row of one forward pass; its effect as a share of `change`."""
-        change = self.whole_change(loaded) if change is None else change
+    def heads_alone(self, loaded: LoadedModel, chunk: Sequence[Head], change: float) -> list[tuple[int, int, float]]:
+        """Each head of `chunk` patched alone, one per row of one forward pass; its effect as a share of
+        `change` (`whole_change`, computed once per sweep)."""
         every = loaded.layout.heads
         columns = _columns(loaded.layout, every)
         masks = {}
