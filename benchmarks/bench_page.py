@@ -9,15 +9,22 @@ frame; goal < 100 ms). The server's re-scoring follows and replaces the heatmap;
 draw: on the colour task, the median over 20 strokes (red and blue in turn) from the mouse release
 to the updated votes beside the canvas (goal < 500 ms), split into the model (reading the drawing and
 the forward pass), the rest of the server's handler, and the page (the debounce, the transfer,
-Gradio's queue and the re-render).
+Gradio's queue and the re-render). The strokes run twice in one run: on an idle machine, then
+beside a CPU load the benchmark starts itself (`--load N` busy processes, default one per core;
+0 skips it), because the figure depends on what else the machine is doing: the model's pass and
+Chromium's rendering share the same cores.
 Needs Debian's chromium (`apt-get install chromium`), as the browser tests do.
 """
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing
+import os
 import re
 import statistics
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,10 +58,32 @@ WATCH_LABEL = """
 """
 
 
-def bench_draw(page) -> list[tuple[float, float, float]]:
-    """(release to votes, model, server) in ms for each stroke, on the colour task."""
+def _spin() -> None:
+    while True:
+        pass
+
+
+@contextmanager
+def cpu_load(processes: int):
+    """`processes` busy loops beside the benchmark, ended on the way out."""
+    spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(processes)]
+    for spinner in spinners:
+        spinner.start()
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.terminate()
+            spinner.join()
+
+
+def open_draw_view(page) -> None:
     load_task_and_extract(page, "colour")
     page.get_by_role("tab", name="Classify").click()
+
+
+def bench_draw(page) -> list[tuple[float, float, float]]:
+    """(release to votes, model, server) in ms for each stroke, on the colour task."""
     canvas = page.locator("#sav-canvas")
     canvas.scroll_into_view_if_needed()
     page.locator("#sav-brush").evaluate("(el) => { el.value = 40; }")
@@ -78,7 +107,20 @@ def bench_draw(page) -> list[tuple[float, float, float]]:
     return results
 
 
+def draw_line(draws: list[tuple[float, float, float]], condition: str) -> str:
+    total, model, server = (statistics.median(values) for values in zip(*draws))
+    low, high = min(d[0] for d in draws), max(d[0] for d in draws)
+    return (
+        f"[draw, {condition}] mouse release to updated votes: median {total:.0f} ms ({low:.0f}-{high:.0f}) "
+        f"over {len(draws)} strokes (goal < 500 ms): model {model:.0f} ms, rest of the server "
+        f"{server - model:.0f} ms, page {total - server:.0f} ms"
+    )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--load", type=int, default=os.cpu_count() or 2, help="busy processes for the loaded run (0: none)")
+    args = parser.parse_args()
     with running_app() as (url, _), sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         page = open_page(browser, url)
@@ -91,13 +133,17 @@ def main() -> None:
             frames_ms.append(took)
             expect(page.locator("#sav-heatmap .gtitle")).to_contain_text(f"{value} selected")
             page.wait_for_timeout(400)  # let the server's answer land before the next move
-        draws = bench_draw(page)
+        open_draw_view(page)
+        draws = {"idle": bench_draw(page)}
+        if args.load:
+            with cpu_load(args.load):
+                draws[f"beside {args.load} busy processes"] = bench_draw(page)
         browser.close()
-    total, model, server = (statistics.median(values) for values in zip(*draws))
-    print(
-        f"[draw] mouse release to updated votes: median {total:.0f} ms over {len(draws)} strokes (goal < 500 ms): "
-        f"model {model:.0f} ms, rest of the server {server - model:.0f} ms, page {total - server:.0f} ms"
-    )
+    for condition, measured in draws.items():
+        print(draw_line(measured, condition))
+    if len(draws) == 2:
+        idle, loaded = (statistics.median(d[0] for d in measured) for measured in draws.values())
+        print(f"[draw] loaded / idle: {loaded / idle:.2f}")
     print(
         f"[k] frames redrawn and painted after an input: median {statistics.median(frames_ms):.1f} ms, "
         f"max {max(frames_ms):.1f} ms over {len(frames_ms)} moves (goal < 100 ms)"
