@@ -30,12 +30,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run as a script from anywhere in a checkout
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
-from app_harness import load_task_and_extract, open_page, running_app  # noqa: E402
+from app_harness import TIMEOUT_MS, chromium, load_task_and_extract, open_page, running_app  # noqa: E402
 
-expect.set_options(timeout=120_000)
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+expect.set_options(timeout=TIMEOUT_MS)
 MOVE = """
 async ([value]) => {
   const slider = document.querySelector('#sav-k input[type=range]');
@@ -121,8 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--load", type=int, default=os.cpu_count() or 2, help="busy processes for the loaded run (0: none)")
     args = parser.parse_args()
-    with running_app() as (url, _), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+    with running_app() as (url, _), chromium() as browser:
         page = open_page(browser, url)
         load_task_and_extract(page, "size")
         expect(page.locator("#sav-heatmap .scatterlayer .point")).to_have_count(20)
@@ -138,7 +136,6 @@ def main() -> None:
         if args.load:
             with cpu_load(args.load):
                 draws[f"beside {args.load} busy processes"] = bench_draw(page)
-        browser.close()
     for condition, measured in draws.items():
         print(draw_line(measured, condition))
     if len(draws) == 2:

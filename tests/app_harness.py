@@ -5,17 +5,48 @@
         with running_app() as (url, demo):
             yield url
 
-The model is `$SAV_MODEL` if set, else the bundled teaching model (tiny, offline).
+The model is `$SAV_MODEL` if set, else the bundled teaching model (tiny, offline). Browsers are
+Debian's chromium driven by Playwright (`chromium()`); a browser is never downloaded: set
+`SAV_CHROMIUM` if chromium lives elsewhere than on the PATH.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import shutil
 import socket
+from pathlib import Path
 
 from sav_explorer.models import default_model_id
 from sav_explorer.ui import build_demo, launch_options
+
+CHROMIUM = os.environ.get("SAV_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+TIMEOUT_MS = 120_000  # generous for a busy 2-core machine; nothing asserts on time
+
+
+@contextlib.contextmanager
+def chromium():
+    """A headless chromium under Playwright, closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        raise FileNotFoundError(f"chromium not found at {CHROMIUM}: apt-get install chromium (CI's .ci/run does), or set SAV_CHROMIUM")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def free_port() -> int:
@@ -41,7 +72,7 @@ def client(url: str):
     return Client(url, verbose=False, httpx_kwargs={"timeout": 120})
 
 
-def open_page(browser, url: str, timeout_ms: int = 120_000):
+def open_page(browser, url: str, timeout_ms: int = TIMEOUT_MS):
     """A new page at 1440 x 1000 on the app, as the browser tests and benchmarks use it."""
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
     page.set_default_timeout(timeout_ms)

@@ -47,3 +47,12 @@ def app():
 @pytest.fixture(scope="module")
 def url(app):
     return app[0]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium for a module's browser tests (`app_harness.chromium`)."""
+    from app_harness import chromium
+
+    with chromium() as launched:
+        yield launched

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
-from playwright.sync_api import expect, sync_playwright
-from test_app_browser import ARGS, CHROMIUM, TIMEOUT_MS
+from playwright.sync_api import expect
 from test_app_live import stroke
 
-from app_harness import load_task_and_extract, open_page, running_app
+from app_harness import TIMEOUT_MS, chromium, load_task_and_extract, open_page, running_app
 from sav_explorer.models import BUNDLED_ID, default_model_id
 
 expect.set_options(timeout=TIMEOUT_MS)
@@ -35,13 +34,11 @@ OUTLINED_TRIANGLE = [(0.5, 0.1), (0.9, 0.85), (0.1, 0.85), (0.5, 0.1)]
 
 @pytest.fixture(scope="module")
 def page():
-    with running_app() as (url, _), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with running_app() as (url, _), chromium() as browser:
         page = open_page(browser, url, TIMEOUT_MS)
         load_task_and_extract(page, "shape")
         page.get_by_role("tab", name="Classify").click()
         yield page
-        browser.close()
 
 
 def canvas_share(path, box) -> float:

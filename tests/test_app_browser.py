@@ -10,31 +10,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
-import pytest
 from PIL import Image
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from app_harness import load_task_and_extract, open_page
+from app_harness import TIMEOUT_MS, load_task_and_extract, open_page
 from sav_explorer.models import EXAMPLES_DIR
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("SAV_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
-TIMEOUT_MS = 120_000  # generous for a busy 2-core machine; nothing here asserts on time
 expect.set_options(timeout=TIMEOUT_MS)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium not found at {CHROMIUM}: apt-get install chromium (CI's .ci/run does), or set SAV_CHROMIUM")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 def settled_box(page, locator) -> dict:

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from playwright.sync_api import expect, sync_playwright
-from test_app_browser import ARGS, CHROMIUM, TIMEOUT_MS, settled_box
+from playwright.sync_api import expect
+from test_app_browser import settled_box
 
-from app_harness import client, load_task_and_extract, open_page
+from app_harness import TIMEOUT_MS, client, load_task_and_extract, open_page
 from sav_explorer import Encoding, RunOptions, fit_examples, load_examples, load_model
 from sav_explorer.models import EXAMPLES_DIR, default_model_id
 from sav_explorer.pipeline import capture_for, evaluate
@@ -200,16 +200,6 @@ def test_the_store_keeps_sessions_for_their_time_to_live_only(tmp_path, monkeypa
 
 
 # ----------------------------------------------------------------------------- in the browser
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium not found at {CHROMIUM}: apt-get install chromium (CI's .ci/run does), or set SAV_CHROMIUM")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
-
 def test_in_the_browser_the_errors_show_a_click_inspects_and_a_reload_keeps_everything(browser, url, tmp_path):
     """The size task at k = 1, evaluated: the misclassified thumbnails and the projection (hovering a crossed
     point shows its image); a click on a thumbnail inspects the head on it. A reload brings all of it back;

@@ -10,10 +10,10 @@ import os
 import re
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
-from test_app_browser import ARGS, CHROMIUM, REPO, TIMEOUT_MS
+from playwright.sync_api import expect
+from test_app_browser import REPO
 
-from app_harness import load_task_and_extract, open_page, running_app
+from app_harness import TIMEOUT_MS, chromium, load_task_and_extract, open_page, running_app
 from sav_explorer.models import EXAMPLES_DIR
 
 expect.set_options(timeout=TIMEOUT_MS)
@@ -21,13 +21,11 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 @pytest.fixture(scope="module")
 def page():
-    with running_app() as (url, _), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with running_app() as (url, _), chromium() as browser:
         page = open_page(browser, url, TIMEOUT_MS)
         load_task_and_extract(page, "colour")
         page.get_by_role("tab", name="Classify").click()
         yield page
-        browser.close()
 
 
 def stroke(page, points, steps=6):

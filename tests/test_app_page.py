@@ -12,23 +12,12 @@ import time
 import pytest
 from PIL import Image
 from playwright.sync_api import expect
-from test_app_browser import ARGS, CHROMIUM, TIMEOUT_MS  # noqa: F401  (the same browser settings)
 
-from app_harness import load_task_and_extract, open_page, running_app
+from app_harness import TIMEOUT_MS, load_task_and_extract, open_page, running_app
 from sav_explorer.models import EXAMPLES_DIR
 
 expect.set_options(timeout=TIMEOUT_MS)
 HELD_BACK_S = 6  # how long the k test holds the server's re-scoring back
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,24 +8,16 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
-from test_app_browser import ARGS, CHROMIUM, TIMEOUT_MS, settled_box
+from playwright.sync_api import expect
+from test_app_browser import settled_box
 from test_app_live import stroke
 
-from app_harness import client, load_task_and_extract, open_page, running_app
+from app_harness import TIMEOUT_MS, client, load_task_and_extract, open_page, running_app
 from sav_explorer.models import EXAMPLES_DIR
 from sav_explorer.ui.live import DRAW_PROMPT
 
 expect.set_options(timeout=TIMEOUT_MS)
 ZIGZAG = [(0.3, 0.35), (0.7, 0.4), (0.35, 0.6), (0.65, 0.65)]  # a red scribble across the canvas
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,8 @@ import html
 import re
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from plotly.offline import get_plotlyjs
-from test_app_browser import ARGS, CHROMIUM
 
 from sav_explorer import Encoding, fit_examples, load_examples, load_model
 from sav_explorer.ablation import ablation_study
@@ -113,35 +112,33 @@ def test_the_report_needs_no_network_plotly_once_every_figure_without_it(made):
     assert path.stat().st_size < 6e6
 
 
-def test_the_report_opens_offline_in_chromium_and_its_heatmap_answers_a_hover(made, tmp_path):
+def test_the_report_opens_offline_in_chromium_and_its_heatmap_answers_a_hover(made, browser, tmp_path):
     path, *_ = made
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(offline=True, viewport={"width": 1280, "height": 900})
-        asked = []
+    context = browser.new_context(offline=True, viewport={"width": 1280, "height": 900})
+    asked = []
 
-        def only_the_file(route):
-            asked.append(route.request.url)
-            route.continue_() if route.request.url.startswith("file:") else route.abort()
+    def only_the_file(route):
+        asked.append(route.request.url)
+        route.continue_() if route.request.url.startswith("file:") else route.abort()
 
-        context.route("**/*", only_the_file)
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(path.as_uri())
-        expect(page.locator(".plotly-graph-div .main-svg").first).to_be_visible(timeout=60_000)
-        expect(page.locator(".plotly-graph-div")).to_have_count(5)
-        for index in range(5):  # every figure drawn
-            expect(page.locator(".plotly-graph-div").nth(index).locator(".main-svg").first).to_be_attached()
-        grid = page.locator("#sav-heatmap .nsewdrag").first
-        grid.scroll_into_view_if_needed()
-        box = grid.bounding_box()
-        page.mouse.move(box["x"] + box["width"] * 15 / 16, box["y"] + box["height"] * 15 / 16)  # layer 7, head 7
-        expect(page.locator("#sav-heatmap .hovertext")).to_contain_text(
-            re.compile(r"layer 7, head 7.*in-sample accuracy [01]\.\d\d.*leave-one-out accuracy [01]\.\d\d", re.S)
-        )
-        loaded_images = page.evaluate("Array.from(document.images).every(image => image.complete && image.naturalWidth > 0)")
-        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        browser.close()
+    context.route("**/*", only_the_file)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(path.as_uri())
+    expect(page.locator(".plotly-graph-div .main-svg").first).to_be_visible(timeout=60_000)
+    expect(page.locator(".plotly-graph-div")).to_have_count(5)
+    for index in range(5):  # every figure drawn
+        expect(page.locator(".plotly-graph-div").nth(index).locator(".main-svg").first).to_be_attached()
+    grid = page.locator("#sav-heatmap .nsewdrag").first
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 15 / 16, box["y"] + box["height"] * 15 / 16)  # layer 7, head 7
+    expect(page.locator("#sav-heatmap .hovertext")).to_contain_text(
+        re.compile(r"layer 7, head 7.*in-sample accuracy [01]\.\d\d.*leave-one-out accuracy [01]\.\d\d", re.S)
+    )
+    loaded_images = page.evaluate("Array.from(document.images).every(image => image.complete && image.naturalWidth > 0)")
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    context.close()
     assert loaded_images and not errors
     assert asked == [path.as_uri()]  # the file itself, nothing else
