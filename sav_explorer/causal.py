@@ -489,7 +489,6 @@ class SweepTask:
 def patch_on_ray(
     options,
     spec,
-    layout,
     clf: SAVClassifier,
     source: Example,
     target: Example,
@@ -505,7 +504,7 @@ def patch_on_ray(
 
     from .distributed import example_row, run_on_ray
 
-    encoding = encoding or clf.encoding
+    encoding, layout = encoding or clf.encoding, clf.layout_
     heads = list(dict.fromkeys(heads))
     check_heads(layout, heads)
     rows = [example_row(0, replace(target, label="chosen"), encoding.question)]

@@ -81,7 +81,6 @@ def run_patch(args) -> int:
         report, description = patch_on_ray(
             ray_options_of(args),
             model_spec(args, clf),
-            clf.layout_,
             clf,
             source,
             target,
