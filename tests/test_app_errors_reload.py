@@ -20,7 +20,7 @@ from test_app_browser import settled_box
 from app_harness import TIMEOUT_MS, client, load_task_and_extract, open_page
 from sav_explorer import Encoding, RunOptions, fit_examples, load_examples, load_model
 from sav_explorer.models import EXAMPLES_DIR, default_model_id
-from sav_explorer.pipeline import capture_for, evaluate
+from sav_explorer.pipeline import Evaluation, capture_for, evaluate
 from sav_explorer.ui.blocks import Explorer
 from sav_explorer.ui.registry import ModelKey
 from sav_explorer.ui.session import Fit, HeldOut, Session, SessionStore
@@ -121,8 +121,8 @@ def evaluated_session(explorer: Explorer, engine, restored: bool = False) -> Ses
     session.keep_fit(Fit(clf, acts, labels, ModelKey(default_model_id()), "", 8, "size", "size", examples))
     head = clf.selected_heads[0]
     rows = {head: engine.query_acts.blocks[engine.query_acts.layout.layers.index(head[0])][:, head[1]]}
-    report = evaluate([p.label for p in engine.predictions], [e.label for e in engine.queries], clf.classes_)
-    session.evaluation = HeldOut(list(engine.queries), engine.predictions, report, [head], rows, session.fit.created)
+    evaluation = Evaluation.of(engine.queries, engine.predictions, clf.classes_)
+    session.evaluation = HeldOut(**vars(evaluation), heads=[head], rows=rows, fit_created=session.fit.created)
     return session
 
 

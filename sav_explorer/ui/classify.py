@@ -24,7 +24,7 @@ from ..errors import ClassifierFileError, DataError
 from ..heads import Head
 from ..mistakes import head_rows
 from ..models import EXAMPLES_DIR, LoadedModel
-from ..pipeline import capture_for, evaluate, predict_examples
+from ..pipeline import Evaluation, capture_for, predict_examples
 from .common import Handlers, file_paths, md, ui_errors, visitor_gone
 from .explore import fitted
 from .housekeeping import check_quota, room_left
@@ -206,15 +206,15 @@ class ClassifyHandlers(Handlers):
         clf = fitted(session)
         encoding, note = query_encoding(session, question)
         examples = self.test_set(session, files, use_example, question)
-        truth = labels_of(examples)
+        labels_of(examples)  # every example labeled, before any model work
         loaded = self.model(session, progress)
         check_same_model(session, loaded)
         predictions, activations, heads = run_test_set(
             loaded, clf, examples, encoding, lambda done, n: progress((done, n), desc="classifying the test set", unit="examples")
         )
-        report = evaluate([p.label for p in predictions], truth, clf.classes_, names=[e.name for e in examples])
+        evaluation = Evaluation.of(examples, predictions, clf.classes_)
         rows = {head: head_rows(activations, head) for head in heads}  # the projection's; the other heads are not kept
-        session.evaluation = HeldOut(examples, predictions, report, heads, rows, session.fit.created, note)
+        session.evaluation = HeldOut(**vars(evaluation), heads=heads, rows=rows, fit_created=session.fit.created, note=note)
         return evaluation_views(session)
 
 

@@ -31,7 +31,7 @@ from ..classifier import Prediction, SAVClassifier
 from ..data import Example
 from ..heads import Head
 from ..image_cache import ImageFeatureCache, session_cache_bytes
-from ..pipeline import EvalReport
+from ..pipeline import Evaluation
 from ..report import Results
 from .housekeeping import PREFIX, mark_owner, session_root
 from .registry import ModelKey
@@ -134,14 +134,11 @@ class Classified:
     note: str = ""  # how the image was read differently from the support set, if it was
 
 
-@dataclass
-class HeldOut:
-    """A labeled test set classified by the current fit: the report, each query's prediction, and the
-    voting heads' activations of every query (for the projection; the other heads are not kept)."""
+@dataclass(frozen=True)
+class HeldOut(Evaluation):
+    """A labeled test set classified by the current fit (an `Evaluation`), with the voting heads'
+    activations of every query (for the projection; the other heads are not kept)."""
 
-    examples: list[Example]
-    predictions: list[Prediction]
-    report: EvalReport
     heads: list[Head]  # the heads that voted, best-ranked first
     rows: dict[Head, torch.Tensor]  # per voting head: (n_queries, head_dim)
     fit_created: float  # the `Fit.created` of the classifier that voted

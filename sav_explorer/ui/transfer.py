@@ -19,7 +19,7 @@ from .. import plots
 from ..classifier import SAVClassifier
 from ..errors import ClassifierFileError, DataError
 from ..manifest import MANIFEST
-from ..pipeline import Evaluation, save_activations, save_head_scores
+from ..pipeline import save_activations, save_head_scores
 from ..report import ModelInfo, Results, lens_maps, questions_of, write_report
 from .classify import check_same_model
 from .common import Handlers, file_paths, ui_errors
@@ -34,7 +34,7 @@ def session_results(session: Session) -> Results:
     fit, held = session.fit, session.evaluation
     if held is None or held.fit_created != fit.created:
         return fit.results
-    return dataclasses.replace(fit.results, evaluation=Evaluation(held.report, held.examples, held.predictions))
+    return dataclasses.replace(fit.results, evaluation=held)
 
 
 class TransferHandlers(Handlers):
