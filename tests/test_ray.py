@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,13 +136,19 @@ def test_without_ray_the_flag_says_how_to_install_it(monkeypatch, tmp_path, caps
     assert status == 2 and "pip install -r requirements-ray.txt" in capsys.readouterr().err
 
 
-def test_ablation_on_ray_reads_the_same_answers_as_a_local_run(address, tmp_path, capsys, monkeypatch):
-    queries = tmp_path / "queries.jsonl"
-    rows = (COLOUR / "queries.jsonl").read_text().splitlines()[::5]  # 12 queries, every colour
-    queries.write_text("\n".join(rows))
+def colour_queries(folder: Path, every: int) -> Path:
+    """Every `every`-th bundled colour query, copied with its images into `folder`: a queries file there."""
+    rows = (COLOUR / "queries.jsonl").read_text().splitlines()[::every]
     for row in rows:
         name = json.loads(row)["image"]
-        (tmp_path / name).write_bytes((COLOUR / name).read_bytes())
+        (folder / name).write_bytes((COLOUR / name).read_bytes())
+    queries = folder / "queries.jsonl"
+    queries.write_text("\n".join(rows))
+    return queries
+
+
+def test_ablation_on_ray_reads_the_same_answers_as_a_local_run(address, tmp_path, capsys, monkeypatch):
+    queries = colour_queries(tmp_path, every=5)  # 12 queries, every colour
     assert main(["fit", "--data", str(COLOUR / "support.jsonl"), "--k", "6", "--out", str(tmp_path / "clf")]) == 0
     command = ["ablate", "--classifier", str(tmp_path / "clf"), "--data", str(queries), "--support", str(COLOUR / "support.jsonl")]
     command += ["--random", "2", "--batch-size", "4", "--json"]
@@ -181,12 +188,7 @@ def test_an_address_where_no_cluster_answers_is_one_line_at_once(tmp_path, capsy
 
 def test_steering_on_ray_reads_the_same_answers_as_a_local_run(address, tmp_path, capsys, monkeypatch):
     """`steer --ray`: the random draws' runs in the cluster's actors, the report equal to a local run's."""
-    queries = tmp_path / "queries.jsonl"
-    rows = (COLOUR / "queries.jsonl").read_text().splitlines()[::10]  # 6 queries, every colour
-    queries.write_text("\n".join(rows))
-    for row in rows:
-        name = json.loads(row)["image"]
-        (tmp_path / name).write_bytes((COLOUR / name).read_bytes())
+    queries = colour_queries(tmp_path, every=10)  # 6 queries, every colour
     assert main(["fit", "--data", str(COLOUR / "support.jsonl"), "--k", "5", "--out", str(tmp_path / "clf")]) == 0
     command = ["steer", "--classifier", str(tmp_path / "clf"), "--data", str(queries), "--support", str(COLOUR / "support.jsonl")]
     command += ["--to", "red", "--random", "1", "--batch-size", "3", "--json"]
