@@ -77,6 +77,9 @@ def open_page(browser, url: str, timeout_ms: int = TIMEOUT_MS):
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
     page.set_default_timeout(timeout_ms)
     page.goto(url)
+    # The page's load event issues the session's token (kept in the browser as it returns): a click
+    # before then may run on a session of its own that a reload would not find.
+    page.wait_for_function("() => localStorage.getItem('sav-explorer-session') !== null")
     return page
 
 
