@@ -17,9 +17,9 @@ from transformers import LlavaForConditionalGeneration
 from sav_explorer.teaching.batches import BIG_KINDS, qa_batch
 from sav_explorer.teaching.bigdrawings import FILLS, RADIUS_BANDS, draw_big
 from sav_explorer.teaching.build import build_config, build_processor
-from sav_explorer.teaching.drawn import BIG_HALF_WIDTH, render_big
+from sav_explorer.teaching.drawn import BIG_ARMS, BIG_HALF_WIDTH, DrawnStyle, render_big, render_drawn
 from sav_explorer.teaching.recipe import REREADING_WEIGHTS, TrainConfig
-from sav_explorer.teaching.shapes import COLOURS, IMAGE_SIZE, SHAPES, SIZES, ShapesWorld
+from sav_explorer.teaching.shapes import COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene, ShapeObject, ShapesWorld
 from sav_explorer.teaching.train import STAGES, train
 
 
@@ -59,6 +59,30 @@ def test_objects_drawn_big_for_training_are_large_one_object_scenes_that_fit_the
         seen_halves.append(max(box[2] - box[0], box[3] - box[1]) / 2)
         assert picture.drawn and picture.index_map.size == (IMAGE_SIZE, IMAGE_SIZE)
     assert min(seen_halves) < SIZES["large"] + 2 and max(seen_halves) > 0.85 * BIG_HALF_WIDTH[1], seen_halves
+
+
+def test_big_crosses_for_training_have_arms_from_thin_to_stout():
+    """A cross's filled share of its box is 2a - a² for arms a × its half-width: 0.64 at stage 4's
+    a = 0.4; stage 6 draws them from 0.25 (0.44) to 0.45 (0.70), so a cross is told by its notches."""
+    shares = []
+    for seed in range(40):
+        _, picture = render_big(random.Random(seed), shape="cross")
+        box = picture.index_map.getbbox()
+        filled = sum(1 for v in picture.index_map.crop(box).getdata() if v)
+        shares.append(filled / ((box[2] - box[0]) * (box[3] - box[1])))
+    arms = [1 - (1 - share) ** 0.5 for share in shares]  # a from 2a - a²
+    assert min(arms) < BIG_ARMS[0] + 0.06 and max(arms) > BIG_ARMS[1] - 0.06, arms
+
+
+def test_a_tinted_fill_is_a_pale_wash_of_the_colour_under_its_full_outline():
+    style = DrawnStyle(256, 256, (255, 255, 255), "tinted", 2.0, True, 2.5, 0.0, None, 0, wash=0.5)
+    scene = Scene((ShapeObject("blue", "square", "large", 32, 32),))
+    image = render_drawn(scene, random.Random(0), style).image
+    blue, centre, corner = COLOURS["blue"], image.getpixel((128, 128)), image.getpixel((2, 2))
+    assert corner == (255, 255, 255)
+    assert all(abs(c - (b + 255) / 2) <= 2 for c, b in zip(centre, blue)), centre  # halfway to the paper
+    edge = image.getpixel((128, 128 - round(0.85 * SIZES["large"] * 2.5 * 4)))  # the outline, on the top side
+    assert sum(abs(c - b) for c, b in zip(edge, blue)) < sum(abs(c - b) for c, b in zip(centre, blue)), (edge, centre)
 
 
 def test_a_batch_with_every_question_about_one_big_object_asks_only_the_kinds_that_allow_it():

@@ -24,6 +24,12 @@ from PIL import Image, ImageDraw
 from .shapes import BACKGROUND, COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene, ShapeObject
 
 FILLS = ("filled", "outline", "scribble")
+# Stage 6 draws big objects in one more way: a pale wash of the colour under its outline, as a
+# highlighter or a watercolour fills a shape (without it, big washed crosses were read as squares).
+BIG_FILLS = (*FILLS, "tinted")
+# A cross's arm half-width as a share of its half-width: stage 4 drew 0.4 only, stage 6 draws
+# thin to stout arms, so that a big cross is told by its notches, not by one width of arm.
+BIG_ARMS = (0.25, 0.45)
 # Stage 6's big objects: half-widths in scene pixels, from a little below the world's large (10)
 # to 29, an object that fills 90 % of the image. All are "large": the world's small objects
 # (half-width 5) stay the only small ones, so the size task's support set reads as before.
@@ -49,6 +55,8 @@ class DrawnStyle:
     wobble: float  # a hand's unsteadiness: vertices moved by this share of the shape's size
     jpeg_quality: int | None
     colour_jitter: int
+    arm: float = 0.4  # a cross's arm half-width, as a share of its half-width
+    wash: float = 0.5  # a tinted fill's colour, this share of the way to the background
 
 
 def sample_style(rng: random.Random) -> DrawnStyle:
@@ -75,8 +83,9 @@ def sample_style(rng: random.Random) -> DrawnStyle:
     )
 
 
-def outline(obj: ShapeObject, half: float, rng: random.Random, wobble: float) -> list[tuple[float, float]]:
-    """The shape's outline around (0, 0), `half` pixels from centre to edge, vertices moved by up to `wobble` × half."""
+def outline(obj: ShapeObject, half: float, rng: random.Random, wobble: float, arm: float = 0.4) -> list[tuple[float, float]]:
+    """The shape's outline around (0, 0), `half` pixels from centre to edge, vertices moved by up
+    to `wobble` × half; a cross's arms `arm` × half wide on either side of its centre lines."""
     if obj.shape == "circle":
         points = [(half * math.cos(2 * math.pi * i / 32), half * math.sin(2 * math.pi * i / 32)) for i in range(32)]
     elif obj.shape == "square":
@@ -85,7 +94,7 @@ def outline(obj: ShapeObject, half: float, rng: random.Random, wobble: float) ->
     elif obj.shape == "triangle":
         points = [(0.0, -half), (half, half), (-half, half)]
     elif obj.shape == "cross":
-        arm = max(half / 2.5, 1.0)
+        arm = max(half * arm, 1.0)
         points = [
             (-arm, -half), (arm, -half), (arm, -arm), (half, -arm), (half, arm), (arm, arm),
             (arm, half), (-arm, half), (-arm, arm), (-half, arm), (-half, -arm), (-arm, -arm),
@@ -105,7 +114,7 @@ def render_drawn(scene: Scene, rng: random.Random, style: DrawnStyle | None = No
     stroke = max(1, round(style.stroke * unit))
     for i, obj in enumerate(scene.objects):
         half = SIZES[obj.size] * style.scale * unit
-        shape = [(obj.x * sx + x, obj.y * sy + y) for x, y in outline(obj, half, rng, style.wobble)]
+        shape = [(obj.x * sx + x, obj.y * sy + y) for x, y in outline(obj, half, rng, style.wobble, style.arm)]
         colour = tuple(max(0, min(255, c + rng.randint(-style.colour_jitter, style.colour_jitter))) for c in COLOURS[obj.colour])
         mask = Image.new("L", canvas.size, 0)
         ImageDraw.Draw(mask).polygon(shape, fill=255)
@@ -113,6 +122,9 @@ def render_drawn(scene: Scene, rng: random.Random, style: DrawnStyle | None = No
             canvas.paste(colour, mask=mask)
         elif style.fill == "scribble":
             canvas.paste(colour, mask=_scribble(mask, shape, stroke, rng))
+        elif style.fill == "tinted":
+            pale = tuple(round(c + (b - c) * style.wash) for c, b in zip(colour, style.background))
+            canvas.paste(pale, mask=mask)
         if style.fill != "filled":
             ImageDraw.Draw(canvas).line([*shape, shape[0], shape[1]], fill=colour, width=stroke, joint="curve")
         ImageDraw.Draw(index_map).polygon([(x / sx, y / sy) for x, y in shape], fill=i + 1)
@@ -153,11 +165,13 @@ def sample_big_scene(rng: random.Random, colour: str | None = None, shape: str |
 
 
 def sample_big_style(rng: random.Random, scale: float) -> DrawnStyle:
-    """A big object as people draw it, or one time in three as the world renders (its grey
-    ground, flat fill, 64 pixels): the model must read big shapes on its own backgrounds too."""
+    """A big object as people draw it (stage 4's styles, a tinted fill besides, crosses with arms
+    thin to stout), or one time in three as the world renders (its grey ground, flat fill, 64
+    pixels): the model must read big shapes on its own backgrounds too."""
     if rng.random() < 1 / 3:
-        return DrawnStyle(IMAGE_SIZE, IMAGE_SIZE, BACKGROUND, "filled", 1.0, False, scale, 0.0, None, 18)
-    return replace(sample_style(rng), scale=scale)
+        return DrawnStyle(IMAGE_SIZE, IMAGE_SIZE, BACKGROUND, "filled", 1.0, False, scale, 0.0, None, 18, rng.uniform(*BIG_ARMS))
+    style = sample_style(rng)
+    return replace(style, scale=scale, fill=rng.choice(BIG_FILLS), arm=rng.uniform(*BIG_ARMS), wash=rng.uniform(0.3, 0.7))
 
 
 def render_big(rng: random.Random, colour: str | None = None, shape: str | None = None) -> tuple[Scene, Picture]:
