@@ -102,7 +102,8 @@ class TrainConfig:
     checking_steps: int = 1500  # stage 5: the decoder alone, presence looked up one attribute per pointer head
     enlarging_steps: int = 500  # stage 6: the tower on objects drawn big, held to what it read of everything else
     rereading_steps: int = 1200  # stage 6, then the decoder alone on questions about big objects as well
-    big_share: float = 0.4  # of stage 6's images (and its questions about one object), one object drawn big
+    big_share: float = 0.4  # of the images of stage 6's first part, one object drawn big
+    rereading_big_share: float = 0.4  # of the questions about one object in stage 6's second part, one drawn big
     enlarging_lr: float = 6e-4  # the tower in stage 6's first part
     enlarging_anchor: float = 3.0  # the anchor's weight in stage 6: big shapes pull the tower harder than stage 4's drawings
     rereading_lr: float = 3e-4  # the decoder in stage 6's second part

@@ -178,7 +178,7 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
                     presence=cfg.checking_pointers,
                     same_colour=cfg.same_colour,
                     word_pointer=(WORD_LAYER, cfg.word_head),
-                    big_share=cfg.big_share,
+                    big_share=cfg.rereading_big_share,
                 )
             )
         if checkpoints is not None and name != STAGES[-1]:
