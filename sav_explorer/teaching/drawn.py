@@ -83,9 +83,9 @@ def sample_style(rng: random.Random) -> DrawnStyle:
     )
 
 
-def outline(obj: ShapeObject, half: float, rng: random.Random, wobble: float, arm: float = 0.4) -> list[tuple[float, float]]:
+def outline(obj: ShapeObject, half: float, rng: random.Random, wobble: float, arm_share: float) -> list[tuple[float, float]]:
     """The shape's outline around (0, 0), `half` pixels from centre to edge, vertices moved by up
-    to `wobble` × half; a cross's arms `arm` × half wide on either side of its centre lines."""
+    to `wobble` × half; a cross's arms `arm_share` × half wide on either side of its centre lines."""
     if obj.shape == "circle":
         points = [(half * math.cos(2 * math.pi * i / 32), half * math.sin(2 * math.pi * i / 32)) for i in range(32)]
     elif obj.shape == "square":
@@ -94,7 +94,7 @@ def outline(obj: ShapeObject, half: float, rng: random.Random, wobble: float, ar
     elif obj.shape == "triangle":
         points = [(0.0, -half), (half, half), (-half, half)]
     elif obj.shape == "cross":
-        arm = max(half * arm, 1.0)
+        arm = max(half * arm_share, 1.0)
         points = [
             (-arm, -half), (arm, -half), (arm, -arm), (half, -arm), (half, arm), (arm, arm),
             (arm, half), (-arm, half), (-arm, arm), (-half, arm), (-half, -arm), (-arm, -arm),
