@@ -13,11 +13,12 @@ import time
 
 import torch
 
+from ..models import build_prompt
 from .batches import picture, qa_batch
 from .drawn import render_big
 from .probes import PointerSupervision, VisionProbe, WordPointer
 from .recipe import TrainConfig
-from .shapes import QUESTION_KINDS
+from .shapes import COLOURS, QUESTION_KINDS, QUESTIONS, SHAPES
 from .targets import stack_targets
 
 log = logging.getLogger(__name__)
@@ -157,12 +158,63 @@ def train_redrawing(model, probe: VisionProbe, processor, world, rng, cfg: Train
     )
 
 
+def object_prototypes(tower, processor, world, rng, scenes: int = 1024, batch: int = 64) -> torch.Tensor:
+    """The tower's pooled tokens of the world's large objects on its renders, averaged per colour
+    and shape: (len(COLOURS), len(SHAPES), width). What the decoder learnt to read as "a large
+    red cross", to hold a big drawing of one to (`train_enlarging`)."""
+    sums, counts = None, torch.zeros(len(COLOURS), len(SHAPES))
+    with torch.no_grad():
+        for _ in range(scenes // batch):
+            drawn = [world.sample_scene(rng) for _ in range(batch)]
+            pixels = processor.image_processor([world.render(s, rng) for s in drawn], return_tensors="pt")["pixel_values"]
+            pooled = stack_targets(drawn)["object_weights"] @ tower(pixel_values=pixels).last_hidden_state[:, 1:]
+            sums = sums if sums is not None else torch.zeros(len(COLOURS), len(SHAPES), pooled.shape[-1])
+            for scene, objects in zip(drawn, pooled):
+                for obj, tokens in zip(scene.objects, objects):
+                    if obj.size == "large":
+                        where = list(COLOURS).index(obj.colour), SHAPES.index(obj.shape)
+                        sums[where] += tokens
+                        counts[where] += 1
+    return sums / counts.clamp(min=1).unsqueeze(-1)
+
+
+def last_position_heads(model, inputs: dict) -> torch.Tensor:
+    """(batch, layers * width): every decoder layer's head outputs at the last position (the input
+    of its attention output projection), what SAV reads."""
+    states = []
+    layers = model.model.language_model.layers
+    hooks = [layer.self_attn.o_proj.register_forward_pre_hook(lambda module, args: states.append(args[0][:, -1])) for layer in layers]
+    try:
+        model(**inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.cat(states, -1)
+
+
+def reads_as_large(model, processor, small: list, big: list, questions: list[str]) -> torch.Tensor:
+    """How far the decoder's reading of the `big` images is from its reading of the `small` ones
+    (the same objects at the world's large), each asked its question: the relative squared gap of
+    every head's output at the last position, the small one's held (no gradient). The decoder is
+    what read a big cross as a square although the tower's probes read it as a cross: taught
+    through the decoder, the tower learns to show a big object as the decoder already reads it small."""
+    prompts = [build_prompt(processor, q) for q in questions]
+    with torch.no_grad():
+        held = last_position_heads(model, dict(processor(images=small, text=prompts, padding=True, return_tensors="pt")))
+    read = last_position_heads(model, dict(processor(images=big, text=prompts, padding=True, return_tensors="pt")))
+    return (read - held).pow(2).mean() / held.pow(2).mean()
+
+
 def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: TrainConfig) -> dict:
     """Stage 6, first part: the tower alone learns objects drawn big (`render_big`, up to 90 % of
     the image), `big_share` of each batch, from its probes, while a frozen copy of it holds its
-    reading of everything else (renders and the drawings of stage 4) where the decoder expects it."""
+    reading of everything else (renders and the drawings of stage 4) where the decoder expects it,
+    and holds a big object's tokens to those of the same object at the world's large
+    (`object_prototypes`, weight `enlarging_hold`): with the probes alone the tower read big
+    crosses as crosses, yet the decoder's heads, which learnt small ones, still read squares."""
     tower = model.model.vision_tower
     anchor = copy.deepcopy(tower).requires_grad_(False).eval()
+    prototypes = object_prototypes(anchor, processor, world, rng)
     probe_metrics = [{}]
 
     def enlarging_loss():
@@ -182,17 +234,48 @@ def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: Train
             drift = (hidden[held_rows] - held).pow(2).mean() / held.pow(2).mean()
             probe_metrics[0]["anchor"] = round(drift.item(), 4)
             loss = loss + cfg.enlarging_anchor * drift
+        big_rows = torch.tensor(big)
+        if cfg.enlarging_reads and big_rows.any():
+            rows = big_rows.nonzero().squeeze(1).tolist()
+            small = [world.render(scenes[i], rng) for i in rows]  # the one big object, at the world's large
+            questions = [QUESTIONS["shape" if n % 2 else "colour"] for n in range(len(rows))]
+            gap = reads_as_large(model, processor, small, [pictures[i].image for i in rows], questions)
+            probe_metrics[0]["reads"] = round(gap.item(), 4)
+            loss = loss + cfg.enlarging_reads * gap
+        if cfg.enlarging_hold and big_rows.any():
+            objects = [scenes[i].objects[0] for i in big_rows.nonzero().squeeze(1).tolist()]
+            held = torch.stack([prototypes[list(COLOURS).index(o.colour), SHAPES.index(o.shape)] for o in objects])
+            weights = stack_targets(
+                [scenes[i] for i in big_rows.nonzero().squeeze(1).tolist()],
+                [pictures[i].index_map for i in big_rows.nonzero().squeeze(1).tolist()],
+            )["object_weights"][:, 0]
+            patches = hidden[big_rows, 1:]
+            if cfg.enlarging_hold_patches:  # every patch on the object, each held to the object's tokens
+                on_object = weights > 0
+                gap = ((patches - held[:, None]).pow(2).mean(-1) * on_object).sum() / on_object.sum().clamp(min=1)
+            else:  # the object's pooled tokens
+                gap = (torch.einsum("bp,bpw->bw", weights, patches) - held).pow(2).mean(-1).sum() / len(objects)
+            gap = gap / held.pow(2).mean()
+            probe_metrics[0]["hold"] = round(gap.item(), 4)
+            loss = loss + cfg.enlarging_hold * gap
         return loss
 
     model.train()
-    return run_stage(
-        "enlarging",
-        [{"params": list(tower.parameters()), "lr": cfg.enlarging_lr}, {"params": list(probe.parameters()), "lr": cfg.lr}],
-        cfg.enlarging_steps,
-        cfg,
-        enlarging_loss,
-        lambda: probe_metrics[0],
-    )
+    reading = [model.model.language_model, model.lm_head]
+    for module in reading:  # the decoder reads, through `reads_as_large`; only the tower learns here
+        module.requires_grad_(False)
+    try:
+        return run_stage(
+            "enlarging",
+            [{"params": list(tower.parameters()), "lr": cfg.enlarging_lr}, {"params": list(probe.parameters()), "lr": cfg.lr}],
+            cfg.enlarging_steps,
+            cfg,
+            enlarging_loss,
+            lambda: probe_metrics[0],
+        )
+    finally:
+        for module in reading:
+            module.requires_grad_(True)
 
 
 def train_answering(
