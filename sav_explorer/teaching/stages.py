@@ -15,7 +15,7 @@ import torch
 
 from ..models import build_prompt
 from .batches import picture, qa_batch
-from .drawn import render_big
+from .drawn import render_big, render_drawn
 from .probes import PointerSupervision, VisionProbe, WordPointer
 from .recipe import TrainConfig
 from .shapes import COLOURS, QUESTION_KINDS, QUESTIONS, SHAPES
@@ -205,6 +205,23 @@ def reads_as_large(model, processor, small: list, big: list, questions: list[str
     return (read - held).pow(2).mean() / held.pow(2).mean()
 
 
+def drawn_and_rendered(world, rng, n: int, drawn_at_world_size: float) -> tuple[list, list, list[str]]:
+    """`n` single objects, each drawn (big, or with chance `drawn_at_world_size` as stage 4 draws
+    it, at the world's sizes) and rendered by the world, with the shape or the colour question:
+    what `reads_as_large` compares."""
+    drawn, rendered, questions = [], [], []
+    for i in range(n):
+        if rng.random() < drawn_at_world_size:
+            scene = world.sample_scene_for(rng, "shape")
+            picture = render_drawn(scene, rng)
+        else:
+            scene, picture = render_big(rng)
+        drawn.append(picture.image)
+        rendered.append(world.render(scene, rng))
+        questions.append(QUESTIONS["shape" if i % 2 else "colour"])
+    return rendered, drawn, questions
+
+
 def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: TrainConfig) -> dict:
     """Stage 6, first part: the tower alone learns objects drawn big (`render_big`, up to 90 % of
     the image), `big_share` of each batch, from its probes, while a frozen copy of it holds its
@@ -236,10 +253,14 @@ def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: Train
             loss = loss + cfg.enlarging_anchor * drift
         big_rows = torch.tensor(big)
         if cfg.enlarging_reads and big_rows.any():
-            rows = big_rows.nonzero().squeeze(1).tolist()
-            small = [world.render(scenes[i], rng) for i in rows]  # the one big object, at the world's large
-            questions = [QUESTIONS["shape" if n % 2 else "colour"] for n in range(len(rows))]
-            gap = reads_as_large(model, processor, small, [pictures[i].image for i in rows], questions)
+            if cfg.reads_world_size:
+                small, drawn, questions = drawn_and_rendered(world, rng, int(big_rows.sum()), cfg.reads_world_size)
+            else:
+                rows = big_rows.nonzero().squeeze(1).tolist()
+                small = [world.render(scenes[i], rng) for i in rows]  # the one big object, at the world's large
+                drawn = [pictures[i].image for i in rows]
+                questions = [QUESTIONS["shape" if n % 2 else "colour"] for n in range(len(rows))]
+            gap = reads_as_large(model, processor, small, drawn, questions)
             probe_metrics[0]["reads"] = round(gap.item(), 4)
             loss = loss + cfg.enlarging_reads * gap
         if cfg.enlarging_hold and big_rows.any():
@@ -294,6 +315,7 @@ def train_answering(
     same_colour: float = 0.0,
     word_pointer: tuple[int, int] | None = None,
     big_share: float = 0.0,
+    reads: float = 0.0,
 ) -> dict:
     """Stages 2 to 5: the decoder learns to answer, with the pointer heads told where to look
     (`presence`: where for a presence question, see `pointer_targets`). Without a probe, tower
@@ -305,7 +327,7 @@ def train_answering(
     projector.requires_grad_(probe is not None)
     pointers = PointerSupervision(model, presence=presence)
     words = WordPointer(model, processor.tokenizer, *word_pointer) if word_pointer is not None else None
-    tower_output, probe_metrics, pointer_metric, tally = {}, [{}], [0.0], AnswerTally()
+    tower_output, probe_metrics, pointer_metric, reads_metric, tally = {}, [{}], [0.0], [0.0], AnswerTally()
     hook = tower.register_forward_hook(lambda module, args, output: tower_output.update(hidden=output.last_hidden_state))
 
     def answering_loss():
@@ -320,6 +342,11 @@ def train_answering(
         if probe is not None:
             probe_loss, probe_metrics[0] = probe.loss(tower_output["hidden"], seen)
             loss = loss + cfg.probe_weight * probe_loss
+        if reads:  # after the pointers' losses, which read the hooks of the answering pass
+            small, drawn, questions = drawn_and_rendered(world, rng, cfg.batch // 4, cfg.reads_world_size)
+            gap = reads_as_large(model, processor, small, drawn, questions)
+            reads_metric[0] = round(gap.item(), 4)
+            loss = loss + reads * gap
         return loss
 
     seeing = [*tower.parameters(), *projector.parameters()]
@@ -335,6 +362,7 @@ def train_answering(
             **tally.report(),
             "pointers": pointer_metric[0],
             **word_share,
+            **({"reads": reads_metric[0]} if reads else {}),
             **({"probes": probe_metrics[0]} if probe is not None else {}),
         }
 
