@@ -18,7 +18,7 @@ from .batches import picture, qa_batch
 from .drawn import render_big, render_drawn
 from .probes import PointerSupervision, VisionProbe, WordPointer
 from .recipe import TrainConfig
-from .shapes import COLOURS, QUESTION_KINDS, QUESTIONS, SHAPES
+from .shapes import QUESTION_KINDS, QUESTIONS
 from .targets import stack_targets
 
 log = logging.getLogger(__name__)
@@ -158,26 +158,6 @@ def train_redrawing(model, probe: VisionProbe, processor, world, rng, cfg: Train
     )
 
 
-def object_prototypes(tower, processor, world, rng, scenes: int = 1024, batch: int = 64) -> torch.Tensor:
-    """The tower's pooled tokens of the world's large objects on its renders, averaged per colour
-    and shape: (len(COLOURS), len(SHAPES), width). What the decoder learnt to read as "a large
-    red cross", to hold a big drawing of one to (`train_enlarging`)."""
-    sums, counts = None, torch.zeros(len(COLOURS), len(SHAPES))
-    with torch.no_grad():
-        for _ in range(scenes // batch):
-            drawn = [world.sample_scene(rng) for _ in range(batch)]
-            pixels = processor.image_processor([world.render(s, rng) for s in drawn], return_tensors="pt")["pixel_values"]
-            pooled = stack_targets(drawn)["object_weights"] @ tower(pixel_values=pixels).last_hidden_state[:, 1:]
-            sums = sums if sums is not None else torch.zeros(len(COLOURS), len(SHAPES), pooled.shape[-1])
-            for scene, objects in zip(drawn, pooled):
-                for obj, tokens in zip(scene.objects, objects):
-                    if obj.size == "large":
-                        where = list(COLOURS).index(obj.colour), SHAPES.index(obj.shape)
-                        sums[where] += tokens
-                        counts[where] += 1
-    return sums / counts.clamp(min=1).unsqueeze(-1)
-
-
 def last_position_heads(model, inputs: dict) -> torch.Tensor:
     """(batch, layers * width): every decoder layer's head outputs at the last position (the input
     of its attention output projection), what SAV reads."""
@@ -225,13 +205,12 @@ def drawn_and_rendered(world, rng, n: int, drawn_at_world_size: float) -> tuple[
 def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: TrainConfig) -> dict:
     """Stage 6, first part: the tower alone learns objects drawn big (`render_big`, up to 90 % of
     the image), `big_share` of each batch, from its probes, while a frozen copy of it holds its
-    reading of everything else (renders and the drawings of stage 4) where the decoder expects it,
-    and holds a big object's tokens to those of the same object at the world's large
-    (`object_prototypes`, weight `enlarging_hold`): with the probes alone the tower read big
-    crosses as crosses, yet the decoder's heads, which learnt small ones, still read squares."""
+    reading of everything else (renders and the drawings of stage 4) where the decoder expects it.
+    With weight `enlarging_reads`, the frozen decoder's reading of a big object is held to its
+    reading of the same object at the world's large (`reads_as_large`): with the probes alone the
+    tower read big crosses as crosses, yet the decoder, which learnt small ones, still read squares."""
     tower = model.model.vision_tower
     anchor = copy.deepcopy(tower).requires_grad_(False).eval()
-    prototypes = object_prototypes(anchor, processor, world, rng)
     probe_metrics = [{}]
 
     def enlarging_loss():
@@ -263,22 +242,6 @@ def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: Train
             gap = reads_as_large(model, processor, small, drawn, questions)
             probe_metrics[0]["reads"] = round(gap.item(), 4)
             loss = loss + cfg.enlarging_reads * gap
-        if cfg.enlarging_hold and big_rows.any():
-            objects = [scenes[i].objects[0] for i in big_rows.nonzero().squeeze(1).tolist()]
-            held = torch.stack([prototypes[list(COLOURS).index(o.colour), SHAPES.index(o.shape)] for o in objects])
-            weights = stack_targets(
-                [scenes[i] for i in big_rows.nonzero().squeeze(1).tolist()],
-                [pictures[i].index_map for i in big_rows.nonzero().squeeze(1).tolist()],
-            )["object_weights"][:, 0]
-            patches = hidden[big_rows, 1:]
-            if cfg.enlarging_hold_patches:  # every patch on the object, each held to the object's tokens
-                on_object = weights > 0
-                gap = ((patches - held[:, None]).pow(2).mean(-1) * on_object).sum() / on_object.sum().clamp(min=1)
-            else:  # the object's pooled tokens
-                gap = (torch.einsum("bp,bpw->bw", weights, patches) - held).pow(2).mean(-1).sum() / len(objects)
-            gap = gap / held.pow(2).mean()
-            probe_metrics[0]["hold"] = round(gap.item(), 4)
-            loss = loss + cfg.enlarging_hold * gap
         return loss
 
     model.train()

@@ -209,8 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", type=Path, help="a checkpoint this script saved (--checkpoints' after-NAME): run what follows it")
     parser.add_argument("--checkpoints", type=Path, help="save the model after every stage into this folder")
     for field, value in asdict(TrainConfig()).items():
-        kind = (lambda text: text.lower() in ("1", "true", "yes")) if isinstance(value, bool) else type(value)
-        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=value)
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
