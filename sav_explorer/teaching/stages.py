@@ -172,23 +172,23 @@ def last_position_heads(model, inputs: dict) -> torch.Tensor:
     return torch.cat(states, -1)
 
 
-def reads_as_large(model, processor, small: list, big: list, questions: list[str]) -> torch.Tensor:
-    """How far the decoder's reading of the `big` images is from its reading of the `small` ones
-    (the same objects at the world's large), each asked its question: the relative squared gap of
-    every head's output at the last position, the small one's held (no gradient). The decoder is
-    what read a big cross as a square although the tower's probes read it as a cross: taught
-    through the decoder, the tower learns to show a big object as the decoder already reads it small."""
+def reads_as_rendered(model, processor, rendered: list, drawn: list, questions: list[str]) -> torch.Tensor:
+    """How far the decoder's reading of the `drawn` images is from its reading of the `rendered`
+    ones (the same objects as the world renders them), each asked its question: the relative
+    squared gap of every head's output at the last position, the render's held (no gradient). The
+    decoder is what read a big cross as a square although the tower's probes read it as a cross:
+    taught through the decoder, the tower learns to show a drawing as the decoder reads its render."""
     prompts = [build_prompt(processor, q) for q in questions]
     with torch.no_grad():
-        held = last_position_heads(model, dict(processor(images=small, text=prompts, padding=True, return_tensors="pt")))
-    read = last_position_heads(model, dict(processor(images=big, text=prompts, padding=True, return_tensors="pt")))
+        held = last_position_heads(model, dict(processor(images=rendered, text=prompts, padding=True, return_tensors="pt")))
+    read = last_position_heads(model, dict(processor(images=drawn, text=prompts, padding=True, return_tensors="pt")))
     return (read - held).pow(2).mean() / held.pow(2).mean()
 
 
 def drawn_and_rendered(world, rng, n: int, drawn_at_world_size: float) -> tuple[list, list, list[str]]:
     """`n` single objects, each drawn (big, or with chance `drawn_at_world_size` as stage 4 draws
     it, at the world's sizes) and rendered by the world, with the shape or the colour question:
-    what `reads_as_large` compares."""
+    what `reads_as_rendered` compares."""
     drawn, rendered, questions = [], [], []
     for i in range(n):
         if rng.random() < drawn_at_world_size:
@@ -207,7 +207,7 @@ def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: Train
     the image), `big_share` of each batch, from its probes, while a frozen copy of it holds its
     reading of everything else (renders and the drawings of stage 4) where the decoder expects it.
     With weight `enlarging_reads`, the frozen decoder's reading of a big object is held to its
-    reading of the same object at the world's large (`reads_as_large`): with the probes alone the
+    reading of the same object at the world's large (`reads_as_rendered`): with the probes alone the
     tower read big crosses as crosses, yet the decoder, which learnt small ones, still read squares."""
     tower = model.model.vision_tower
     anchor = copy.deepcopy(tower).requires_grad_(False).eval()
@@ -232,21 +232,21 @@ def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: Train
             loss = loss + cfg.enlarging_anchor * drift
         big_rows = torch.tensor(big)
         if cfg.enlarging_reads and big_rows.any():
-            if cfg.reads_world_size:
+            if cfg.reads_world_size:  # objects of their own, some at the world's sizes
                 small, drawn, questions = drawn_and_rendered(world, rng, int(big_rows.sum()), cfg.reads_world_size)
-            else:
+            else:  # the batch's big objects
                 rows = big_rows.nonzero().squeeze(1).tolist()
                 small = [world.render(scenes[i], rng) for i in rows]  # the one big object, at the world's large
                 drawn = [pictures[i].image for i in rows]
                 questions = [QUESTIONS["shape" if n % 2 else "colour"] for n in range(len(rows))]
-            gap = reads_as_large(model, processor, small, drawn, questions)
+            gap = reads_as_rendered(model, processor, small, drawn, questions)
             probe_metrics[0]["reads"] = round(gap.item(), 4)
             loss = loss + cfg.enlarging_reads * gap
         return loss
 
     model.train()
     reading = [model.model.language_model, model.lm_head]
-    for module in reading:  # the decoder reads, through `reads_as_large`; only the tower learns here
+    for module in reading:  # the decoder reads, through `reads_as_rendered`; only the tower learns here
         module.requires_grad_(False)
     try:
         return run_stage(
@@ -284,7 +284,8 @@ def train_answering(
     (`presence`: where for a presence question, see `pointer_targets`). Without a probe, tower
     and projector stay frozen (stages 2 and 5); with one they train at `finetune_lr`, the probes'
     loss added so that the tower keeps seeing what stage 1 taught it. `drawn_share` of the images
-    are drawings (stages 4 to 6), `big_share` of the questions about one object one drawn big (stage 6)."""
+    are drawings (stages 4 to 6), `big_share` of the questions about one object one drawn big (stage 6);
+    with weight `reads`, the decoder also learns to read drawn objects as their renders (`reads_as_rendered`)."""
     tower, projector = model.model.vision_tower, model.model.multi_modal_projector
     tower.requires_grad_(probe is not None)
     projector.requires_grad_(probe is not None)
@@ -307,7 +308,7 @@ def train_answering(
             loss = loss + cfg.probe_weight * probe_loss
         if reads:  # after the pointers' losses, which read the hooks of the answering pass
             small, drawn, questions = drawn_and_rendered(world, rng, cfg.batch // 4, cfg.reads_world_size)
-            gap = reads_as_large(model, processor, small, drawn, questions)
+            gap = reads_as_rendered(model, processor, small, drawn, questions)
             reads_metric[0] = round(gap.item(), 4)
             loss = loss + reads * gap
         return loss

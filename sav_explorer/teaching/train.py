@@ -33,8 +33,11 @@
 6. Enlarging: objects drawn big, up to 90 % of the image (`drawn.render_big`), as people draw on
    a canvas; until now no object was wider than a third of the image, and a big filled cross was
    read as a square. First the tower alone learns them from its probes, a frozen copy of it
-   holding its reading of everything else; then the decoder alone ("rereading") answers about
-   them, with stage 5's pointers, every other kind of question kept in practice.
+   holding its reading of everything else, and (`--enlarging-reads`) through the frozen decoder:
+   what the decoder reads of a drawn object, at every head's output at the last position, is held
+   to what it reads of the same object rendered by the world (`stages.reads_as_rendered`); then the
+   decoder alone ("rereading") answers about them, with stage 5's pointers, every other kind of
+   question kept in practice.
 
 The run is seeded and writes a folder that `from_pretrained` loads offline, plus
 `training_log.json` with the probes', the pointers' and each kind of question's accuracy
