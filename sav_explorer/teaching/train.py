@@ -182,7 +182,6 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
                     same_colour=cfg.same_colour,
                     word_pointer=(WORD_LAYER, cfg.word_head),
                     big_share=cfg.rereading_big_share,
-                    reads=cfg.rereading_reads,
                 )
             )
         if checkpoints is not None and name != STAGES[-1]:
