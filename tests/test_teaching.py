@@ -141,7 +141,7 @@ def big_drawings(teaching_model):
 
 
 # What the shipped model (stage 5) does not read yet on big drawings, worst size band first (issue
-# 28; stage 6 of the recipe, tried once, is in the README). Strict, as SHORTFALLS.
+# 28; the stage-6 runs tried so far are in the README). Strict, as SHORTFALLS.
 BIG_SHORTFALLS = {
     "shape_sav": "56.2 % at a radius of 45 % of the canvas: big crosses read as squares",
     "shape_answers": "0 % at radii of 40 and 45 %: the model writes a description instead",
