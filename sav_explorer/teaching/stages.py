@@ -13,7 +13,10 @@ import time
 
 import torch
 
-from ..models import build_prompt
+from ..data import Example
+from ..encoding import Encoding, encode
+from ..models import LoadedModel, decoder_layers, find_attention_sites
+from ..trace import Trace
 from .batches import picture, qa_batch
 from .drawn import render_big, render_drawn
 from .probes import PointerSupervision, VisionProbe, WordPointer
@@ -158,21 +161,25 @@ def train_redrawing(model, probe: VisionProbe, processor, world, rng, cfg: Train
     )
 
 
-def last_position_heads(model, inputs: dict) -> torch.Tensor:
-    """(batch, layers * width): every decoder layer's head outputs at the last position (the input
-    of its attention output projection), what SAV reads."""
+def as_loaded(model, processor) -> LoadedModel:
+    """The model in training as the library holds a loaded one, so that stage 6 builds its inputs
+    (`encode`) and reads the heads (`Trace`) the library's one way."""
+    return LoadedModel(model, processor, "training", "training", find_attention_sites(model), len(decoder_layers(model)))
+
+
+def last_position_heads(loaded: LoadedModel, examples: list[Example]) -> torch.Tensor:
+    """(batch, layers * width): every decoder layer's head outputs at the last position, what SAV
+    reads, with gradients (the pixels go to the tower, not through the library's no-grad feature cache)."""
     states = []
-    layers = model.model.language_model.layers
-    hooks = [layer.self_attn.o_proj.register_forward_pre_hook(lambda module, args: states.append(args[0][:, -1])) for layer in layers]
-    try:
-        model(**inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    trace = Trace(loaded, stop=True)
+    for site in loaded.sites:
+        trace.on_heads(site.layer, lambda hidden: states.append(hidden[:, -1]))
+    with trace:
+        loaded.model(**encode(loaded, examples, Encoding()).inputs, use_cache=False)
     return torch.cat(states, -1)
 
 
-def reads_as_rendered(model, processor, rendered: list, drawn: list, questions: list[str]) -> torch.Tensor:
+def reads_as_rendered(loaded: LoadedModel, rendered: list, drawn: list, questions: list[str]) -> torch.Tensor:
     """How far the decoder's reading of the `drawn` images is from its reading of the `rendered`
     ones (the same objects as the world renders them), each asked its question: the relative
     squared gap of every head's output at the last position, the render's held (no gradient). The
@@ -180,10 +187,9 @@ def reads_as_rendered(model, processor, rendered: list, drawn: list, questions: 
     taught through the decoder, the tower learns to show a drawing as the decoder reads its render.
     Only the tower learns from it: a decoder held so itself lost colour SAV (58.3 %, and 83.3 %
     with the renders read by a frozen copy of it), its own colour answers still right."""
-    prompts = [build_prompt(processor, q) for q in questions]
     with torch.no_grad():
-        held = last_position_heads(model, dict(processor(images=rendered, text=prompts, padding=True, return_tensors="pt")))
-    read = last_position_heads(model, dict(processor(images=drawn, text=prompts, padding=True, return_tensors="pt")))
+        held = last_position_heads(loaded, [Example((image,), q) for image, q in zip(rendered, questions)])
+    read = last_position_heads(loaded, [Example((image,), q) for image, q in zip(drawn, questions)])
     return (read - held).pow(2).mean() / held.pow(2).mean()
 
 
@@ -208,11 +214,12 @@ def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: Train
     """Stage 6, first part: the tower alone learns objects drawn big (`render_big`, up to 90 % of
     the image), `big_share` of each batch, from its probes, while a frozen copy of it holds its
     reading of everything else (renders and the drawings of stage 4) where the decoder expects it.
-    With weight `enlarging_reads`, the frozen decoder's reading of a big object is held to its
-    reading of the same object at the world's large (`reads_as_rendered`): with the probes alone the
+    With weight `enlarging_reads`, the frozen decoder's reading of a drawn object is held to its
+    reading of the world's render of it (`reads_as_rendered`): with the probes alone the
     tower read big crosses as crosses, yet the decoder, which learnt small ones, still read squares."""
     tower = model.model.vision_tower
     anchor = copy.deepcopy(tower).requires_grad_(False).eval()
+    loaded = as_loaded(model, processor)
     probe_metrics = [{}]
 
     def enlarging_loss():
@@ -235,13 +242,13 @@ def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: Train
         big_rows = torch.tensor(big)
         if cfg.enlarging_reads and big_rows.any():
             if cfg.reads_world_size:  # objects of their own, some at the world's sizes
-                small, drawn, questions = drawn_and_rendered(world, rng, int(big_rows.sum()), cfg.reads_world_size)
+                rendered, drawn, questions = drawn_and_rendered(world, rng, int(big_rows.sum()), cfg.reads_world_size)
             else:  # the batch's big objects
                 rows = big_rows.nonzero().squeeze(1).tolist()
-                small = [world.render(scenes[i], rng) for i in rows]  # the one big object, at the world's large
+                rendered = [world.render(scenes[i], rng) for i in rows]  # the one big object, at the world's large
                 drawn = [pictures[i].image for i in rows]
                 questions = [QUESTIONS["shape" if n % 2 else "colour"] for n in range(len(rows))]
-            gap = reads_as_rendered(model, processor, small, drawn, questions)
+            gap = reads_as_rendered(loaded, rendered, drawn, questions)
             probe_metrics[0]["reads"] = round(gap.item(), 4)
             loss = loss + cfg.enlarging_reads * gap
         return loss
