@@ -17,9 +17,9 @@ from transformers import LlavaForConditionalGeneration
 from sav_explorer.teaching.batches import BIG_KINDS, qa_batch
 from sav_explorer.teaching.bigdrawings import FILLS, RADIUS_BANDS, draw_big
 from sav_explorer.teaching.build import build_config, build_processor
-from sav_explorer.teaching.drawn import BIG_ARMS, BIG_HALF_WIDTH, DrawnStyle, render_big, render_drawn
+from sav_explorer.teaching.drawn import BIG_ARMS, BIG_HALF_WIDTH, HAND_FILLS, DrawnStyle, render_big, render_drawn, sample_big_style
 from sav_explorer.teaching.recipe import REREADING_WEIGHTS, TrainConfig
-from sav_explorer.teaching.shapes import COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene, ShapeObject, ShapesWorld
+from sav_explorer.teaching.shapes import BACKGROUND, COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene, ShapeObject, ShapesWorld
 from sav_explorer.teaching.train import STAGES, train
 
 
@@ -85,6 +85,48 @@ def test_a_tinted_fill_is_a_pale_wash_of_the_colour_under_its_full_outline():
     assert sum(abs(c - b) for c, b in zip(edge, blue)) < sum(abs(c - b) for c, b in zip(centre, blue)), (edge, centre)
 
 
+def big_square(fill: str, overshoot: float = 0.0, rim: float | None = None) -> Image.Image:
+    """A blue square of half-width 25 canvas pixels (85 % of 2.5 × the world's large, 4 pixels a
+    scene pixel) at the centre of a white 256-pixel canvas, with a 2-pixel pen."""
+    style = DrawnStyle(256, 256, (255, 255, 255), fill, 0.5, False, 2.5, 0.0, None, 0, overshoot=overshoot, rim=rim)
+    return render_drawn(Scene((ShapeObject("blue", "square", "large", 32, 32),)), random.Random(0), style).image
+
+
+def test_a_hand_stroked_outline_runs_past_its_corners_and_a_closed_one_does_not():
+    corner = 128 - round(0.85 * SIZES["large"] * 2.5 * 4)  # the square's top-left corner, canvas pixels
+    closed, stroked = ink_box(big_square("outline")), ink_box(big_square("outline", overshoot=0.25))
+    assert closed[0] >= corner - 2 and closed[1] >= corner - 2
+    assert stroked[0] < corner - 3 or stroked[1] < corner - 3, (stroked, corner)  # a stroke sticks out beyond a corner
+    assert stroked[0] >= corner - 0.25 * 100 - 2 and stroked[1] >= corner - 0.25 * 100 - 2  # by at most the overshoot
+
+
+def test_a_hatched_fill_is_parallel_lines_inside_the_shape_under_its_outline():
+    hatched, solid, bare = (big_square(fill).convert("L") for fill in ("hatched", "filled", "outline"))
+    inked = [sum(1 for v in im.getdata() if v < 200) for im in (hatched, solid, bare)]
+    assert inked[2] < inked[0] < inked[1], inked  # more ink than the outline alone, less than a solid fill
+    assert ink_box(hatched) == ink_box(bare)  # kept inside the outline
+    row = [hatched.getpixel((x, 128)) < 200 for x in range(110, 146)]
+    assert 2 <= sum(a != b for a, b in zip(row, row[1:])), row  # a line across the middle crosses the strokes
+
+
+def test_a_solid_fill_may_have_a_darker_rim():
+    plain, rimmed = big_square("filled"), big_square("filled", rim=0.6)
+    edge, centre = (round(128 - 0.85 * SIZES["large"] * 10), 128), (128, 128)
+    assert plain.getpixel(edge) == plain.getpixel(centre) == rimmed.getpixel(centre) == COLOURS["blue"]
+    assert sum(rimmed.getpixel(edge)) < sum(COLOURS["blue"]), rimmed.getpixel(edge)
+
+
+def test_hand_strokes_are_a_share_of_stage_6s_drawings_and_none_without_them():
+    styles = [sample_big_style(random.Random(seed), 2.0, hand=1.0) for seed in range(200)]
+    as_the_world = [s for s in styles if (s.width, s.height, s.background) == (IMAGE_SIZE, IMAGE_SIZE, BACKGROUND)]
+    hand = [s for s in styles if s.fill == "hatched" or s.overshoot or s.rim is not None]
+    assert {s.fill for s in hand} == set(HAND_FILLS) and len(hand) > len(styles) / 2
+    assert any(s.overshoot for s in hand) and any(s.rim is not None for s in hand)
+    assert as_the_world and not set(map(id, as_the_world)) & set(map(id, hand))  # the world's renders stay its own
+    plain = [sample_big_style(random.Random(seed), 2.0) for seed in range(200)]
+    assert not any(s.fill == "hatched" or s.overshoot or s.rim is not None for s in plain)
+
+
 def test_a_batch_with_every_question_about_one_big_object_asks_only_the_kinds_that_allow_it():
     processor, world = build_processor(), ShapesWorld()
     batch = qa_batch(processor, world, random.Random(0), 48, REREADING_WEIGHTS, 0.5, 0.6, big_share=1.0)
@@ -123,7 +165,7 @@ def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path
     processor.save_pretrained(before)
     done = [{"stage": name, "steps": 0, "seconds": 0, "history": []} for name in STAGES[: STAGES.index("enlarging")]]
     (before / "training_log.json").write_text(json.dumps({"stages": done}))
-    cfg = TrainConfig(enlarging_steps=2, rereading_steps=2, vision_batch=4, batch=4, warmup=1, threads=1)
+    cfg = TrainConfig(enlarging_steps=2, rereading_steps=2, vision_batch=4, batch=4, warmup=1, threads=1, hand_strokes=1.0)
     tower_before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
     train(tmp_path / "stage6", cfg, resume=before)
     log = json.loads((tmp_path / "stage6" / "training_log.json").read_text())

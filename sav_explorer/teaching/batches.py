@@ -63,13 +63,15 @@ def qa_batch(
     drawn_share: float = 0.0,
     same_colour: float = 0.0,
     big_share: float = 0.0,
+    hand: float = 0.0,
 ) -> QABatch:
-    """`big_share` of the questions of `BIG_KINDS` are about one object drawn big (`render_big`, stage 6)."""
+    """`big_share` of the questions of `BIG_KINDS` are about one object drawn big (`render_big`, stage 6),
+    `hand` of those stroked by hand."""
     kinds = rng.choices(QUESTION_KINDS, weights=[weights[k] for k in QUESTION_KINDS], k=batch)
     images, texts, questions, answer_lengths, scenes, index_maps = [], [], [], [], [], []
     for kind in kinds:
         big = kind in BIG_KINDS and big_share and rng.random() < big_share
-        scene, drawn = render_big(rng) if big else (world.sample_scene_for(rng, kind), None)
+        scene, drawn = render_big(rng, hand=hand) if big else (world.sample_scene_for(rng, kind), None)
         if kind == "presence" and same_colour:
             # the case the model got wrong before stage 5: it answered yes to every object of the colour named
             question, answer = world.presence_question(scene, rng, same_colour, same_colour_only=True)

@@ -27,6 +27,11 @@ FILLS = ("filled", "outline", "scribble")
 # Stage 6 draws big objects in one more way: a pale wash of the colour under its outline, as a
 # highlighter or a watercolour fills a shape (without it, big washed crosses were read as squares).
 BIG_FILLS = (*FILLS, "tinted")
+# With `--hand-strokes`, stage 6 also draws as a hand does (`hand_style`): straight parallel
+# hatching (zig-zag scribbles did not teach it: hatched squares were read as circles and crosses),
+# outlines whose strokes run past their corners (such squares were read as crosses) and solid
+# fills under a darker rim.
+HAND_FILLS = ("hatched", "filled", "tinted", "outline")
 # A cross's arm half-width as a share of its half-width: stage 4 drew 0.4 only, stage 6 draws
 # thin to stout arms, so that a big cross is told by its notches, not by one width of arm.
 BIG_ARMS = (0.25, 0.45)
@@ -57,6 +62,8 @@ class DrawnStyle:
     colour_jitter: int
     arm: float = 0.4  # a cross's arm half-width, as a share of its half-width
     wash: float = 0.5  # a tinted fill's colour, this share of the way to the background
+    overshoot: float = 0.0  # each stroke of the outline runs past its corners by up to this share of the half-width
+    rim: float | None = None  # a filled shape's outline, its colour darkened to this share (None: no outline)
 
 
 def sample_style(rng: random.Random) -> DrawnStyle:
@@ -125,8 +132,14 @@ def render_drawn(scene: Scene, rng: random.Random, style: DrawnStyle | None = No
         elif style.fill == "tinted":
             pale = tuple(round(c + (b - c) * style.wash) for c, b in zip(colour, style.background))
             canvas.paste(pale, mask=mask)
-        if style.fill != "filled":
-            ImageDraw.Draw(canvas).line([*shape, shape[0], shape[1]], fill=colour, width=stroke, joint="curve")
+        elif style.fill == "hatched":
+            canvas.paste(colour, mask=_hatched(mask, stroke, rng))
+        if style.fill != "filled" or style.rim is not None:
+            ink = colour if style.fill != "filled" else tuple(round(c * style.rim) for c in colour)
+            if style.overshoot:
+                _overshooting(canvas, shape, ink, stroke, style.overshoot * half, rng)
+            else:
+                ImageDraw.Draw(canvas).line([*shape, shape[0], shape[1]], fill=ink, width=stroke, joint="curve")
         ImageDraw.Draw(index_map).polygon([(x / sx, y / sy) for x, y in shape], fill=i + 1)
     image = canvas.resize((style.width, style.height), Image.LANCZOS) if supersample > 1 else canvas
     if style.jpeg_quality is not None:
@@ -154,6 +167,45 @@ def _scribble(mask: Image.Image, shape: list[tuple[float, float]], stroke: int, 
     return Image.composite(strokes, Image.new("L", mask.size, 0), mask)
 
 
+def _hatched(mask: Image.Image, stroke: int, rng: random.Random) -> Image.Image:
+    """Straight parallel lines at a slant, kept inside the shape: a hatched fill."""
+    box = mask.getbbox() or (0, 0, *mask.size)
+    cx, cy, reach = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, math.dist(box[:2], box[2:])
+    angle = rng.uniform(0, math.pi)
+    along, across = (math.cos(angle), math.sin(angle)), (-math.sin(angle), math.cos(angle))
+    width, gap = max(1, round(stroke * rng.uniform(0.5, 1.0))), stroke * rng.uniform(1.5, 3.0)
+    lines = Image.new("L", mask.size, 0)
+    pen, offset = ImageDraw.Draw(lines), -reach / 2
+    while offset <= reach / 2:
+        x, y = cx + across[0] * offset, cy + across[1] * offset
+        pen.line((x - along[0] * reach, y - along[1] * reach, x + along[0] * reach, y + along[1] * reach), fill=255, width=width)
+        offset += gap
+    return Image.composite(lines, Image.new("L", mask.size, 0), mask)
+
+
+def _overshooting(canvas: Image.Image, shape: list[tuple[float, float]], ink, stroke: int, reach: float, rng: random.Random) -> None:
+    """The outline as a hand strokes it: a polygon side by side, each stroke running past both its
+    corners by up to `reach` pixels; a circle (many vertices) in one stroke that goes round once
+    and on past its start, drifting outwards or inwards by up to `reach`."""
+    pen = ImageDraw.Draw(canvas)
+    if len(shape) > 12:
+        cx, cy = sum(x for x, _ in shape) / len(shape), sum(y for _, y in shape) / len(shape)
+        start, extra, drift = rng.randrange(len(shape)), rng.randint(2, max(2, len(shape) // 6)), rng.uniform(-reach, reach)
+        n = len(shape) + extra
+        path = []
+        for i in range(n):
+            x, y = shape[(start + i) % len(shape)]
+            k = 1 + drift * i / n / max(math.dist((x, y), (cx, cy)), 1.0)  # the radius drifts as the stroke goes round
+            path.append((cx + (x - cx) * k, cy + (y - cy) * k))
+        pen.line(path, fill=ink, width=stroke, joint="curve")
+        return
+    for (x0, y0), (x1, y1) in zip(shape, [*shape[1:], shape[0]]):
+        length = math.dist((x0, y0), (x1, y1)) or 1.0
+        ux, uy = (x1 - x0) / length, (y1 - y0) / length
+        before, after = rng.uniform(0, reach), rng.uniform(0, reach)
+        pen.line((x0 - ux * before, y0 - uy * before, x1 + ux * after, y1 + uy * after), fill=ink, width=stroke)
+
+
 def sample_big_scene(rng: random.Random, colour: str | None = None, shape: str | None = None) -> tuple[Scene, float]:
     """One large object drawn big (stage 6), and its scale against the world's large: the scene
     keeps 64-pixel coordinates, its centre where the enlarged shape (and a hand's wobble) fits."""
@@ -164,17 +216,30 @@ def sample_big_scene(rng: random.Random, colour: str | None = None, shape: str |
     return Scene((obj,)), scale
 
 
-def sample_big_style(rng: random.Random, scale: float) -> DrawnStyle:
+def sample_big_style(rng: random.Random, scale: float, hand: float = 0.0) -> DrawnStyle:
     """A big object as people draw it (stage 4's styles, a tinted fill besides, crosses with arms
     thin to stout), or one time in three as the world renders (its grey ground, flat fill, 64
-    pixels): the model must read big shapes on its own backgrounds too."""
+    pixels): the model must read big shapes on its own backgrounds too. With chance `hand`, a
+    drawn one is stroked by hand (`hand_style`)."""
     if rng.random() < 1 / 3:
         return DrawnStyle(IMAGE_SIZE, IMAGE_SIZE, BACKGROUND, "filled", 1.0, False, scale, 0.0, None, 18, rng.uniform(*BIG_ARMS))
     style = sample_style(rng)
-    return replace(style, scale=scale, fill=rng.choice(BIG_FILLS), arm=rng.uniform(*BIG_ARMS), wash=rng.uniform(0.3, 0.7))
+    style = replace(style, scale=scale, fill=rng.choice(BIG_FILLS), arm=rng.uniform(*BIG_ARMS), wash=rng.uniform(0.3, 0.7))
+    return hand_style(rng, style) if hand and rng.random() < hand else style
 
 
-def render_big(rng: random.Random, colour: str | None = None, shape: str | None = None) -> tuple[Scene, Picture]:
-    """A scene of one big object and its picture (stage 6)."""
+def hand_style(rng: random.Random, style: DrawnStyle) -> DrawnStyle:
+    """The style stroked by hand: hatched, solid, washed or bare, its outline's strokes running
+    past their corners (or, one time in four, closed), a solid fill under a darker rim half the time."""
+    return replace(
+        style,
+        fill=rng.choice(HAND_FILLS),
+        overshoot=rng.uniform(0.05, 0.25) if rng.random() < 0.75 else 0.0,
+        rim=rng.uniform(0.55, 0.85) if rng.random() < 0.5 else None,
+    )
+
+
+def render_big(rng: random.Random, colour: str | None = None, shape: str | None = None, hand: float = 0.0) -> tuple[Scene, Picture]:
+    """A scene of one big object and its picture (stage 6); `hand`: see `sample_big_style`."""
     scene, scale = sample_big_scene(rng, colour, shape)
-    return scene, render_drawn(scene, rng, sample_big_style(rng, scale))
+    return scene, render_drawn(scene, rng, sample_big_style(rng, scale, hand))

@@ -182,6 +182,7 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
                     same_colour=cfg.same_colour,
                     word_pointer=(WORD_LAYER, cfg.word_head),
                     big_share=cfg.rereading_big_share,
+                    hand=cfg.hand_strokes,
                 )
             )
         if checkpoints is not None and name != STAGES[-1]:
