@@ -109,6 +109,25 @@ def test_a_hatched_fill_is_parallel_lines_inside_the_shape_under_its_outline():
     assert 2 <= sum(a != b for a, b in zip(row, row[1:])), row  # a line across the middle crosses the strokes
 
 
+def test_a_warped_outline_bends_its_sides_by_at_most_its_reach():
+    """A hand's drift bends a square's straight sides: its map (where the object is) moves off the
+    straight square's edges, by no more than the warp's share of the half-width."""
+    scene = Scene((ShapeObject("blue", "square", "large", 32, 32),))
+    maps = [
+        render_drawn(
+            scene, random.Random(seed), DrawnStyle(256, 256, (255, 255, 255), "filled", 0.5, False, 2.5, 0.0, None, 0, warp=warp)
+        ).index_map
+        for seed, warp in ((0, 0.0), (0, 0.12), (1, 0.12))
+    ]
+    straight, *bent = ([v > 0 for v in m.getdata()] for m in maps)
+    half = 0.85 * SIZES["large"] * 2.5  # in the map's 64 pixels
+    for cells in bent:
+        changed = sum(a != b for a, b in zip(straight, cells))
+        assert changed > 0.03 * sum(straight), changed  # the sides are bent, not the same square
+        assert changed < 4 * (2 * half) * (0.12 * 2.5 * SIZES["large"] + 1), changed  # within the reach of the warp
+    assert bent[0] != bent[1]  # each drawing bent its own way
+
+
 def test_a_solid_fill_may_have_a_darker_rim():
     plain, rimmed = big_square("filled"), big_square("filled", rim=0.6)
     edge, centre = (round(128 - 0.85 * SIZES["large"] * 10), 128), (128, 128)

@@ -64,6 +64,7 @@ class DrawnStyle:
     wash: float = 0.5  # a tinted fill's colour, this share of the way to the background
     overshoot: float = 0.0  # each stroke of the outline runs past its corners by up to this share of the half-width
     rim: float | None = None  # a filled shape's outline, its colour darkened to this share (None: no outline)
+    warp: float = 0.0  # the outline bent by slow waves, up to this share of the half-width (a hand's drift)
 
 
 def sample_style(rng: random.Random) -> DrawnStyle:
@@ -122,6 +123,8 @@ def render_drawn(scene: Scene, rng: random.Random, style: DrawnStyle | None = No
     for i, obj in enumerate(scene.objects):
         half = SIZES[obj.size] * style.scale * unit
         shape = [(obj.x * sx + x, obj.y * sy + y) for x, y in outline(obj, half, rng, style.wobble, style.arm)]
+        if style.warp:
+            shape = _warped(shape, style.warp * half, rng)
         colour = tuple(max(0, min(255, c + rng.randint(-style.colour_jitter, style.colour_jitter))) for c in COLOURS[obj.colour])
         mask = Image.new("L", canvas.size, 0)
         ImageDraw.Draw(mask).polygon(shape, fill=255)
@@ -165,6 +168,23 @@ def _scribble(mask: Image.Image, shape: list[tuple[float, float]], stroke: int, 
     if len(points) > 1:
         ImageDraw.Draw(strokes).line(points, fill=255, width=stroke, joint="curve")
     return Image.composite(strokes, Image.new("L", mask.size, 0), mask)
+
+
+def _warped(shape: list[tuple[float, float]], reach: float, rng: random.Random) -> list[tuple[float, float]]:
+    """The outline with its sides cut into short steps and pushed in or out from the centre by two
+    slow waves around it, up to `reach` pixels: the smooth drift of a hand, where `wobble` jitters corners."""
+    cx, cy = sum(x for x, _ in shape) / len(shape), sum(y for _, y in shape) / len(shape)
+    step = max(1.0, max(math.dist(p, (cx, cy)) for p in shape) / 6)
+    waves = [(rng.randint(2, 4), rng.uniform(0, 2 * math.pi)) for _ in range(2)]
+    bent = []
+    for (x0, y0), (x1, y1) in zip(shape, [*shape[1:], shape[0]]):
+        n = max(1, math.ceil(math.dist((x0, y0), (x1, y1)) / step))
+        for t in range(n):
+            x, y = x0 + (x1 - x0) * t / n, y0 + (y1 - y0) * t / n
+            r, angle = max(math.dist((x, y), (cx, cy)), 1e-6), math.atan2(y - cy, x - cx)
+            push = reach * sum(math.sin(f * angle + p) for f, p in waves) / 2
+            bent.append((x + (x - cx) / r * push, y + (y - cy) / r * push))
+    return bent
 
 
 def _hatched(mask: Image.Image, stroke: int, rng: random.Random) -> Image.Image:
@@ -230,12 +250,14 @@ def sample_big_style(rng: random.Random, scale: float, hand: float = 0.0) -> Dra
 
 def hand_style(rng: random.Random, style: DrawnStyle) -> DrawnStyle:
     """The style stroked by hand: hatched, solid, washed or bare, its outline's strokes running
-    past their corners (or, one time in four, closed), a solid fill under a darker rim half the time."""
+    past their corners (or, one time in four, closed), a solid fill under a darker rim half the
+    time, its outline bent by a hand's drift seven times in ten."""
     return replace(
         style,
         fill=rng.choice(HAND_FILLS),
         overshoot=rng.uniform(0.05, 0.25) if rng.random() < 0.75 else 0.0,
         rim=rng.uniform(0.55, 0.85) if rng.random() < 0.5 else None,
+        warp=rng.uniform(0.03, 0.12) if rng.random() < 0.7 else 0.0,
     )
 
 
