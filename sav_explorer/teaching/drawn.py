@@ -29,8 +29,8 @@ FILLS = ("filled", "outline", "scribble")
 BIG_FILLS = (*FILLS, "tinted")
 # With `--hand-strokes`, stage 6 also draws as a hand does (`hand_style`): straight parallel
 # hatching (zig-zag scribbles did not teach it: hatched squares were read as circles and crosses),
-# outlines whose strokes run past their corners (such squares were read as crosses) and solid
-# fills under a darker rim.
+# outlines whose strokes run past their corners (such squares were read as crosses) or bend with
+# a hand's slow drift (wobbly circles were read as squares), solid fills under a darker rim.
 HAND_FILLS = ("hatched", "filled", "tinted", "outline")
 # A cross's arm half-width as a share of its half-width: stage 4 drew 0.4 only, stage 6 draws
 # thin to stout arms, so that a big cross is told by its notches, not by one width of arm.
