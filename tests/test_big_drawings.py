@@ -18,6 +18,7 @@ from sav_explorer.teaching.batches import BIG_KINDS, qa_batch
 from sav_explorer.teaching.bigdrawings import FILLS, RADIUS_BANDS, draw_big
 from sav_explorer.teaching.build import build_config, build_processor
 from sav_explorer.teaching.drawn import BIG_ARMS, BIG_HALF_WIDTH, HAND_FILLS, DrawnStyle, render_big, render_drawn, sample_big_style
+from sav_explorer.teaching.evaluate import big_drawings_for
 from sav_explorer.teaching.recipe import REREADING_WEIGHTS, TrainConfig
 from sav_explorer.teaching.shapes import BACKGROUND, COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene, ShapeObject, ShapesWorld
 from sav_explorer.teaching.train import STAGES, train
@@ -35,6 +36,14 @@ def test_a_big_drawing_reaches_its_radius_as_a_share_of_the_canvas_width(radius)
         reach = (right - left) / 2 / image.width
         assert 0.75 * radius <= reach <= 1.15 * radius, (shape, radius, reach)
         assert right <= image.width and bottom <= image.height  # the whole shape is on the canvas
+
+
+def test_another_seed_draws_other_big_drawings_of_the_same_kinds():
+    """`evaluate --big-seed` checks a model on fresh drawings: the same labels, other pictures."""
+    first, again, fresh = (big_drawings_for("shape", 0.2, 2, seed) for seed in ("big", "big", "fresh"))
+    assert [r.label for r in first] == [r.label for r in fresh] == [shape for shape in SHAPES for _ in range(2)]
+    assert all(a.images[0].tobytes() == b.images[0].tobytes() for a, b in zip(first, again))
+    assert not any(a.images[0].tobytes() == b.images[0].tobytes() for a, b in zip(first, fresh))
 
 
 def test_big_drawings_are_seeded_and_every_fill_leaves_ink():
