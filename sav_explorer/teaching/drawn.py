@@ -205,8 +205,9 @@ def _hatched(mask: Image.Image, stroke: int, rng: random.Random) -> Image.Image:
 
 def _overshooting(canvas: Image.Image, shape: list[tuple[float, float]], ink, stroke: int, reach: float, rng: random.Random) -> None:
     """The outline as a hand strokes it: a polygon side by side, each stroke running past both its
-    corners by up to `reach` pixels; a circle (many vertices) in one stroke that goes round once
-    and on past its start, drifting outwards or inwards by up to `reach`."""
+    corners by up to `reach` pixels; an outline of many vertices (a circle, or any `_warped` one)
+    in one stroke that goes round once and on past its start, drifting outwards or inwards by up
+    to `reach`."""
     pen = ImageDraw.Draw(canvas)
     if len(shape) > 12:
         cx, cy = sum(x for x, _ in shape) / len(shape), sum(y for _, y in shape) / len(shape)

@@ -254,8 +254,11 @@ def main(argv: list[str] | None = None) -> None:
         "transformers modules that any model needs (its lazy imports pull in torchvision and torch._dynamo)"
     )
 
+    def big_drawings() -> BigDrawingResult:
+        return big_drawing_accuracy(loaded, args.big_per_shape, max(1, args.big_per_shape // 2), seed=args.big_seed)
+
     if args.big_only:
-        print_big_drawings(big_drawing_accuracy(loaded, args.big_per_shape, max(1, args.big_per_shape // 2), seed=args.big_seed))
+        print_big_drawings(big_drawings())
         return
     exact, description = answer_accuracy(loaded, args.n_per_kind)
     print(f"Generated answers, exact match on {args.n_per_kind} held-out questions per kind:")
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         low, high = wilson_interval(round(drawn.accuracy * drawn.n), drawn.n)
         styles = ", ".join(f"{style} {100 * a:.0f} %" for style, a in drawn.per_style.items())
         print(f"  {task:<9} {100 * drawn.accuracy:5.1f} %  (n = {drawn.n}, 95 % interval {100 * low:.1f}-{100 * high:.1f} %; {styles})")
-    print_big_drawings(big_drawing_accuracy(loaded, args.big_per_shape, max(1, args.big_per_shape // 2), seed=args.big_seed))
+    print_big_drawings(big_drawings())
     print("\nThe model's own answers beside SAV, and ablating SAV's 20 heads (mean) against as many random heads of their layers:")
     for name in ("colour", "shape", "count", "presence"):
         result = results[name]
