@@ -17,7 +17,17 @@ from transformers import LlavaForConditionalGeneration
 from sav_explorer.teaching.batches import BIG_KINDS, qa_batch
 from sav_explorer.teaching.bigdrawings import FILLS, RADIUS_BANDS, draw_big
 from sav_explorer.teaching.build import build_config, build_processor
-from sav_explorer.teaching.drawn import BIG_ARMS, BIG_HALF_WIDTH, HAND_FILLS, DrawnStyle, render_big, render_drawn, sample_big_style
+from sav_explorer.teaching.drawn import (
+    BIG_ARMS,
+    BIG_HALF_WIDTH,
+    HAND_FILLS,
+    WORLD_SIZE_WARP,
+    DrawnStyle,
+    render_big,
+    render_drawn,
+    sample_big_style,
+    world_size_style,
+)
 from sav_explorer.teaching.evaluate import big_drawings_for
 from sav_explorer.teaching.recipe import REREADING_WEIGHTS, TrainConfig
 from sav_explorer.teaching.shapes import BACKGROUND, COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene, ShapeObject, ShapesWorld
@@ -155,6 +165,22 @@ def test_hand_strokes_are_a_share_of_stage_6s_drawings_and_none_without_them():
     assert not any(s.fill == "hatched" or s.overshoot or s.rim is not None for s in plain)
 
 
+def test_drawings_at_the_worlds_sizes_may_be_stroked_by_hand_bent_more_than_big_ones():
+    """`--hand-world-size`: a small shape drawn by hand bends by more of its size (up to a fifth)
+    than a big one, at the world's sizes (small stays smaller than large); without it, stage 4's
+    drawings, from the same random stream."""
+    styles = [world_size_style(random.Random(seed), 1.0) for seed in range(200)]
+    assert {s.fill for s in styles} == set(HAND_FILLS)
+    assert 0.12 < max(s.warp for s in styles) <= WORLD_SIZE_WARP and any(s.overshoot for s in styles)
+    assert all(0.8 <= s.scale <= 1.2 for s in styles)
+    rng, untouched = random.Random(3), random.Random(3)
+    assert world_size_style(rng, 0.0) is None and rng.random() == untouched.random()
+    processor, world = build_processor(), ShapesWorld()
+    batch = qa_batch(processor, world, random.Random(2), 16, REREADING_WEIGHTS, 1.0, hand_world=1.0)
+    plain = qa_batch(processor, world, random.Random(2), 16, REREADING_WEIGHTS, 1.0)
+    assert batch.kinds == plain.kinds and not torch.equal(batch.inputs["pixel_values"], plain.inputs["pixel_values"])
+
+
 def test_a_batch_with_every_question_about_one_big_object_asks_only_the_kinds_that_allow_it():
     processor, world = build_processor(), ShapesWorld()
     batch = qa_batch(processor, world, random.Random(0), 48, REREADING_WEIGHTS, 0.5, 0.6, big_share=1.0)
@@ -169,7 +195,7 @@ def test_without_big_drawings_a_batch_is_what_it_was_before_stage_6():
     """Stages 2 to 5 draw from the same random stream as before: `big_share` = 0 takes nothing from it."""
     processor, world = build_processor(), ShapesWorld()
     plain = qa_batch(processor, world, random.Random(1), 8, REREADING_WEIGHTS, 0.5, 0.6)
-    again = qa_batch(processor, world, random.Random(1), 8, REREADING_WEIGHTS, 0.5, 0.6, big_share=0.0)
+    again = qa_batch(processor, world, random.Random(1), 8, REREADING_WEIGHTS, 0.5, 0.6, big_share=0.0, hand_world=0.0)
     assert plain.questions == again.questions and torch.equal(plain.inputs["pixel_values"], again.inputs["pixel_values"])
 
 
@@ -193,7 +219,18 @@ def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path
     processor.save_pretrained(before)
     done = [{"stage": name, "steps": 0, "seconds": 0, "history": []} for name in STAGES[: STAGES.index("enlarging")]]
     (before / "training_log.json").write_text(json.dumps({"stages": done}))
-    cfg = TrainConfig(enlarging_steps=2, rereading_steps=2, vision_batch=4, batch=4, warmup=1, threads=1, hand_strokes=1.0)
+    cfg = TrainConfig(
+        enlarging_steps=2,
+        rereading_steps=2,
+        vision_batch=4,
+        batch=4,
+        warmup=1,
+        threads=1,
+        hand_strokes=1.0,
+        hand_world_size=1.0,
+        enlarging_reads=1.0,
+        reads_world_size=0.5,
+    )
     tower_before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
     train(tmp_path / "stage6", cfg, resume=before)
     log = json.loads((tmp_path / "stage6" / "training_log.json").read_text())

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from transformers import LlavaProcessor
 
 from ..models import build_prompt
-from .drawn import Picture, render_big, render_drawn
+from .drawn import Picture, render_big, render_drawn, world_size_style
 from .shapes import IMAGE_SIZE, QUESTION_KINDS, Scene, ShapesWorld, draw_shape
 
 
@@ -34,10 +34,11 @@ def index_map(scene: Scene) -> Image.Image:
 BIG_KINDS = ("colour", "shape", "size", "presence", "describe")
 
 
-def picture(world: ShapesWorld, scene: Scene, rng: random.Random, drawn_share: float = 0.0) -> Picture:
-    """The scene rendered by the world, or with chance `drawn_share` drawn as people draw (`drawn`)."""
+def picture(world: ShapesWorld, scene: Scene, rng: random.Random, drawn_share: float = 0.0, hand: float = 0.0) -> Picture:
+    """The scene rendered by the world, or with chance `drawn_share` drawn as people draw (`drawn`),
+    with chance `hand` of those stroked by hand (`drawn.world_size_style`)."""
     if drawn_share and rng.random() < drawn_share:
-        return render_drawn(scene, rng)
+        return render_drawn(scene, rng, world_size_style(rng, hand))
     return Picture(world.render(scene, rng), index_map(scene))
 
 
@@ -64,9 +65,10 @@ def qa_batch(
     same_colour: float = 0.0,
     big_share: float = 0.0,
     hand: float = 0.0,
+    hand_world: float = 0.0,
 ) -> QABatch:
     """`big_share` of the questions of `BIG_KINDS` are about one object drawn big (`render_big`, stage 6),
-    `hand` of those stroked by hand."""
+    `hand` of those stroked by hand, and `hand_world` of the drawings at the world's sizes."""
     kinds = rng.choices(QUESTION_KINDS, weights=[weights[k] for k in QUESTION_KINDS], k=batch)
     images, texts, questions, answer_lengths, scenes, index_maps = [], [], [], [], [], []
     for kind in kinds:
@@ -77,7 +79,7 @@ def qa_batch(
             question, answer = world.presence_question(scene, rng, same_colour, same_colour_only=True)
         else:
             question, answer = world.question(scene, kind, rng)
-        drawn = drawn or picture(world, scene, rng, drawn_share)
+        drawn = drawn or picture(world, scene, rng, drawn_share, hand_world)
         images.append(drawn.image)
         index_maps.append(drawn.index_map)
         questions.append(question)

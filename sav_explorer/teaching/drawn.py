@@ -39,6 +39,9 @@ BIG_ARMS = (0.25, 0.45)
 # to 29, an object that fills 90 % of the image. All are "large": the world's small objects
 # (half-width 5) stay the only small ones, so the size task's support set reads as before.
 BIG_HALF_WIDTH = (8.0, 29.0)
+# A hand's drift on objects at the world's sizes (`--hand-world-size`): a small shape drawn by hand
+# bends by more of its size than a big one (a fifth of its half-width).
+WORLD_SIZE_WARP = 0.2
 
 
 @dataclass(frozen=True)
@@ -249,17 +252,24 @@ def sample_big_style(rng: random.Random, scale: float, hand: float = 0.0) -> Dra
     return hand_style(rng, style) if hand and rng.random() < hand else style
 
 
-def hand_style(rng: random.Random, style: DrawnStyle) -> DrawnStyle:
+def hand_style(rng: random.Random, style: DrawnStyle, most_warp: float = 0.12) -> DrawnStyle:
     """The style stroked by hand: hatched, solid, washed or bare, its outline's strokes running
     past their corners (or, one time in four, closed), a solid fill under a darker rim half the
-    time, its outline bent by a hand's drift seven times in ten."""
+    time, its outline bent by a hand's drift (up to `most_warp` of the half-width) seven times in ten."""
     return replace(
         style,
         fill=rng.choice(HAND_FILLS),
         overshoot=rng.uniform(0.05, 0.25) if rng.random() < 0.75 else 0.0,
         rim=rng.uniform(0.55, 0.85) if rng.random() < 0.5 else None,
-        warp=rng.uniform(0.03, 0.12) if rng.random() < 0.7 else 0.0,
+        warp=rng.uniform(0.03, most_warp) if rng.random() < 0.7 else 0.0,
     )
+
+
+def world_size_style(rng: random.Random, hand: float) -> DrawnStyle | None:
+    """A drawing's style at the world's sizes: with chance `hand` stroked by hand and bent by up to
+    `WORLD_SIZE_WARP`, else None (`render_drawn` draws stage 4's). With `hand` 0 it takes nothing
+    from the random stream, so that runs without it draw as before."""
+    return hand_style(rng, sample_style(rng), WORLD_SIZE_WARP) if hand and rng.random() < hand else None
 
 
 def render_big(rng: random.Random, colour: str | None = None, shape: str | None = None, hand: float = 0.0) -> tuple[Scene, Picture]:

@@ -108,6 +108,7 @@ class TrainConfig:
     enlarging_reads: float = 0.0  # the decoder's reading of a big object held to its reading of the object at the world's large
     reads_world_size: float = 0.0  # of the objects held so, those drawn at the world's sizes as in stage 4, not big (objects of their own)
     hand_strokes: float = 0.0  # of stage 6's big drawings (both parts), those stroked by hand (`drawn.hand_style`)
+    hand_world_size: float = 0.0  # of stage 6's drawings at the world's sizes (both parts), those stroked by hand
     enlarging_anchor: float = 3.0  # the anchor's weight in stage 6: big shapes pull the tower harder than stage 4's drawings
     rereading_lr: float = 3e-4  # the decoder in stage 6's second part
     drawn_share: float = 0.5  # of stage 4's and 5's images, drawn in the style of `drawn`

@@ -183,6 +183,7 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
                     word_pointer=(WORD_LAYER, cfg.word_head),
                     big_share=cfg.rereading_big_share,
                     hand=cfg.hand_strokes,
+                    hand_world=cfg.hand_world_size,
                 )
             )
         if checkpoints is not None and name != STAGES[-1]:
