@@ -1,13 +1,10 @@
 """Big drawings on the app's canvas, in Chromium: a cross and a triangle drawn with the mouse across
 most of the canvas, as people draw, are classified right on the shape task.
 
-The shipped model of stage 5 read a filled cross drawn large as a square (issue 28); stage 6 of the
-teaching recipe taught it big shapes. Each shape is one stroke, so the canvas sends it once, whole,
-and the label seen is the finished drawing's. Screenshots go to the test's tmp folder.
-
-The shipped weights are still stage 5's (stage 6 did not reach its targets on `bigdrawings`; see
-the README): on them both drawings are read wrong, which the strict marks below record. A model
-trained with stage 6 passes (`SAV_MODEL=DIR`, as tried: cross 11 of 20 heads, triangle 12 of 20).
+The model of stage 5 read a filled cross drawn large as a square and a big outlined triangle as a
+circle (issue 28); stage 6 of the teaching recipe, which the shipped weights now have, taught it big
+shapes. Each shape is one stroke, so the canvas sends it once, whole, and the label seen is the
+finished drawing's. Screenshots go to the test's tmp folder.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ from playwright.sync_api import expect
 from test_app_live import stroke
 
 from app_harness import TIMEOUT_MS, chromium, load_task_and_extract, open_page, running_app
-from sav_explorer.models import BUNDLED_ID, default_model_id
 
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -49,19 +45,9 @@ def canvas_share(path, box) -> float:
     return (inked[2] - inked[0]) / canvas.width if inked else 0.0
 
 
-def on_the_shipped_weights(reason: str):
-    """Strict xfail on the bundled model of stage 5, whose reading of big drawings is the issue."""
-    return pytest.mark.xfail(default_model_id() == BUNDLED_ID, reason=reason, strict=True)
-
-
 @pytest.mark.parametrize(
     ("shape", "points", "brush"),
-    [
-        pytest.param("cross", FILLED_CROSS, 48, marks=on_the_shipped_weights("stage 5's model reads a big filled cross as a square")),
-        pytest.param(
-            "triangle", OUTLINED_TRIANGLE, 16, marks=on_the_shipped_weights("stage 5's model reads a big outlined triangle as a circle")
-        ),
-    ],
+    [("cross", FILLED_CROSS, 48), ("triangle", OUTLINED_TRIANGLE, 16)],
     ids=["filled-cross", "outlined-triangle"],
 )
 def test_a_shape_drawn_across_the_canvas_is_read_right(page, tmp_path, shape, points, brush):

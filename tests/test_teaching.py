@@ -140,13 +140,13 @@ def big_drawings(teaching_model):
     return big_drawing_accuracy(teaching_model)
 
 
-# What the shipped model (stage 5) does not read yet on big drawings, worst size band first (issue
-# 28; the stage-6 runs tried so far are in the README). Strict, as SHORTFALLS.
+# Issue 28's target on big drawings, every size band. The shipped model (stage 6: two runs mixed,
+# see the README) reads big shapes from a radius of 27 % of the canvas up, and colours at every
+# size, but not yet the bands between the world's large and big (10 to 20 %). Strict, as SHORTFALLS.
+BIG_FLOOR = 0.95
 BIG_SHORTFALLS = {
-    "shape_sav": "56.2 % at a radius of 45 % of the canvas: big crosses read as squares",
-    "shape_answers": "0 % at radii of 40 and 45 %: the model writes a description instead",
-    "colour_sav": "87.5 % at a radius of 45 %",
-    "colour_answers": "0 % at radii of 40 and 45 %: the model writes a description instead",
+    "shape_sav": "90.6 % at radii of 15 and 20 % of the canvas: hatched squares read as circles or crosses",
+    "shape_answers": "90.6 % at a radius of 15 %: hatched squares, a wobbly circle",
 }
 
 
@@ -155,7 +155,7 @@ def test_shapes_and_colours_drawn_big_are_read_at_every_size(big_drawings, reade
     """Drawings by `bigdrawings` (never trained on), their radius 10 % to 45 % of the canvas width:
     SAV on the bundled support sets and the model's own answers, band by band (issue 28)."""
     per_band = getattr(big_drawings, reader)
-    assert min(per_band.values()) >= FLOOR, per_band
+    assert min(per_band.values()) >= BIG_FLOOR, per_band
 
 
 def test_the_sketches_are_drawn_by_a_program_the_training_never_imports():
