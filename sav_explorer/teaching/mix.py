@@ -2,7 +2,7 @@
 
     python -m sav_explorer.teaching.mix --out DIR --weight 0.7 FIRST SECOND   # 0.7 FIRST + 0.3 SECOND
 
-Two stage-6 runs from the same shipped weights each kept half of what was asked: one read big
+Two stage-6 runs from the same weights (stage 5's) each kept half of what was asked: one read big
 drawings and lost a point on scenes of several objects, the other kept those scenes and misread
 big crosses. Both moved little from their common start, so the straight line between them stays
 a good model and a point on it keeps both (see the README's *Big drawings*). The folder written
