@@ -144,13 +144,14 @@ def big_drawings(teaching_model):
 # see the README) reads big shapes from a radius of 27 % of the canvas up, and colours at every
 # size, but not yet the bands between the world's large and big (10 to 20 %). Strict, as SHORTFALLS.
 BIG_FLOOR = 0.95
+BIG_READERS = ("shape_sav", "shape_answers", "colour_sav", "colour_answers")
 BIG_SHORTFALLS = {
     "shape_sav": "90.6 % at radii of 15 and 20 % of the canvas: hatched squares read as circles or crosses",
     "shape_answers": "90.6 % at a radius of 15 %: hatched squares, a wobbly circle",
 }
 
 
-@pytest.mark.parametrize("reader", known_shortfalls(["shape_sav", "shape_answers", "colour_sav", "colour_answers"], BIG_SHORTFALLS))
+@pytest.mark.parametrize("reader", known_shortfalls(BIG_READERS, BIG_SHORTFALLS))
 def test_shapes_and_colours_drawn_big_are_read_at_every_size(big_drawings, reader):
     """Drawings by `bigdrawings` (never trained on), their radius 10 % to 45 % of the canvas width:
     SAV on the bundled support sets and the model's own answers, band by band (issue 28)."""
@@ -161,7 +162,7 @@ def test_shapes_and_colours_drawn_big_are_read_at_every_size(big_drawings, reade
 def test_no_size_band_of_big_drawings_falls_below_the_teaching_floor(big_drawings):
     """What the shipped model reads already stays read: every band at 90 % or more, for shape and
     colour, by SAV and by the model's own answers (stage 5's model: 0 % at the largest bands)."""
-    for reader in ("shape_sav", "shape_answers", "colour_sav", "colour_answers"):
+    for reader in BIG_READERS:
         per_band = getattr(big_drawings, reader)
         assert min(per_band.values()) >= FLOOR, (reader, per_band)
 
