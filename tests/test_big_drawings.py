@@ -8,6 +8,7 @@ import ast
 import inspect
 import json
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -20,11 +21,15 @@ from sav_explorer.teaching.build import build_config, build_processor
 from sav_explorer.teaching.drawn import (
     BIG_ARMS,
     BIG_HALF_WIDTH,
+    DENSE_HATCH_GAP,
     HAND_FILLS,
+    NEAR_LARGE_HALF_WIDTH,
     WORLD_SIZE_WARP,
+    DrawingHabits,
     DrawnStyle,
     render_big,
     render_drawn,
+    sample_big_scene,
     sample_big_style,
     world_size_style,
 )
@@ -155,7 +160,7 @@ def test_a_solid_fill_may_have_a_darker_rim():
 
 
 def test_hand_strokes_are_a_share_of_stage_6s_drawings_and_none_without_them():
-    styles = [sample_big_style(random.Random(seed), 2.0, hand=1.0) for seed in range(200)]
+    styles = [sample_big_style(random.Random(seed), 2.0, DrawingHabits(hand_big=1.0)) for seed in range(200)]
     as_the_world = [s for s in styles if (s.width, s.height, s.background) == (IMAGE_SIZE, IMAGE_SIZE, BACKGROUND)]
     hand = [s for s in styles if s.fill == "hatched" or s.overshoot or s.rim is not None]
     assert {s.fill for s in hand} == set(HAND_FILLS) and len(hand) > len(styles) / 2
@@ -169,16 +174,47 @@ def test_drawings_at_the_worlds_sizes_may_be_stroked_by_hand_bent_more_than_big_
     """`--hand-world-size`: a small shape drawn by hand bends by more of its size (up to a fifth)
     than a big one, at the world's sizes (small stays smaller than large); without it, stage 4's
     drawings, from the same random stream."""
-    styles = [world_size_style(random.Random(seed), 1.0) for seed in range(200)]
+    styles = [world_size_style(random.Random(seed), DrawingHabits(hand_world=1.0)) for seed in range(200)]
     assert {s.fill for s in styles} == set(HAND_FILLS)
     assert 0.12 < max(s.warp for s in styles) <= WORLD_SIZE_WARP and any(s.overshoot for s in styles)
     assert all(0.8 <= s.scale <= 1.2 for s in styles)
     rng, untouched = random.Random(3), random.Random(3)
-    assert world_size_style(rng, 0.0) is None and rng.random() == untouched.random()
+    assert world_size_style(rng, DrawingHabits()) is None and rng.random() == untouched.random()
     processor, world = build_processor(), ShapesWorld()
-    batch = qa_batch(processor, world, random.Random(2), 16, REREADING_WEIGHTS, 1.0, hand_world=1.0)
+    batch = qa_batch(processor, world, random.Random(2), 16, REREADING_WEIGHTS, 1.0, habits=DrawingHabits(hand_world=1.0))
     plain = qa_batch(processor, world, random.Random(2), 16, REREADING_WEIGHTS, 1.0)
     assert batch.kinds == plain.kinds and not torch.equal(batch.inputs["pixel_values"], plain.inputs["pixel_values"])
+
+
+def test_dense_hatching_draws_a_share_of_hand_hatched_fills_closer_and_nothing_without_it():
+    """`--dense-hatching`: hatched squares drawn as densely as a pen fills in were read as circles.
+    The share is of the hand-stroked hatched fills; a dense one leaves more ink than a sparse one."""
+    styles = [world_size_style(random.Random(seed), DrawingHabits(hand_world=1.0, dense_hatching=0.5)) for seed in range(400)]
+    hatched = [s for s in styles if s.fill == "hatched"]
+    dense = [s for s in hatched if s.hatch_gap]
+    assert 0.3 * len(hatched) < len(dense) < 0.7 * len(hatched)
+    assert all(DENSE_HATCH_GAP[0] <= s.hatch_gap <= DENSE_HATCH_GAP[1] for s in dense)
+    assert not any(s.hatch_gap for s in styles if s.fill != "hatched")
+    for seed in range(4):
+        rng, untouched = random.Random(seed), random.Random(seed)
+        plain = sample_big_style(rng, 2.0, DrawingHabits(hand_big=1.0))
+        assert sample_big_style(untouched, 2.0, DrawingHabits(hand_big=1.0, dense_hatching=0.0)) == plain
+        assert rng.random() == untouched.random()  # without it, the stream is what it was
+    scene = Scene((ShapeObject("blue", "square", "large", 32, 32),))
+    style = DrawnStyle(256, 256, (255, 255, 255), "hatched", 2.5, False, 2.5, 0.0, None, 0)
+    sparse, close = (render_drawn(scene, random.Random(0), replace(style, hatch_gap=gap)).image for gap in (0.0, 1.0))
+    inked = [sum(v < 200 for v in image.convert("L").getdata()) for image in (sparse, close)]
+    assert inked[1] > 1.3 * inked[0], inked
+
+
+def test_near_large_draws_a_share_of_big_objects_between_the_worlds_large_and_a_quarter_of_the_image():
+    """`--near-large`: the sizes where plain crosses were read as squares while bigger ones were read right."""
+    scales = [sample_big_scene(random.Random(seed), near_large=0.5)[1] * SIZES["large"] for seed in range(400)]
+    near = [s for s in scales if s <= NEAR_LARGE_HALF_WIDTH[1]]
+    assert all(BIG_HALF_WIDTH[0] <= s <= BIG_HALF_WIDTH[1] for s in scales)
+    assert 0.55 * len(scales) < len(near) < 0.8 * len(scales)  # half of them, and a third of the rest
+    rng, untouched = random.Random(5), random.Random(5)
+    assert sample_big_scene(rng) == sample_big_scene(untouched, near_large=0.0) and rng.random() == untouched.random()
 
 
 def test_a_batch_with_every_question_about_one_big_object_asks_only_the_kinds_that_allow_it():
@@ -195,7 +231,7 @@ def test_without_big_drawings_a_batch_is_what_it_was_before_stage_6():
     """Stages 2 to 5 draw from the same random stream as before: `big_share` = 0 takes nothing from it."""
     processor, world = build_processor(), ShapesWorld()
     plain = qa_batch(processor, world, random.Random(1), 8, REREADING_WEIGHTS, 0.5, 0.6)
-    again = qa_batch(processor, world, random.Random(1), 8, REREADING_WEIGHTS, 0.5, 0.6, big_share=0.0, hand_world=0.0)
+    again = qa_batch(processor, world, random.Random(1), 8, REREADING_WEIGHTS, 0.5, 0.6, big_share=0.0, habits=DrawingHabits())
     assert plain.questions == again.questions and torch.equal(plain.inputs["pixel_values"], again.inputs["pixel_values"])
 
 
@@ -230,11 +266,14 @@ def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path
         hand_world_size=1.0,
         enlarging_reads=1.0,
         reads_world_size=0.5,
+        dense_hatching=1.0,
+        near_large=0.5,
     )
     tower_before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
     train(tmp_path / "stage6", cfg, resume=before)
     log = json.loads((tmp_path / "stage6" / "training_log.json").read_text())
     assert [s["stage"] for s in log["stages"]] == list(STAGES) and STAGES[-2:] == ("enlarging", "rereading")
     assert "anchor" in log["stages"][-2]["history"][-1]
+    assert log["config"]["dense_hatching"] == 1.0 and log["config"]["near_large"] == 0.5  # the habits are in the record
     trained = LlavaForConditionalGeneration.from_pretrained(tmp_path / "stage6")
     assert any(not torch.equal(tower_before[k], v) for k, v in trained.model.vision_tower.state_dict().items())

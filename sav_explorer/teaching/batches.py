@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from transformers import LlavaProcessor
 
 from ..models import build_prompt
-from .drawn import Picture, render_big, render_drawn, world_size_style
+from .drawn import AS_STAGE_4, DrawingHabits, Picture, render_big, render_drawn, world_size_style
 from .shapes import IMAGE_SIZE, QUESTION_KINDS, Scene, ShapesWorld, draw_shape
 
 
@@ -34,11 +34,11 @@ def index_map(scene: Scene) -> Image.Image:
 BIG_KINDS = ("colour", "shape", "size", "presence", "describe")
 
 
-def picture(world: ShapesWorld, scene: Scene, rng: random.Random, drawn_share: float = 0.0, hand: float = 0.0) -> Picture:
+def picture(world: ShapesWorld, scene: Scene, rng: random.Random, drawn_share: float = 0.0, habits: DrawingHabits = AS_STAGE_4) -> Picture:
     """The scene rendered by the world, or with chance `drawn_share` drawn as people draw (`drawn`),
-    with chance `hand` of those stroked by hand (`drawn.world_size_style`)."""
+    in stage 6 with its `habits` (`drawn.world_size_style`)."""
     if drawn_share and rng.random() < drawn_share:
-        return render_drawn(scene, rng, world_size_style(rng, hand))
+        return render_drawn(scene, rng, world_size_style(rng, habits))
     return Picture(world.render(scene, rng), index_map(scene))
 
 
@@ -64,22 +64,21 @@ def qa_batch(
     drawn_share: float = 0.0,
     same_colour: float = 0.0,
     big_share: float = 0.0,
-    hand: float = 0.0,
-    hand_world: float = 0.0,
+    habits: DrawingHabits = AS_STAGE_4,
 ) -> QABatch:
-    """`big_share` of the questions of `BIG_KINDS` are about one object drawn big (`render_big`, stage 6),
-    `hand` of those stroked by hand, and `hand_world` of the drawings at the world's sizes."""
+    """`big_share` of the questions of `BIG_KINDS` are about one object drawn big (`render_big`, stage 6);
+    stage 6's drawings, big or not, are drawn with its `habits`."""
     kinds = rng.choices(QUESTION_KINDS, weights=[weights[k] for k in QUESTION_KINDS], k=batch)
     images, texts, questions, answer_lengths, scenes, index_maps = [], [], [], [], [], []
     for kind in kinds:
         big = kind in BIG_KINDS and big_share and rng.random() < big_share
-        scene, drawn = render_big(rng, hand=hand) if big else (world.sample_scene_for(rng, kind), None)
+        scene, drawn = render_big(rng, habits=habits) if big else (world.sample_scene_for(rng, kind), None)
         if kind == "presence" and same_colour:
             # the case the model got wrong before stage 5: it answered yes to every object of the colour named
             question, answer = world.presence_question(scene, rng, same_colour, same_colour_only=True)
         else:
             question, answer = world.question(scene, kind, rng)
-        drawn = drawn or picture(world, scene, rng, drawn_share, hand_world)
+        drawn = drawn or picture(world, scene, rng, drawn_share, habits)
         images.append(drawn.image)
         index_maps.append(drawn.index_map)
         questions.append(question)

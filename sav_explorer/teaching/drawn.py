@@ -39,6 +39,13 @@ BIG_ARMS = (0.25, 0.45)
 # to 29, an object that fills 90 % of the image. All are "large": the world's small objects
 # (half-width 5) stay the only small ones, so the size task's support set reads as before.
 BIG_HALF_WIDTH = (8.0, 29.0)
+# With `--near-large`, that share of the big objects is drawn between the world's large and a
+# quarter of the image (half-width 8 to 16): a fifth to a quarter of the canvas, where hatched
+# squares were read as circles and plain crosses as squares while bigger ones were read right.
+NEAR_LARGE_HALF_WIDTH = (8.0, 16.0)
+# With `--dense-hatching`, that share of the hatched fills stroked by hand is hatched as densely
+# as a pen draws when filling in: gaps of 0.8 to 1.5 strokes instead of 1.5 to 3.
+DENSE_HATCH_GAP = (0.8, 1.5)
 # A hand's drift on objects at the world's sizes (`--hand-world-size`): a small shape drawn by hand
 # bends by more of its size than a big one (a fifth of its half-width).
 WORLD_SIZE_WARP = 0.2
@@ -68,6 +75,24 @@ class DrawnStyle:
     overshoot: float = 0.0  # each stroke of the outline runs past its corners by up to this share of the half-width
     rim: float | None = None  # a filled shape's outline, its colour darkened to this share (None: no outline)
     warp: float = 0.0  # the outline bent by slow waves, up to this share of the half-width (a hand's drift)
+    hatch_gap: float = 0.0  # a hatched fill's gap between lines, in strokes (0: drawn at random, 1.5 to 3)
+
+
+@dataclass(frozen=True)
+class DrawingHabits:
+    """How stage 6 draws, beyond stage 4's styles: the shares of its big drawings and of its drawings
+    at the world's sizes stroked by hand (`hand_style`), of the hand-stroked hatched fills hatched
+    densely, and of its big objects drawn near the world's large. One value for every stage-6 loop
+    (`train`'s options `--hand-strokes`, `--hand-world-size`, `--dense-hatching`, `--near-large`);
+    all 0 draws as stage 4 does, from the same random stream."""
+
+    hand_big: float = 0.0
+    hand_world: float = 0.0
+    dense_hatching: float = 0.0
+    near_large: float = 0.0
+
+
+AS_STAGE_4 = DrawingHabits()  # no habit of stage 6's: stage 4's styles only
 
 
 def sample_style(rng: random.Random) -> DrawnStyle:
@@ -139,7 +164,7 @@ def render_drawn(scene: Scene, rng: random.Random, style: DrawnStyle | None = No
             pale = tuple(round(c + (b - c) * style.wash) for c, b in zip(colour, style.background))
             canvas.paste(pale, mask=mask)
         elif style.fill == "hatched":
-            canvas.paste(colour, mask=_hatched(mask, stroke, rng))
+            canvas.paste(colour, mask=_hatched(mask, stroke, rng, style.hatch_gap))
         if style.fill != "filled" or style.rim is not None:
             ink = colour if style.fill != "filled" else tuple(round(c * style.rim) for c in colour)
             if style.overshoot:
@@ -190,13 +215,17 @@ def _warped(shape: list[tuple[float, float]], reach: float, rng: random.Random) 
     return bent
 
 
-def _hatched(mask: Image.Image, stroke: int, rng: random.Random) -> Image.Image:
-    """Straight parallel lines at a slant, kept inside the shape: a hatched fill."""
+def _hatched(mask: Image.Image, stroke: int, rng: random.Random, gap: float = 0.0) -> Image.Image:
+    """Straight parallel lines at a slant, kept inside the shape: a hatched fill, `gap` strokes
+    apart (0: 1.5 to 3 at random, lines half to one stroke wide; else lines half as wide)."""
     box = mask.getbbox() or (0, 0, *mask.size)
     cx, cy, reach = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, math.dist(box[:2], box[2:])
     angle = rng.uniform(0, math.pi)
     along, across = (math.cos(angle), math.sin(angle)), (-math.sin(angle), math.cos(angle))
-    width, gap = max(1, round(stroke * rng.uniform(0.5, 1.0))), stroke * rng.uniform(1.5, 3.0)
+    if gap:
+        width, gap = max(1, round(stroke * 0.5)), max(2.0, stroke * gap)
+    else:
+        width, gap = max(1, round(stroke * rng.uniform(0.5, 1.0))), stroke * rng.uniform(1.5, 3.0)
     lines = Image.new("L", mask.size, 0)
     pen, offset = ImageDraw.Draw(lines), -reach / 2
     while offset <= reach / 2:
@@ -230,49 +259,63 @@ def _overshooting(canvas: Image.Image, shape: list[tuple[float, float]], ink, st
         pen.line((x0 - ux * before, y0 - uy * before, x1 + ux * after, y1 + uy * after), fill=ink, width=stroke)
 
 
-def sample_big_scene(rng: random.Random, colour: str | None = None, shape: str | None = None) -> tuple[Scene, float]:
+def sample_big_scene(
+    rng: random.Random, colour: str | None = None, shape: str | None = None, near_large: float = 0.0
+) -> tuple[Scene, float]:
     """One large object drawn big (stage 6), and its scale against the world's large: the scene
-    keeps 64-pixel coordinates, its centre where the enlarged shape (and a hand's wobble) fits."""
-    scale = rng.uniform(*BIG_HALF_WIDTH) / SIZES["large"]
+    keeps 64-pixel coordinates, its centre where the enlarged shape (and a hand's wobble) fits.
+    With chance `near_large`, its half-width is `NEAR_LARGE_HALF_WIDTH`'s."""
+    sizes = NEAR_LARGE_HALF_WIDTH if near_large and rng.random() < near_large else BIG_HALF_WIDTH
+    scale = rng.uniform(*sizes) / SIZES["large"]
     margin = min(IMAGE_SIZE // 2 - 1, math.ceil(SIZES["large"] * scale * 1.1) + 1)
     x, y = rng.randint(margin, IMAGE_SIZE - 1 - margin), rng.randint(margin, IMAGE_SIZE - 1 - margin)
     obj = ShapeObject(colour or rng.choice(tuple(COLOURS)), shape or rng.choice(SHAPES), "large", x, y)
     return Scene((obj,)), scale
 
 
-def sample_big_style(rng: random.Random, scale: float, hand: float = 0.0) -> DrawnStyle:
+def sample_big_style(rng: random.Random, scale: float, habits: DrawingHabits = AS_STAGE_4) -> DrawnStyle:
     """A big object as people draw it (stage 4's styles, a tinted fill besides, crosses with arms
     thin to stout), or one time in three as the world renders (its grey ground, flat fill, 64
-    pixels): the model must read big shapes on its own backgrounds too. With chance `hand`, a
-    drawn one is stroked by hand (`hand_style`)."""
+    pixels): the model must read big shapes on its own backgrounds too. With chance
+    `habits.hand_big`, a drawn one is stroked by hand (`hand_style`)."""
     if rng.random() < 1 / 3:
         return DrawnStyle(IMAGE_SIZE, IMAGE_SIZE, BACKGROUND, "filled", 1.0, False, scale, 0.0, None, 18, rng.uniform(*BIG_ARMS))
     style = sample_style(rng)
     style = replace(style, scale=scale, fill=rng.choice(BIG_FILLS), arm=rng.uniform(*BIG_ARMS), wash=rng.uniform(0.3, 0.7))
-    return hand_style(rng, style) if hand and rng.random() < hand else style
+    hand = habits.hand_big
+    return hand_style(rng, style, dense_hatching=habits.dense_hatching) if hand and rng.random() < hand else style
 
 
-def hand_style(rng: random.Random, style: DrawnStyle, most_warp: float = 0.12) -> DrawnStyle:
+def hand_style(rng: random.Random, style: DrawnStyle, most_warp: float = 0.12, dense_hatching: float = 0.0) -> DrawnStyle:
     """The style stroked by hand: hatched, solid, washed or bare, its outline's strokes running
     past their corners (or, one time in four, closed), a solid fill under a darker rim half the
-    time, its outline bent by a hand's drift (up to `most_warp` of the half-width) seven times in ten."""
-    return replace(
+    time, its outline bent by a hand's drift (up to `most_warp` of the half-width) seven times in
+    ten; with chance `dense_hatching`, a hatched fill `DENSE_HATCH_GAP` strokes apart."""
+    style = replace(
         style,
         fill=rng.choice(HAND_FILLS),
         overshoot=rng.uniform(0.05, 0.25) if rng.random() < 0.75 else 0.0,
         rim=rng.uniform(0.55, 0.85) if rng.random() < 0.5 else None,
         warp=rng.uniform(0.03, most_warp) if rng.random() < 0.7 else 0.0,
     )
+    if dense_hatching and style.fill == "hatched" and rng.random() < dense_hatching:
+        style = replace(style, hatch_gap=rng.uniform(*DENSE_HATCH_GAP))
+    return style
 
 
-def world_size_style(rng: random.Random, hand: float) -> DrawnStyle | None:
-    """A drawing's style at the world's sizes: with chance `hand` stroked by hand and bent by up to
-    `WORLD_SIZE_WARP`, else None (`render_drawn` draws stage 4's). With `hand` 0 it takes nothing
-    from the random stream, so that runs without it draw as before."""
-    return hand_style(rng, sample_style(rng), WORLD_SIZE_WARP) if hand and rng.random() < hand else None
+def world_size_style(rng: random.Random, habits: DrawingHabits) -> DrawnStyle | None:
+    """A drawing's style at the world's sizes: with chance `habits.hand_world` stroked by hand and
+    bent by up to `WORLD_SIZE_WARP`, else None (`render_drawn` draws stage 4's). With that share 0
+    it takes nothing from the random stream, so that runs without it draw as before."""
+    hand = habits.hand_world
+    if hand and rng.random() < hand:
+        return hand_style(rng, sample_style(rng), WORLD_SIZE_WARP, habits.dense_hatching)
+    return None
 
 
-def render_big(rng: random.Random, colour: str | None = None, shape: str | None = None, hand: float = 0.0) -> tuple[Scene, Picture]:
-    """A scene of one big object and its picture (stage 6); `hand`: see `sample_big_style`."""
-    scene, scale = sample_big_scene(rng, colour, shape)
-    return scene, render_drawn(scene, rng, sample_big_style(rng, scale, hand))
+def render_big(
+    rng: random.Random, colour: str | None = None, shape: str | None = None, habits: DrawingHabits = AS_STAGE_4
+) -> tuple[Scene, Picture]:
+    """A scene of one big object and its picture (stage 6); `habits`: see `DrawingHabits`."""
+    scene, scale = sample_big_scene(rng, colour, shape, habits.near_large)
+    return scene, render_drawn(scene, rng, sample_big_style(rng, scale, habits))

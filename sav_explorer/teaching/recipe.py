@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .drawn import DrawingHabits
+
 # How often each kind of question is drawn: first questions about one attribute only (with every
 # kind mixed in from the start, the decoder of an earlier run was still at chance on colour and
 # shape after 1,000 steps; on colour alone it learnt in 100), then every kind, then a mix heavy
@@ -109,6 +111,8 @@ class TrainConfig:
     reads_world_size: float = 0.0  # of the objects held so, those drawn at the world's sizes as in stage 4, not big (objects of their own)
     hand_strokes: float = 0.0  # of stage 6's big drawings (both parts), those stroked by hand (`drawn.hand_style`)
     hand_world_size: float = 0.0  # of stage 6's drawings at the world's sizes (both parts), those stroked by hand
+    dense_hatching: float = 0.0  # of stage 6's hatched fills stroked by hand, those hatched densely (`drawn.DENSE_HATCH_GAP`)
+    near_large: float = 0.0  # of stage 6's big objects, those drawn near the world's large (`drawn.NEAR_LARGE_HALF_WIDTH`)
     enlarging_anchor: float = 3.0  # the anchor's weight in stage 6: big shapes pull the tower harder than stage 4's drawings
     rereading_lr: float = 3e-4  # the decoder in stage 6's second part
     drawn_share: float = 0.5  # of stage 4's and 5's images, drawn in the style of `drawn`
@@ -128,3 +132,7 @@ class TrainConfig:
     warmup: int = 100
     weight_decay: float = 0.01
     threads: int = 2
+
+    def drawing_habits(self) -> DrawingHabits:
+        """How stage 6 draws, as one value for every loop that draws (`drawn.DrawingHabits`)."""
+        return DrawingHabits(self.hand_strokes, self.hand_world_size, self.dense_hatching, self.near_large)

@@ -18,7 +18,7 @@ from ..encoding import Encoding, encode
 from ..models import LoadedModel, decoder_layers, find_attention_sites
 from ..trace import Trace
 from .batches import picture, qa_batch
-from .drawn import render_big, render_drawn, world_size_style
+from .drawn import AS_STAGE_4, DrawingHabits, render_big, render_drawn, world_size_style
 from .probes import PointerSupervision, VisionProbe, WordPointer
 from .recipe import TrainConfig
 from .shapes import QUESTION_KINDS, QUESTIONS
@@ -193,20 +193,17 @@ def reads_as_rendered(loaded: LoadedModel, rendered: list, drawn: list, question
     return (read - held).pow(2).mean() / held.pow(2).mean()
 
 
-def drawn_and_rendered(
-    world, rng, n: int, drawn_at_world_size: float, hand: float = 0.0, hand_world: float = 0.0
-) -> tuple[list, list, list[str]]:
+def drawn_and_rendered(world, rng, n: int, drawn_at_world_size: float, habits: DrawingHabits = AS_STAGE_4) -> tuple[list, list, list[str]]:
     """`n` single objects, each drawn (big, or with chance `drawn_at_world_size` as stage 4 draws
     it, at the world's sizes) and rendered by the world, with the shape or the colour question:
-    what `reads_as_rendered` compares. `hand` of the big ones and `hand_world` of the others are
-    stroked by hand."""
+    what `reads_as_rendered` compares, drawn with stage 6's `habits`."""
     drawn, rendered, questions = [], [], []
     for i in range(n):
         if rng.random() < drawn_at_world_size:
             scene = world.sample_scene_for(rng, "shape")
-            drawing = render_drawn(scene, rng, world_size_style(rng, hand_world))
+            drawing = render_drawn(scene, rng, world_size_style(rng, habits))
         else:
-            scene, drawing = render_big(rng, hand=hand)
+            scene, drawing = render_big(rng, habits=habits)
         drawn.append(drawing.image)
         rendered.append(world.render(scene, rng))
         questions.append(QUESTIONS["shape" if i % 2 else "colour"])
@@ -229,7 +226,7 @@ def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: Train
         scenes, pictures, big = [], [], []
         for _ in range(cfg.vision_batch):
             big.append(rng.random() < cfg.big_share)
-            scene, drawn = render_big(rng, hand=cfg.hand_strokes) if big[-1] else (world.sample_scene(rng), None)
+            scene, drawn = render_big(rng, habits=cfg.drawing_habits()) if big[-1] else (world.sample_scene(rng), None)
             scenes.append(scene)
             pictures.append(drawn or picture(world, scene, rng, cfg.drawn_share))
         pixels = processor.image_processor([p.image for p in pictures], return_tensors="pt")["pixel_values"]
@@ -245,9 +242,7 @@ def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: Train
         big_rows = torch.tensor(big)
         if cfg.enlarging_reads and big_rows.any():
             if cfg.reads_world_size:  # objects of their own, some at the world's sizes
-                rendered, drawn, questions = drawn_and_rendered(
-                    world, rng, int(big_rows.sum()), cfg.reads_world_size, cfg.hand_strokes, cfg.hand_world_size
-                )
+                rendered, drawn, questions = drawn_and_rendered(world, rng, int(big_rows.sum()), cfg.reads_world_size, cfg.drawing_habits())
             else:  # the batch's big objects
                 rows = big_rows.nonzero().squeeze(1).tolist()
                 rendered = [world.render(scenes[i], rng) for i in rows]  # the one big object, at the world's large
@@ -292,15 +287,14 @@ def train_answering(
     same_colour: float = 0.0,
     word_pointer: tuple[int, int] | None = None,
     big_share: float = 0.0,
-    hand: float = 0.0,
-    hand_world: float = 0.0,
+    habits: DrawingHabits = AS_STAGE_4,
 ) -> dict:
     """Stages 2 to 5: the decoder learns to answer, with the pointer heads told where to look
     (`presence`: where for a presence question, see `pointer_targets`). Without a probe, tower
     and projector stay frozen (stages 2 and 5); with one they train at `finetune_lr`, the probes'
     loss added so that the tower keeps seeing what stage 1 taught it. `drawn_share` of the images
     are drawings (stages 4 to 6), `big_share` of the questions about one object one drawn big (stage 6),
-    `hand` of those stroked by hand (`drawn.hand_style`), and `hand_world` of the drawings at the world's sizes."""
+    and stage 6's drawings drawn with its `habits` (`drawn.DrawingHabits`)."""
     tower, projector = model.model.vision_tower, model.model.multi_modal_projector
     tower.requires_grad_(probe is not None)
     projector.requires_grad_(probe is not None)
@@ -310,7 +304,7 @@ def train_answering(
     hook = tower.register_forward_hook(lambda module, args, output: tower_output.update(hidden=output.last_hidden_state))
 
     def answering_loss():
-        batch = qa_batch(processor, world, rng, cfg.batch, weights, drawn_share, same_colour, big_share, hand, hand_world)
+        batch = qa_batch(processor, world, rng, cfg.batch, weights, drawn_share, same_colour, big_share, habits)
         output = model(**batch.inputs)
         seen = stack_targets(batch.scenes, batch.index_maps)
         pointer_loss, pointer_metric[0] = pointers.loss(batch, seen["object_weights"])

@@ -182,8 +182,7 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
                     same_colour=cfg.same_colour,
                     word_pointer=(WORD_LAYER, cfg.word_head),
                     big_share=cfg.rereading_big_share,
-                    hand=cfg.hand_strokes,
-                    hand_world=cfg.hand_world_size,
+                    habits=cfg.drawing_habits(),
                 )
             )
         if checkpoints is not None and name != STAGES[-1]:
