@@ -217,7 +217,7 @@ def _warped(shape: list[tuple[float, float]], reach: float, rng: random.Random) 
 
 def _hatched(mask: Image.Image, stroke: int, rng: random.Random, gap: float = 0.0) -> Image.Image:
     """Straight parallel lines at a slant, kept inside the shape: a hatched fill, `gap` strokes
-    apart (0: 1.5 to 3 at random, lines half to one stroke wide; else lines half as wide)."""
+    apart (0: 1.5 to 3 at random, lines half to one stroke wide; else lines half a stroke wide)."""
     box = mask.getbbox() or (0, 0, *mask.size)
     cx, cy, reach = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, math.dist(box[:2], box[2:])
     angle = rng.uniform(0, math.pi)
