@@ -220,13 +220,14 @@ def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: Train
     tower = model.model.vision_tower
     anchor = copy.deepcopy(tower).requires_grad_(False).eval()
     loaded = as_loaded(model, processor)
+    habits = cfg.drawing_habits()
     probe_metrics = [{}]
 
     def enlarging_loss():
         scenes, pictures, big = [], [], []
         for _ in range(cfg.vision_batch):
             big.append(rng.random() < cfg.big_share)
-            scene, drawn = render_big(rng, habits=cfg.drawing_habits()) if big[-1] else (world.sample_scene(rng), None)
+            scene, drawn = render_big(rng, habits=habits) if big[-1] else (world.sample_scene(rng), None)
             scenes.append(scene)
             pictures.append(drawn or picture(world, scene, rng, cfg.drawn_share))
         pixels = processor.image_processor([p.image for p in pictures], return_tensors="pt")["pixel_values"]
@@ -242,7 +243,7 @@ def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: Train
         big_rows = torch.tensor(big)
         if cfg.enlarging_reads and big_rows.any():
             if cfg.reads_world_size:  # objects of their own, some at the world's sizes
-                rendered, drawn, questions = drawn_and_rendered(world, rng, int(big_rows.sum()), cfg.reads_world_size, cfg.drawing_habits())
+                rendered, drawn, questions = drawn_and_rendered(world, rng, int(big_rows.sum()), cfg.reads_world_size, habits)
             else:  # the batch's big objects
                 rows = big_rows.nonzero().squeeze(1).tolist()
                 rendered = [world.render(scenes[i], rng) for i in rows]  # the one big object, at the world's large
