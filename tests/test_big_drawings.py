@@ -21,9 +21,12 @@ from sav_explorer.teaching.build import build_config, build_processor
 from sav_explorer.teaching.drawn import (
     BIG_ARMS,
     BIG_HALF_WIDTH,
+    DARKEST_INK,
     DENSE_HATCH_GAP,
     HAND_FILLS,
+    INK_HUE_JITTER,
     NEAR_LARGE_HALF_WIDTH,
+    PALEST_INK,
     WORLD_SIZE_WARP,
     DrawingHabits,
     DrawnStyle,
@@ -207,6 +210,34 @@ def test_dense_hatching_draws_a_share_of_hand_hatched_fills_closer_and_nothing_w
     assert inked[1] > 1.3 * inked[0], inked
 
 
+def test_ink_variety_draws_a_share_of_drawings_paler_or_darker_in_the_colour_their_name_says():
+    """`--ink-variety`: a thin pale-teal circle was read as a square and a dark hatched square as a
+    circle, both read right in red. A share of big drawings and of drawings at the world's sizes
+    is inked paler (most) or darker, its hue jittered further; without it, the stream is as before."""
+    habits = DrawingHabits(ink_variety=0.5)
+    big = [sample_big_style(random.Random(seed), 2.0, habits) for seed in range(600)]
+    drawn = [s for s in big if s.background != BACKGROUND or s.fill != "filled" or s.width != IMAGE_SIZE]  # not the world's render
+    inked = [s for s in drawn if s.ink]
+    assert 0.35 * len(drawn) < len(inked) < 0.65 * len(drawn)
+    assert all(0 < s.ink <= PALEST_INK or -(1 - DARKEST_INK) <= s.ink < 0 for s in inked)
+    assert 0.5 * len(inked) < sum(s.ink > 0 for s in inked) < 0.8 * len(inked)  # paler two times in three
+    assert all(25 <= s.colour_jitter <= INK_HUE_JITTER for s in inked)
+    world_size = [world_size_style(random.Random(seed), habits) for seed in range(200)]
+    assert all(s is not None for s in world_size) and 0.3 * 200 < sum(bool(s.ink) for s in world_size) < 0.7 * 200
+    for seed in range(4):
+        rng, untouched = random.Random(seed), random.Random(seed)
+        assert sample_big_style(rng, 2.0, DrawingHabits(hand_big=0.5)) == sample_big_style(
+            untouched, 2.0, DrawingHabits(hand_big=0.5, ink_variety=0.0)
+        )
+        assert rng.random() == untouched.random()
+    scene = Scene((ShapeObject("red", "square", "large", 32, 32),))
+    style = DrawnStyle(128, 128, (255, 255, 255), "filled", 2.0, False, 1.0, 0.0, None, 0)
+    centre = {ink: render_drawn(scene, random.Random(0), replace(style, ink=ink)).image.getpixel((64, 64)) for ink in (0.0, 0.5, -0.3)}
+    assert centre[0.0] == COLOURS["red"] and centre[0.5] == (238, 148, 148) and centre[-0.3] == (154, 28, 28)
+    red, green, blue = centre[0.5]
+    assert red > green and red > blue  # paler, still red
+
+
 def test_near_large_draws_a_share_of_big_objects_between_the_worlds_large_and_a_quarter_of_the_image():
     """`--near-large`: the sizes where plain crosses were read as squares while bigger ones were read right."""
     scales = [sample_big_scene(random.Random(seed), near_large=0.5)[1] * SIZES["large"] for seed in range(400)]
@@ -268,6 +299,7 @@ def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path
         reads_world_size=0.5,
         dense_hatching=1.0,
         near_large=0.5,
+        ink_variety=0.5,
     )
     tower_before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
     train(tmp_path / "stage6", cfg, resume=before)
@@ -275,5 +307,6 @@ def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path
     assert [s["stage"] for s in log["stages"]] == list(STAGES) and STAGES[-2:] == ("enlarging", "rereading")
     assert "anchor" in log["stages"][-2]["history"][-1]
     assert log["config"]["dense_hatching"] == 1.0 and log["config"]["near_large"] == 0.5  # the habits are in the record
+    assert log["config"]["ink_variety"] == 0.5
     trained = LlavaForConditionalGeneration.from_pretrained(tmp_path / "stage6")
     assert any(not torch.equal(tower_before[k], v) for k, v in trained.model.vision_tower.state_dict().items())

@@ -49,6 +49,13 @@ DENSE_HATCH_GAP = (0.8, 1.5)
 # A hand's drift on objects at the world's sizes (`--hand-world-size`): a small shape drawn by hand
 # bends by more of its size than a big one (a fifth of its half-width).
 WORLD_SIZE_WARP = 0.2
+# With `--ink-variety`, that share of stage 6's drawings is drawn in an ink far from the world's six:
+# washed towards the paper by up to `PALEST_INK` (a pale pen), or darkened to `DARKEST_INK` of its
+# colour, and each channel moved by up to `INK_HUE_JITTER` (a teal between green and blue). A thin
+# pale-teal circle was read as a square, a dark hatched square as a circle, both right in red.
+PALEST_INK = 0.6
+DARKEST_INK = 0.7
+INK_HUE_JITTER = 45
 
 
 @dataclass(frozen=True)
@@ -76,20 +83,23 @@ class DrawnStyle:
     rim: float | None = None  # a filled shape's outline, its colour darkened to this share (None: no outline)
     warp: float = 0.0  # the outline bent by slow waves, up to this share of the half-width (a hand's drift)
     hatch_gap: float = 0.0  # a hatched fill's gap between lines, in strokes (0: drawn at random, 1.5 to 3)
+    ink: float = 0.0  # > 0: the colour washed this share of the way to the paper; < 0: darkened by this share
 
 
 @dataclass(frozen=True)
 class DrawingHabits:
     """How stage 6 draws, beyond stage 4's styles: the shares of its big drawings and of its drawings
     at the world's sizes stroked by hand (`hand_style`), of the hand-stroked hatched fills hatched
-    densely, and of its big objects drawn near the world's large. One value for every stage-6 loop
-    (`train`'s options `--hand-strokes`, `--hand-world-size`, `--dense-hatching`, `--near-large`);
-    all 0 draws as stage 4 does, from the same random stream."""
+    densely, of its big objects drawn near the world's large, and of its drawings in inks far from
+    the six (`inked`). One value for every stage-6 loop (`train`'s options `--hand-strokes`,
+    `--hand-world-size`, `--dense-hatching`, `--near-large`, `--ink-variety`); all 0 draws as stage
+    4 does, from the same random stream."""
 
     hand_big: float = 0.0
     hand_world: float = 0.0
     dense_hatching: float = 0.0
     near_large: float = 0.0
+    ink_variety: float = 0.0
 
 
 AS_STAGE_4 = DrawingHabits()  # no habit of stage 6's: stage 4's styles only
@@ -154,6 +164,10 @@ def render_drawn(scene: Scene, rng: random.Random, style: DrawnStyle | None = No
         if style.warp:
             shape = _warped(shape, style.warp * half, rng)
         colour = tuple(max(0, min(255, c + rng.randint(-style.colour_jitter, style.colour_jitter))) for c in COLOURS[obj.colour])
+        if style.ink > 0:
+            colour = tuple(round(c + (b - c) * style.ink) for c, b in zip(colour, style.background))
+        elif style.ink < 0:
+            colour = tuple(round(c * (1 + style.ink)) for c in colour)
         mask = Image.new("L", canvas.size, 0)
         ImageDraw.Draw(mask).polygon(shape, fill=255)
         if style.fill == "filled":
@@ -283,7 +297,19 @@ def sample_big_style(rng: random.Random, scale: float, habits: DrawingHabits = A
     style = sample_style(rng)
     style = replace(style, scale=scale, fill=rng.choice(BIG_FILLS), arm=rng.uniform(*BIG_ARMS), wash=rng.uniform(0.3, 0.7))
     hand = habits.hand_big
-    return hand_style(rng, style, dense_hatching=habits.dense_hatching) if hand and rng.random() < hand else style
+    style = hand_style(rng, style, dense_hatching=habits.dense_hatching) if hand and rng.random() < hand else style
+    return inked(rng, style, habits.ink_variety)
+
+
+def inked(rng: random.Random, style: DrawnStyle, share: float) -> DrawnStyle:
+    """With chance `share`, the style in an ink far from the world's six: paler (two times in three,
+    up to `PALEST_INK` of the way to the paper) or darker (to `DARKEST_INK`), its hue moved by a
+    channel jitter of up to `INK_HUE_JITTER`. Still the colour its name says, as a person would
+    call it. At share 0 it takes nothing from the random stream."""
+    if not share or rng.random() >= share:
+        return style
+    ink = rng.uniform(0.15, PALEST_INK) if rng.random() < 2 / 3 else -rng.uniform(0.1, 1 - DARKEST_INK)
+    return replace(style, ink=ink, colour_jitter=max(style.colour_jitter, rng.randint(25, INK_HUE_JITTER)))
 
 
 def hand_style(rng: random.Random, style: DrawnStyle, most_warp: float = 0.12, dense_hatching: float = 0.0) -> DrawnStyle:
@@ -305,11 +331,14 @@ def hand_style(rng: random.Random, style: DrawnStyle, most_warp: float = 0.12, d
 
 def world_size_style(rng: random.Random, habits: DrawingHabits) -> DrawnStyle | None:
     """A drawing's style at the world's sizes: with chance `habits.hand_world` stroked by hand and
-    bent by up to `WORLD_SIZE_WARP`, else None (`render_drawn` draws stage 4's). With that share 0
-    it takes nothing from the random stream, so that runs without it draw as before."""
+    bent by up to `WORLD_SIZE_WARP`, with chance `habits.ink_variety` in an ink far from the six
+    (`inked`), else None (`render_drawn` draws stage 4's). With those shares 0 it takes nothing
+    from the random stream, so that runs without them draw as before."""
     hand = habits.hand_world
     if hand and rng.random() < hand:
-        return hand_style(rng, sample_style(rng), WORLD_SIZE_WARP, habits.dense_hatching)
+        return inked(rng, hand_style(rng, sample_style(rng), WORLD_SIZE_WARP, habits.dense_hatching), habits.ink_variety)
+    if habits.ink_variety:  # sample_style draws first, as render_drawn would without a style
+        return inked(rng, sample_style(rng), habits.ink_variety)
     return None
 
 
