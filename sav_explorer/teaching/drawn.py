@@ -331,9 +331,10 @@ def hand_style(rng: random.Random, style: DrawnStyle, most_warp: float = 0.12, d
 
 def world_size_style(rng: random.Random, habits: DrawingHabits) -> DrawnStyle | None:
     """A drawing's style at the world's sizes: with chance `habits.hand_world` stroked by hand and
-    bent by up to `WORLD_SIZE_WARP`, with chance `habits.ink_variety` in an ink far from the six
-    (`inked`), else None (`render_drawn` draws stage 4's). With those shares 0 it takes nothing
-    from the random stream, so that runs without them draw as before."""
+    bent by up to `WORLD_SIZE_WARP`, else stage 4's: None, which `render_drawn` samples itself, or
+    with `habits.ink_variety` on, stage 4's style sampled here, inked with that chance (`inked`).
+    With those shares 0 it takes nothing from the random stream, so that runs without them draw
+    as before."""
     hand = habits.hand_world
     if hand and rng.random() < hand:
         return inked(rng, hand_style(rng, sample_style(rng), WORLD_SIZE_WARP, habits.dense_hatching), habits.ink_variety)
