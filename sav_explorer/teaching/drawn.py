@@ -165,7 +165,7 @@ def render_drawn(scene: Scene, rng: random.Random, style: DrawnStyle | None = No
             shape = _warped(shape, style.warp * half, rng)
         colour = tuple(max(0, min(255, c + rng.randint(-style.colour_jitter, style.colour_jitter))) for c in COLOURS[obj.colour])
         if style.ink > 0:
-            colour = tuple(round(c + (b - c) * style.ink) for c, b in zip(colour, style.background))
+            colour = _washed(colour, style.background, style.ink)
         elif style.ink < 0:
             colour = tuple(round(c * (1 + style.ink)) for c in colour)
         mask = Image.new("L", canvas.size, 0)
@@ -175,8 +175,7 @@ def render_drawn(scene: Scene, rng: random.Random, style: DrawnStyle | None = No
         elif style.fill == "scribble":
             canvas.paste(colour, mask=_scribble(mask, shape, stroke, rng))
         elif style.fill == "tinted":
-            pale = tuple(round(c + (b - c) * style.wash) for c, b in zip(colour, style.background))
-            canvas.paste(pale, mask=mask)
+            canvas.paste(_washed(colour, style.background, style.wash), mask=mask)
         elif style.fill == "hatched":
             canvas.paste(colour, mask=_hatched(mask, stroke, rng, style.hatch_gap))
         if style.fill != "filled" or style.rim is not None:
@@ -192,6 +191,11 @@ def render_drawn(scene: Scene, rng: random.Random, style: DrawnStyle | None = No
         image.save(buffer, "JPEG", quality=style.jpeg_quality)
         image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
     return Picture(image, index_map, drawn=True)
+
+
+def _washed(colour: tuple[int, int, int], paper: tuple[int, int, int], share: float) -> tuple[int, int, int]:
+    """The colour moved `share` of the way to the paper: a wash, or a pale pen."""
+    return tuple(round(c + (p - c) * share) for c, p in zip(colour, paper))
 
 
 def _scribble(mask: Image.Image, shape: list[tuple[float, float]], stroke: int, rng: random.Random) -> Image.Image:
@@ -337,10 +341,12 @@ def world_size_style(rng: random.Random, habits: DrawingHabits) -> DrawnStyle | 
     as before."""
     hand = habits.hand_world
     if hand and rng.random() < hand:
-        return inked(rng, hand_style(rng, sample_style(rng), WORLD_SIZE_WARP, habits.dense_hatching), habits.ink_variety)
-    if habits.ink_variety:  # sample_style draws first, as render_drawn would without a style
-        return inked(rng, sample_style(rng), habits.ink_variety)
-    return None
+        style = hand_style(rng, sample_style(rng), WORLD_SIZE_WARP, habits.dense_hatching)
+    elif habits.ink_variety:  # sample_style draws first, as render_drawn would without a style
+        style = sample_style(rng)
+    else:
+        return None
+    return inked(rng, style, habits.ink_variety)
 
 
 def render_big(
