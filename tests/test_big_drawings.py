@@ -19,6 +19,7 @@ from sav_explorer.teaching.batches import BIG_KINDS, qa_batch
 from sav_explorer.teaching.bigdrawings import FILLS, RADIUS_BANDS, draw_big
 from sav_explorer.teaching.build import build_config, build_processor
 from sav_explorer.teaching.drawn import (
+    BETWEEN_HALF_WIDTH,
     BIG_ARMS,
     BIG_HALF_WIDTH,
     DARKEST_INK,
@@ -64,6 +65,16 @@ def test_another_seed_draws_other_big_drawings_of_the_same_kinds():
     assert not any(a.images[0].tobytes() == b.images[0].tobytes() for a, b in zip(first, fresh))
 
 
+
+@pytest.mark.parametrize("task", ["shape", "colour"])
+def test_more_big_drawings_a_band_keep_the_fewer_drawn_before(task):
+    """Raising the drawings per class (8 to 24 for shapes) adds drawings and changes none: the
+    figures measured on 32 a band are a part of those on 96, not another sample."""
+    fewer, more = (big_drawings_for(task, 0.1, n) for n in (2, 5))
+    per_label = {label: [r for r in more if r.label == label] for label in {r.label for r in more}}
+    kept = [row for label in dict.fromkeys(r.label for r in fewer) for row in per_label[label][:2]]
+    assert [r.label for r in kept] == [r.label for r in fewer]
+    assert all(a.images[0].tobytes() == b.images[0].tobytes() for a, b in zip(fewer, kept))
 def test_big_drawings_are_seeded_and_every_fill_leaves_ink():
     for fill in FILLS:
         first = draw_big(random.Random(3), "triangle", 0.33, COLOURS["green"], fill)
@@ -248,6 +259,22 @@ def test_near_large_draws_a_share_of_big_objects_between_the_worlds_large_and_a_
     assert sample_big_scene(rng) == sample_big_scene(untouched, near_large=0.0) and rng.random() == untouched.random()
 
 
+def test_between_sizes_draws_a_share_of_big_objects_between_the_worlds_small_and_large():
+    """`--between-sizes`: half-widths 6.5 to 8, which no stage drew, all "large", and none as
+    small as the largest drawn small object (the world's 5, drawn at most 1.2 times as big)."""
+    drawn = [sample_big_scene(random.Random(seed), between_sizes=0.3) for seed in range(400)]
+    halves = [scale * SIZES["large"] for _, scale in drawn]
+    between = [h for h in halves if h < BIG_HALF_WIDTH[0]]
+    assert all(BETWEEN_HALF_WIDTH[0] <= h <= BIG_HALF_WIDTH[1] for h in halves)
+    assert 0.2 * len(halves) < len(between) < 0.4 * len(halves)
+    assert BETWEEN_HALF_WIDTH[0] > 1.2 * SIZES["small"] and all(scene.objects[0].size == "large" for scene, _ in drawn)
+    rng, untouched = random.Random(5), random.Random(5)
+    assert sample_big_scene(rng) == sample_big_scene(untouched, between_sizes=0.0) and rng.random() == untouched.random()
+    scene, picture = render_big(random.Random(2), habits=DrawingHabits(between_sizes=1.0))
+    box = picture.index_map.getbbox()  # the object as drawn, in scene pixels: about 13 to 16 across
+    assert 2 * BETWEEN_HALF_WIDTH[0] - 4 <= max(box[2] - box[0], box[3] - box[1]) <= 2 * BETWEEN_HALF_WIDTH[1] + 4, box
+
+
 def test_a_batch_with_every_question_about_one_big_object_asks_only_the_kinds_that_allow_it():
     processor, world = build_processor(), ShapesWorld()
     batch = qa_batch(processor, world, random.Random(0), 48, REREADING_WEIGHTS, 0.5, 0.6, big_share=1.0)
@@ -289,7 +316,7 @@ def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path
     cfg = TrainConfig(
         enlarging_steps=2,
         rereading_steps=2,
-        vision_batch=4,
+        vision_batch=8,
         batch=4,
         warmup=1,
         threads=1,
@@ -300,6 +327,7 @@ def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path
         dense_hatching=1.0,
         near_large=0.5,
         ink_variety=0.5,
+        between_sizes=0.3,
     )
     tower_before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
     train(tmp_path / "stage6", cfg, resume=before)
@@ -307,6 +335,6 @@ def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path
     assert [s["stage"] for s in log["stages"]] == list(STAGES) and STAGES[-2:] == ("enlarging", "rereading")
     assert "anchor" in log["stages"][-2]["history"][-1]
     assert log["config"]["dense_hatching"] == 1.0 and log["config"]["near_large"] == 0.5  # the habits are in the record
-    assert log["config"]["ink_variety"] == 0.5
+    assert log["config"]["ink_variety"] == 0.5 and log["config"]["between_sizes"] == 0.3
     trained = LlavaForConditionalGeneration.from_pretrained(tmp_path / "stage6")
     assert any(not torch.equal(tower_before[k], v) for k, v in trained.model.vision_tower.state_dict().items())

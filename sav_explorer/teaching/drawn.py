@@ -43,6 +43,12 @@ BIG_HALF_WIDTH = (8.0, 29.0)
 # quarter of the image (half-width 8 to 16): a fifth to a quarter of the canvas, where hatched
 # squares were read as circles and plain crosses as squares while bigger ones were read right.
 NEAR_LARGE_HALF_WIDTH = (8.0, 16.0)
+# With `--between-sizes`, that share of the big objects is drawn between the world's small and large
+# (half-width 6.5 to 8), the sizes no stage drew: drawings at a tenth of the canvas (a radius of
+# 6.4 scene pixels) were read worst of any band, and stage 5's model read hand-drawn shapes of
+# half-width 6 and 7 worse than those of 5 or 9. They are "large", as every big object: the
+# world's small ones drawn at most 1.2 times their size (6) stay the largest small ones.
+BETWEEN_HALF_WIDTH = (6.5, 8.0)
 # With `--dense-hatching`, that share of the hatched fills stroked by hand is hatched as densely
 # as a pen draws when filling in: gaps of 0.8 to 1.5 strokes instead of 1.5 to 3.
 DENSE_HATCH_GAP = (0.8, 1.5)
@@ -90,16 +96,18 @@ class DrawnStyle:
 class DrawingHabits:
     """How stage 6 draws, beyond stage 4's styles: the shares of its big drawings and of its drawings
     at the world's sizes stroked by hand (`hand_style`), of the hand-stroked hatched fills hatched
-    densely, of its big objects drawn near the world's large, and of its drawings in inks far from
-    the six (`inked`). One value for every stage-6 loop (`train`'s options `--hand-strokes`,
-    `--hand-world-size`, `--dense-hatching`, `--near-large`, `--ink-variety`); all 0 draws as stage
-    4 does, from the same random stream."""
+    densely, of its big objects drawn near the world's large, of its drawings in inks far from
+    the six (`inked`), and of its big objects drawn between the world's small and large. One value
+    for every stage-6 loop (`train`'s options `--hand-strokes`, `--hand-world-size`, `--dense-hatching`,
+    `--near-large`, `--ink-variety`, `--between-sizes`); all 0 draws as stage 4 does, from the same
+    random stream."""
 
     hand_big: float = 0.0
     hand_world: float = 0.0
     dense_hatching: float = 0.0
     near_large: float = 0.0
     ink_variety: float = 0.0
+    between_sizes: float = 0.0
 
 
 AS_STAGE_4 = DrawingHabits()  # no habit of stage 6's: stage 4's styles only
@@ -278,12 +286,16 @@ def _overshooting(canvas: Image.Image, shape: list[tuple[float, float]], ink, st
 
 
 def sample_big_scene(
-    rng: random.Random, colour: str | None = None, shape: str | None = None, near_large: float = 0.0
+    rng: random.Random, colour: str | None = None, shape: str | None = None, near_large: float = 0.0, between_sizes: float = 0.0
 ) -> tuple[Scene, float]:
     """One large object drawn big (stage 6), and its scale against the world's large: the scene
     keeps 64-pixel coordinates, its centre where the enlarged shape (and a hand's wobble) fits.
-    With chance `near_large`, its half-width is `NEAR_LARGE_HALF_WIDTH`'s."""
-    sizes = NEAR_LARGE_HALF_WIDTH if near_large and rng.random() < near_large else BIG_HALF_WIDTH
+    With chance `between_sizes`, its half-width is `BETWEEN_HALF_WIDTH`'s, else with chance
+    `near_large` `NEAR_LARGE_HALF_WIDTH`'s; each at 0 takes nothing from the random stream."""
+    if between_sizes and rng.random() < between_sizes:
+        sizes = BETWEEN_HALF_WIDTH
+    else:
+        sizes = NEAR_LARGE_HALF_WIDTH if near_large and rng.random() < near_large else BIG_HALF_WIDTH
     scale = rng.uniform(*sizes) / SIZES["large"]
     margin = min(IMAGE_SIZE // 2 - 1, math.ceil(SIZES["large"] * scale * 1.1) + 1)
     x, y = rng.randint(margin, IMAGE_SIZE - 1 - margin), rng.randint(margin, IMAGE_SIZE - 1 - margin)
@@ -353,5 +365,5 @@ def render_big(
     rng: random.Random, colour: str | None = None, shape: str | None = None, habits: DrawingHabits = AS_STAGE_4
 ) -> tuple[Scene, Picture]:
     """A scene of one big object and its picture (stage 6); `habits`: see `DrawingHabits`."""
-    scene, scale = sample_big_scene(rng, colour, shape, habits.near_large)
+    scene, scale = sample_big_scene(rng, colour, shape, habits.near_large, habits.between_sizes)
     return scene, render_drawn(scene, rng, sample_big_style(rng, scale, habits))

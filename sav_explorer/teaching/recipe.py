@@ -114,6 +114,7 @@ class TrainConfig:
     dense_hatching: float = 0.0  # of stage 6's hatched fills stroked by hand, those hatched densely (`drawn.DENSE_HATCH_GAP`)
     near_large: float = 0.0  # of stage 6's big objects, those drawn near the world's large (`drawn.NEAR_LARGE_HALF_WIDTH`)
     ink_variety: float = 0.0  # of stage 6's drawings (big and at the world's sizes), those in inks far from the six (`drawn.inked`)
+    between_sizes: float = 0.0  # of stage 6's big objects, those drawn between the world's small and large (`drawn.BETWEEN_HALF_WIDTH`)
     enlarging_anchor: float = 3.0  # the anchor's weight in stage 6: big shapes pull the tower harder than stage 4's drawings
     rereading_lr: float = 3e-4  # the decoder in stage 6's second part
     drawn_share: float = 0.5  # of stage 4's and 5's images, drawn in the style of `drawn`
@@ -136,4 +137,6 @@ class TrainConfig:
 
     def drawing_habits(self) -> DrawingHabits:
         """How stage 6 draws, as one value for every loop that draws (`drawn.DrawingHabits`)."""
-        return DrawingHabits(self.hand_strokes, self.hand_world_size, self.dense_hatching, self.near_large, self.ink_variety)
+        return DrawingHabits(
+            self.hand_strokes, self.hand_world_size, self.dense_hatching, self.near_large, self.ink_variety, self.between_sizes
+        )
