@@ -65,7 +65,6 @@ def test_another_seed_draws_other_big_drawings_of_the_same_kinds():
     assert not any(a.images[0].tobytes() == b.images[0].tobytes() for a, b in zip(first, fresh))
 
 
-
 @pytest.mark.parametrize("task", ["shape", "colour"])
 def test_more_big_drawings_a_band_keep_the_fewer_drawn_before(task):
     """Raising the drawings per class (8 to 24 for shapes) adds drawings and changes none: the
@@ -75,6 +74,8 @@ def test_more_big_drawings_a_band_keep_the_fewer_drawn_before(task):
     kept = [row for label in dict.fromkeys(r.label for r in fewer) for row in per_label[label][:2]]
     assert [r.label for r in kept] == [r.label for r in fewer]
     assert all(a.images[0].tobytes() == b.images[0].tobytes() for a, b in zip(fewer, kept))
+
+
 def test_big_drawings_are_seeded_and_every_fill_leaves_ink():
     for fill in FILLS:
         first = draw_big(random.Random(3), "triangle", 0.33, COLOURS["green"], fill)
