@@ -140,17 +140,18 @@ def big_drawings(teaching_model):
     return big_drawing_accuracy(teaching_model)
 
 
-# Issue 28's target on big drawings, every size band. The shipped model (stage 6: two runs mixed,
-# see the README) reads big shapes from a radius of 27 % of the canvas up, and colours at every
-# size, but not yet the bands between the world's large and big (10 to 20 %). Strict, as SHORTFALLS.
+# Issue 28's target on big drawings, every size band, 96 shape drawings a band. The shipped model
+# (stage 6: two runs mixed, see the README) reads big shapes at 95.8 % or more from a radius of 27 %
+# of the canvas up and at 15 %, and colours at every size, but not at 10 % (a shape between the
+# world's small and large, read no better than stage 5 read it) nor at 20 %. Strict, as SHORTFALLS.
 BIG_FLOOR = 0.95
 BIG_READERS = ("shape_sav", "shape_answers", "colour_sav", "colour_answers")
 BIG_SHORTFALLS = {
     "shape_sav": (
-        "90.6 % at radii of 15 and 20 % of the canvas: at 15 % a thin pale outlined circle and a washed"
-        " squarish one read as squares, a thickly hatched square as a circle"
+        "92.7 % at a radius of 10 % of the canvas and 93.8 % at 20 %: at 10 % circles hatched into blobs read as"
+        " crosses, circles and squares the hand bent read as each other"
     ),
-    "shape_answers": "90.6 % at a radius of 15 %: the same three drawings",
+    "shape_answers": "90.6 % at a radius of 10 % and 94.8 % at 20 %: mostly the same drawings",
 }
 
 
