@@ -45,10 +45,11 @@ BIG_HALF_WIDTH = (8.0, 29.0)
 NEAR_LARGE_HALF_WIDTH = (8.0, 16.0)
 # With `--between-sizes`, that share of the big objects is drawn between the world's small and large
 # (half-width 6.5 to 8), the sizes no stage drew: drawings at a tenth of the canvas (a radius of
-# 6.4 scene pixels) were read worst of any band, and the first shipped stage-6 model read shapes
-# stroked by hand at half-width 6 and 7 worse (93.8 and 87.5 % by SAV, 48 of each) than at 5 or
-# 9 (97.9 %), where the world and stage 6 draw. They are "large", as every big object: the
-# world's small ones drawn at most 1.2 times their size (6) stay the largest small ones.
+# 6.4 scene pixels) were read worst of any band. The first shipped stage-6 model read shapes
+# stroked by hand at half-widths 4 to 7 at 89.6 to 92.7 % by SAV, at 8 to 10 at 95.8 to 96.9 %
+# (`benchmarks/bench_between_sizes.py`, 96 a size): small hand drawings, the gap among them.
+# They are "large", as every big object: the world's small ones drawn at most 1.2 times their
+# size (6) stay the largest small ones.
 BETWEEN_HALF_WIDTH = (6.5, 8.0)
 # With `--dense-hatching`, that share of the hatched fills stroked by hand is hatched as densely
 # as a pen draws when filling in: gaps of 0.8 to 1.5 strokes instead of 1.5 to 3.
