@@ -3,7 +3,8 @@
     python benchmarks/bench_between_sizes.py [--per-shape 24] [--model DIR]
 
 The world draws objects at half-widths 5 (small) and 10 (large) of its 64 pixels; stages 4 and 6
-drew them at 0.8 to 1.2 times those, and stage 6 big from 8 up, so 6 to 8 was never drawn.
+drew them at 0.8 to 1.2 times those, and stage 6 big from 8 up, so 6 to 8 was never drawn
+(until `train --between-sizes`).
 Drawings at a tenth of the canvas (`bigdrawings`' smallest band) are that size. Here one object
 of each shape at half-widths 4 to 10, drawn flat on the world's grey as the world renders, and
 stroked by hand on a canvas (`drawn.hand_style`, bent by up to a fifth of its half-width): shape
