@@ -26,8 +26,8 @@ from sav_explorer.data import Example, load_examples  # noqa: E402
 from sav_explorer.encoding import Encoding, RunOptions  # noqa: E402
 from sav_explorer.models import EXAMPLES_DIR, load_model, quiet_transformers  # noqa: E402
 from sav_explorer.pipeline import fit_examples, predict_examples  # noqa: E402
-from sav_explorer.teaching.drawn import WORLD_SIZE_WARP, DrawnStyle, hand_style, render_drawn, sample_style  # noqa: E402
-from sav_explorer.teaching.shapes import BACKGROUND, COLOURS, SHAPES, SIZES, Scene, ShapeObject  # noqa: E402
+from sav_explorer.teaching.drawn import WORLD_SIZE_WARP, hand_style, render_drawn, sample_style, world_render_style  # noqa: E402
+from sav_explorer.teaching.shapes import COLOURS, SHAPES, SIZES, Scene, ShapeObject  # noqa: E402
 
 HALF_WIDTHS = (4, 5, 6, 7, 8, 9, 10)
 
@@ -41,7 +41,7 @@ def drawings(kind: str, half: float, per_shape: int) -> list[Example]:
             obj = ShapeObject(rng.choice(tuple(COLOURS)), shape, "small", rng.randint(14, 50), rng.randint(14, 50))
             scale = half / SIZES["small"]
             if kind == "flat":
-                style = DrawnStyle(64, 64, BACKGROUND, "filled", 1.0, False, scale, 0.0, None, 18, 0.4)
+                style = world_render_style(scale)
             else:
                 style = replace(hand_style(rng, sample_style(rng), WORLD_SIZE_WARP), scale=scale)
             rows.append(Example((render_drawn(Scene((obj,)), rng, style).image,), question, shape))

@@ -311,12 +311,18 @@ def sample_big_style(rng: random.Random, scale: float, habits: DrawingHabits = A
     pixels): the model must read big shapes on its own backgrounds too. With chance
     `habits.hand_big`, a drawn one is stroked by hand (`hand_style`)."""
     if rng.random() < 1 / 3:
-        return DrawnStyle(IMAGE_SIZE, IMAGE_SIZE, BACKGROUND, "filled", 1.0, False, scale, 0.0, None, 18, rng.uniform(*BIG_ARMS))
+        return world_render_style(scale, rng.uniform(*BIG_ARMS))
     style = sample_style(rng)
     style = replace(style, scale=scale, fill=rng.choice(BIG_FILLS), arm=rng.uniform(*BIG_ARMS), wash=rng.uniform(0.3, 0.7))
     hand = habits.hand_big
     style = hand_style(rng, style, dense_hatching=habits.dense_hatching) if hand and rng.random() < hand else style
     return inked(rng, style, habits.ink_variety)
+
+
+def world_render_style(scale: float, arm: float = 0.4) -> DrawnStyle:
+    """A shape as the world renders it (its grey ground, a flat fill, 64 pixels), `scale` times the
+    world's size: the drawings that check big shapes on the model's own backgrounds."""
+    return DrawnStyle(IMAGE_SIZE, IMAGE_SIZE, BACKGROUND, "filled", 1.0, False, scale, 0.0, None, 18, arm)
 
 
 def inked(rng: random.Random, style: DrawnStyle, share: float) -> DrawnStyle:
