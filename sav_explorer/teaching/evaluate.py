@@ -158,12 +158,20 @@ class BigDrawingResult:
     n_colour: int
 
 
+# 96 shape drawings a band, so that one miss is a point, not the three it was with 32, where a 95 %
+# target could not be told from luck; the first 8 of each shape are the 32 drawn before.
+BIG_PER_SHAPE = 24
+
+
 def big_drawing_accuracy(
-    loaded: LoadedModel, n_per_shape: int = 24, n_per_colour: int = 12, k: int = 20, batch_size: int = 16, seed: str = "big"
+    loaded: LoadedModel,
+    n_per_shape: int = BIG_PER_SHAPE,
+    n_per_colour: int = BIG_PER_SHAPE // 2,
+    k: int = 20,
+    batch_size: int = 16,
+    seed: str = "big",
 ) -> BigDrawingResult:
     """Shape and colour read off big drawings, band by band: by SAV and by the model's own answers.
-    96 shape drawings a band, so that one miss is a point, not the three it was with 32, where a
-    95 % target could not be told from luck; the first 8 of each shape are the 32 drawn before.
     Another `seed` draws other drawings of the same kinds."""
     run = RunOptions(batch_size=batch_size)
     fitted = {
@@ -245,7 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None, help="default: the bundled teaching model")
     parser.add_argument("--n-per-kind", type=int, default=200)
     parser.add_argument("--big-only", action="store_true", help="only the big drawings, per size band (a quick check of stage 6)")
-    parser.add_argument("--big-per-shape", type=int, default=24, help="big drawings of each shape per band (colours: half as many each)")
+    parser.add_argument(
+        "--big-per-shape", type=int, default=BIG_PER_SHAPE, help="big drawings of each shape per band (colours: half as many each)"
+    )
     parser.add_argument("--big-seed", default="big", help="another seed draws other big drawings of the same kinds")
     parser.add_argument("--write-results", action="store_true", help=f"record each task's SAV accuracy in {RESULTS.name}")
     args = parser.parse_args(argv)
