@@ -321,7 +321,8 @@ def sample_big_style(rng: random.Random, scale: float, habits: DrawingHabits = A
 
 def world_render_style(scale: float, arm: float = 0.4) -> DrawnStyle:
     """A shape as the world renders it (its grey ground, a flat fill, 64 pixels), `scale` times the
-    world's size: the drawings that check big shapes on the model's own backgrounds."""
+    world's size: a third of stage 6's big objects, so that big shapes are read on the model's own
+    backgrounds too, and `bench_between_sizes`'s flat drawings."""
     return DrawnStyle(IMAGE_SIZE, IMAGE_SIZE, BACKGROUND, "filled", 1.0, False, scale, 0.0, None, 18, arm)
 
 
