@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from transformers import LlavaForConditionalGeneration
 
-from sav_explorer.teaching.batches import BIG_KINDS, qa_batch
+from sav_explorer.teaching.batches import BIG_KINDS, picture, qa_batch
 from sav_explorer.teaching.bigdrawings import FILLS, RADIUS_BANDS, draw_big
 from sav_explorer.teaching.build import build_config, build_processor
 from sav_explorer.teaching.drawn import (
@@ -40,6 +40,7 @@ from sav_explorer.teaching.drawn import (
 from sav_explorer.teaching.evaluate import big_drawings_for
 from sav_explorer.teaching.recipe import REREADING_WEIGHTS, TrainConfig
 from sav_explorer.teaching.shapes import BACKGROUND, COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene, ShapeObject, ShapesWorld
+from sav_explorer.teaching.stages import enlarging_batch
 from sav_explorer.teaching.train import STAGES, train
 
 
@@ -294,6 +295,32 @@ def test_without_big_drawings_a_batch_is_what_it_was_before_stage_6():
     assert plain.questions == again.questions and torch.equal(plain.inputs["pixel_values"], again.inputs["pixel_values"])
 
 
+def test_stage_6s_tower_is_taught_world_sized_hand_drawings_only_when_asked():
+    """`--taught-world-drawings`: a share of the tower's images that are not big is drawn at the
+    world's sizes by hand, and those rows, as the big ones, are taught by the probes and not held
+    by the anchor, which never saw such drawings. At 0 the batch is stage 6's as it was: big
+    objects and the world's scenes, rendered or drawn in stage 4's style, all of them held."""
+    world = ShapesWorld()
+    habits = {"big_share": 0.4, "hand_strokes": 1.0, "hand_world_size": 1.0, "vision_batch": 64}
+    scenes, pictures, big, taught = enlarging_batch(world, random.Random(3), TrainConfig(**habits))
+    assert taught == big and 15 < sum(big) < 40
+    rng = random.Random(3)  # the loop stage 6 ran before the option, from the same stream
+    for scene, drawing, is_big in zip(scenes, pictures, big):
+        assert (rng.random() < 0.4) == is_big
+        expected = render_big(rng, habits=TrainConfig(**habits).drawing_habits()) if is_big else (world.sample_scene(rng), None)
+        assert scene == expected[0]
+        if not is_big:
+            expected = (scene, picture(world, scene, rng, TrainConfig().drawn_share))
+        assert drawing.image.tobytes() == expected[1].image.tobytes()
+
+    scenes, pictures, big, taught = enlarging_batch(world, random.Random(3), TrainConfig(**habits, taught_world_drawings=1.0))
+    assert all(taught) and 15 < sum(big) < 40
+    world_sized = [(s, p) for s, p, b in zip(scenes, pictures, big) if not b]
+    assert all(p.drawn for _, p in world_sized)
+    assert all(o.size in ("small", "large") for s, _ in world_sized for o in s.objects)
+    assert max(len(s.objects) for s, _ in world_sized) > 1  # the world's scenes, not single objects
+
+
 def test_the_big_drawings_are_drawn_by_a_program_the_training_never_imports():
     from sav_explorer.teaching import batches, drawn, probes, recipe, stages, targets
     from sav_explorer.teaching import train as training
@@ -329,6 +356,7 @@ def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path
         near_large=0.5,
         ink_variety=0.5,
         between_sizes=0.3,
+        taught_world_drawings=0.5,
     )
     tower_before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
     train(tmp_path / "stage6", cfg, resume=before)
@@ -337,5 +365,6 @@ def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path
     assert "anchor" in log["stages"][-2]["history"][-1]
     assert log["config"]["dense_hatching"] == 1.0 and log["config"]["near_large"] == 0.5  # the habits are in the record
     assert log["config"]["ink_variety"] == 0.5 and log["config"]["between_sizes"] == 0.3
+    assert log["config"]["taught_world_drawings"] == 0.5
     trained = LlavaForConditionalGeneration.from_pretrained(tmp_path / "stage6")
     assert any(not torch.equal(tower_before[k], v) for k, v in trained.model.vision_tower.state_dict().items())

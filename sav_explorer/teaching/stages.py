@@ -210,6 +210,30 @@ def drawn_and_rendered(world, rng, n: int, drawn_at_world_size: float, habits: D
     return rendered, drawn, questions
 
 
+def enlarging_batch(world, rng, cfg: TrainConfig) -> tuple[list, list, list[bool], list[bool]]:
+    """Stage 6's first part's images: `big_share` of them one object drawn big, the rest the
+    world's scenes, rendered or (`drawn_share`) drawn as stage 4 drew them; with chance
+    `taught_world_drawings` such a scene is drawn instead with stage 6's habits (by hand), which
+    the frozen anchor never saw, so that the probes, not the anchor, say what it shows. Returns
+    scenes, pictures, which rows are big and which the probes alone teach (big or so drawn).
+    At `taught_world_drawings` 0 it takes nothing more from the random stream."""
+    habits = cfg.drawing_habits()
+    scenes, pictures, big, taught = [], [], [], []
+    for _ in range(cfg.vision_batch):
+        big.append(rng.random() < cfg.big_share)
+        taught.append(big[-1] or bool(cfg.taught_world_drawings) and rng.random() < cfg.taught_world_drawings)
+        if big[-1]:
+            scene, drawn = render_big(rng, habits=habits)
+        elif taught[-1]:
+            scene = world.sample_scene(rng)
+            drawn = render_drawn(scene, rng, world_size_style(rng, habits))
+        else:
+            scene, drawn = world.sample_scene(rng), None
+        scenes.append(scene)
+        pictures.append(drawn or picture(world, scene, rng, cfg.drawn_share))
+    return scenes, pictures, big, taught
+
+
 def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: TrainConfig) -> dict:
     """Stage 6, first part: the tower alone learns objects drawn big (`render_big`, up to 90 % of
     the image), `big_share` of each batch, from its probes, while a frozen copy of it holds its
@@ -224,16 +248,11 @@ def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: Train
     probe_metrics = [{}]
 
     def enlarging_loss():
-        scenes, pictures, big = [], [], []
-        for _ in range(cfg.vision_batch):
-            big.append(rng.random() < cfg.big_share)
-            scene, drawn = render_big(rng, habits=habits) if big[-1] else (world.sample_scene(rng), None)
-            scenes.append(scene)
-            pictures.append(drawn or picture(world, scene, rng, cfg.drawn_share))
+        scenes, pictures, big, taught = enlarging_batch(world, rng, cfg)
         pixels = processor.image_processor([p.image for p in pictures], return_tensors="pt")["pixel_values"]
         hidden = tower(pixel_values=pixels).last_hidden_state
         loss, probe_metrics[0] = probe.loss(hidden, stack_targets(scenes, [p.index_map for p in pictures]))
-        held_rows = ~torch.tensor(big)
+        held_rows = ~torch.tensor(taught)
         if held_rows.any():
             with torch.no_grad():
                 held = anchor(pixel_values=pixels[held_rows]).last_hidden_state
