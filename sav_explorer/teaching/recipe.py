@@ -115,9 +115,7 @@ class TrainConfig:
     near_large: float = 0.0  # of stage 6's big objects, those drawn near the world's large (`drawn.NEAR_LARGE_HALF_WIDTH`)
     ink_variety: float = 0.0  # of stage 6's drawings (big and at the world's sizes), those in inks far from the six (`drawn.inked`)
     between_sizes: float = 0.0  # of stage 6's big objects, those drawn between the world's small and large (`drawn.BETWEEN_HALF_WIDTH`)
-    taught_world_drawings: float = (
-        0.0  # of stage 6's first part's other images, drawn at the world's sizes with stage 6's habits, taught by the probes, not held
-    )
+    taught_world_drawings: float = 0.0  # of stage 6's tower's images not big, drawn by hand and taught, not held (`stages.enlarging_batch`)
     enlarging_anchor: float = 3.0  # the anchor's weight in stage 6: big shapes pull the tower harder than stage 4's drawings
     rereading_lr: float = 3e-4  # the decoder in stage 6's second part
     drawn_share: float = 0.5  # of stage 4's and 5's images, drawn in the style of `drawn`
