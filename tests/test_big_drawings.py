@@ -301,19 +301,21 @@ def test_stage_6s_tower_is_taught_world_sized_hand_drawings_only_when_asked():
     by the anchor, which never saw such drawings. At 0 the batch is stage 6's as it was: big
     objects and the world's scenes, rendered or drawn in stage 4's style, all of them held."""
     world = ShapesWorld()
-    habits = {"big_share": 0.4, "hand_strokes": 1.0, "hand_world_size": 1.0, "vision_batch": 64}
-    scenes, pictures, big, taught = enlarging_batch(world, random.Random(3), TrainConfig(**habits))
+    settings = {"big_share": 0.4, "hand_strokes": 1.0, "hand_world_size": 1.0, "vision_batch": 64}
+    cfg = TrainConfig(**settings)
+    scenes, pictures, big, taught = enlarging_batch(world, random.Random(3), cfg)
     assert taught == big and 15 < sum(big) < 40
     rng = random.Random(3)  # the loop stage 6 ran before the option, from the same stream
     for scene, drawing, is_big in zip(scenes, pictures, big):
-        assert (rng.random() < 0.4) == is_big
-        expected = render_big(rng, habits=TrainConfig(**habits).drawing_habits()) if is_big else (world.sample_scene(rng), None)
-        assert scene == expected[0]
-        if not is_big:
-            expected = (scene, picture(world, scene, rng, TrainConfig().drawn_share))
-        assert drawing.image.tobytes() == expected[1].image.tobytes()
+        assert (rng.random() < cfg.big_share) == is_big
+        if is_big:
+            expected_scene, expected = render_big(rng, habits=cfg.drawing_habits())
+        else:
+            expected_scene = world.sample_scene(rng)
+            expected = picture(world, expected_scene, rng, cfg.drawn_share)
+        assert scene == expected_scene and drawing.image.tobytes() == expected.image.tobytes()
 
-    scenes, pictures, big, taught = enlarging_batch(world, random.Random(3), TrainConfig(**habits, taught_world_drawings=1.0))
+    scenes, pictures, big, taught = enlarging_batch(world, random.Random(3), TrainConfig(**settings, taught_world_drawings=1.0))
     assert all(taught) and 15 < sum(big) < 40
     world_sized = [(s, p) for s, p, b in zip(scenes, pictures, big) if not b]
     assert all(p.drawn for _, p in world_sized)

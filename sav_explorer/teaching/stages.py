@@ -237,7 +237,8 @@ def enlarging_batch(world, rng, cfg: TrainConfig) -> tuple[list, list, list[bool
 def train_enlarging(model, probe: VisionProbe, processor, world, rng, cfg: TrainConfig) -> dict:
     """Stage 6, first part: the tower alone learns objects drawn big (`render_big`, up to 90 % of
     the image), `big_share` of each batch, from its probes, while a frozen copy of it holds its
-    reading of everything else (renders and the drawings of stage 4) where the decoder expects it.
+    reading of everything else (renders and the drawings of stage 4) where the decoder expects it
+    (`enlarging_batch`: with `taught_world_drawings`, hand drawings at the world's sizes are taught too).
     With weight `enlarging_reads`, the frozen decoder's reading of a drawn object is held to its
     reading of the world's render of it (`reads_as_rendered`): with the probes alone the
     tower read big crosses as crosses, yet the decoder, which learnt small ones, still read squares."""
