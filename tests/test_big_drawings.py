@@ -202,6 +202,33 @@ def test_drawings_at_the_worlds_sizes_may_be_stroked_by_hand_bent_more_than_big_
     assert batch.kinds == plain.kinds and not torch.equal(batch.inputs["pixel_values"], plain.inputs["pixel_values"])
 
 
+def test_world_arms_draws_hand_drawn_crosses_at_the_worlds_sizes_thin_to_stout_and_nothing_without_it():
+    """`--world-arms`: at a tenth of the canvas the other program's crosses, their arms 0.28 to 0.4
+    of the half-width, were read as circles and squares; stage 4 drew every cross at the world's
+    sizes with arms of 0.4. A share of the hand-stroked drawings at the world's sizes takes a big
+    cross's arms (`BIG_ARMS`), and a thin-armed cross leaves less ink; without it, the stream is as before."""
+    styles = [world_size_style(random.Random(seed), DrawingHabits(hand_world=1.0, world_arms=0.5)) for seed in range(400)]
+    varied = [s.arm for s in styles if s.arm != 0.4]
+    assert 0.35 * len(styles) < len(varied) < 0.65 * len(styles)
+    assert all(BIG_ARMS[0] <= arm <= BIG_ARMS[1] for arm in varied)
+    assert min(varied) < BIG_ARMS[0] + 0.03 and max(varied) > BIG_ARMS[1] - 0.03, varied
+    stage_4 = [world_size_style(random.Random(seed), DrawingHabits(world_arms=1.0)) for seed in range(50)]
+    assert stage_4 == [None] * 50  # not stroked by hand: stage 4's drawing, arms and all
+    for seed in range(4):
+        rng, untouched = random.Random(seed), random.Random(seed)
+        assert world_size_style(rng, DrawingHabits(hand_world=1.0)) == world_size_style(
+            untouched, DrawingHabits(hand_world=1.0, world_arms=0.0)
+        )
+        assert rng.random() == untouched.random()
+    scene = Scene((ShapeObject("blue", "cross", "large", 32, 32),))
+    style = DrawnStyle(256, 256, (255, 255, 255), "filled", 2.0, False, 1.0, 0.0, None, 0)
+    thin, stout = (render_drawn(scene, random.Random(0), replace(style, arm=arm)).image for arm in BIG_ARMS)
+    inked = [sum(v < 200 for v in image.convert("L").getdata()) for image in (thin, stout)]
+    assert inked[0] < 0.8 * inked[1], inked
+    habits = TrainConfig(hand_world_size=1.0, world_arms=0.7).drawing_habits()
+    assert habits.world_arms == 0.7 and habits.hand_world == 1.0
+
+
 def test_dense_hatching_draws_a_share_of_hand_hatched_fills_closer_and_nothing_without_it():
     """`--dense-hatching`: hatched squares drawn as densely as a pen fills in were read as circles.
     The share is of the hand-stroked hatched fills; a dense one leaves more ink than a sparse one."""

@@ -99,9 +99,11 @@ class DrawingHabits:
     """How stage 6 draws, beyond stage 4's styles: the shares of its big drawings and of its drawings
     at the world's sizes stroked by hand (`hand_style`), of the hand-stroked hatched fills hatched
     densely, of its big objects drawn near the world's large, of its drawings in inks far from
-    the six (`inked`), and of its big objects drawn between the world's small and large. One value
-    for every stage-6 loop (`train`'s options `--hand-strokes`, `--hand-world-size`, `--dense-hatching`,
-    `--near-large`, `--ink-variety`, `--between-sizes`); all 0 draws as stage 4 does, from the same
+    the six (`inked`), of its big objects drawn between the world's small and large, and of its
+    drawings at the world's sizes stroked by hand, those whose crosses' arms are drawn thin to stout
+    as a big cross's (`BIG_ARMS`, not stage 4's 0.4). One value for every stage-6 loop (`train`'s
+    options `--hand-strokes`, `--hand-world-size`, `--dense-hatching`, `--near-large`, `--ink-variety`,
+    `--between-sizes`, `--world-arms`); all 0 draws as stage 4 does, from the same
     random stream."""
 
     hand_big: float = 0.0
@@ -110,6 +112,7 @@ class DrawingHabits:
     near_large: float = 0.0
     ink_variety: float = 0.0
     between_sizes: float = 0.0
+    world_arms: float = 0.0
 
 
 AS_STAGE_4 = DrawingHabits()  # no habit of stage 6's: stage 4's styles only
@@ -356,13 +359,17 @@ def hand_style(rng: random.Random, style: DrawnStyle, most_warp: float = 0.12, d
 
 def world_size_style(rng: random.Random, habits: DrawingHabits) -> DrawnStyle | None:
     """A drawing's style at the world's sizes: with chance `habits.hand_world` stroked by hand and
-    bent by up to `WORLD_SIZE_WARP`, else stage 4's: None, which `render_drawn` samples itself, or
+    bent by up to `WORLD_SIZE_WARP` (with chance `habits.world_arms`, its crosses' arms as a big
+    cross's: the other program's crosses at a tenth of the canvas, thin-armed, were read as circles
+    and squares), else stage 4's: None, which `render_drawn` samples itself, or
     with `habits.ink_variety` on, stage 4's style sampled here, inked with that chance (`inked`).
     With those shares 0 it takes nothing from the random stream, so that runs without them draw
     as before."""
     hand = habits.hand_world
     if hand and rng.random() < hand:
         style = hand_style(rng, sample_style(rng), WORLD_SIZE_WARP, habits.dense_hatching)
+        if habits.world_arms and rng.random() < habits.world_arms:
+            style = replace(style, arm=rng.uniform(*BIG_ARMS))
     elif habits.ink_variety:  # sample_style draws first, as render_drawn would without a style
         style = sample_style(rng)
     else:

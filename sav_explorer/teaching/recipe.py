@@ -115,6 +115,7 @@ class TrainConfig:
     near_large: float = 0.0  # of stage 6's big objects, those drawn near the world's large (`drawn.NEAR_LARGE_HALF_WIDTH`)
     ink_variety: float = 0.0  # of stage 6's drawings (big and at the world's sizes), those in inks far from the six (`drawn.inked`)
     between_sizes: float = 0.0  # of stage 6's big objects, those drawn between the world's small and large (`drawn.BETWEEN_HALF_WIDTH`)
+    world_arms: float = 0.0  # of stage 6's drawings at the world's sizes stroked by hand, those with a big cross's arms (`drawn.BIG_ARMS`)
     taught_world_drawings: float = 0.0  # of stage 6's tower's images not big, drawn by hand and taught, not held (`stages.enlarging_batch`)
     enlarging_anchor: float = 3.0  # the anchor's weight in stage 6: big shapes pull the tower harder than stage 4's drawings
     rereading_lr: float = 3e-4  # the decoder in stage 6's second part
@@ -139,5 +140,11 @@ class TrainConfig:
     def drawing_habits(self) -> DrawingHabits:
         """How stage 6 draws, as one value for every loop that draws (`drawn.DrawingHabits`)."""
         return DrawingHabits(
-            self.hand_strokes, self.hand_world_size, self.dense_hatching, self.near_large, self.ink_variety, self.between_sizes
+            self.hand_strokes,
+            self.hand_world_size,
+            self.dense_hatching,
+            self.near_large,
+            self.ink_variety,
+            self.between_sizes,
+            self.world_arms,
         )
