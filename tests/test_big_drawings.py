@@ -24,6 +24,7 @@ from sav_explorer.teaching.drawn import (
     BIG_HALF_WIDTH,
     DARKEST_INK,
     DENSE_HATCH_GAP,
+    FINE_PEN,
     HAND_FILLS,
     INK_HUE_JITTER,
     NEAR_LARGE_HALF_WIDTH,
@@ -227,6 +228,30 @@ def test_world_arms_draws_hand_drawn_crosses_at_the_worlds_sizes_thin_to_stout_a
     assert inked[0] < 0.8 * inked[1], inked
     habits = TrainConfig(hand_world_size=1.0, world_arms=0.7).drawing_habits()
     assert habits.world_arms == 0.7 and habits.hand_world == 1.0
+
+
+def test_fine_pens_draw_a_share_of_hand_drawn_shapes_at_the_worlds_sizes_finer_and_nothing_without_it():
+    """`--fine-pens`: stage 4's pens (1 to 4 scene pixels) fill a small shape into a blob, where the
+    other program outlines one at a tenth of the canvas 1 to 1.6 pixels wide. A share of the
+    hand-stroked drawings at the world's sizes takes a fine pen, which leaves a thinner line;
+    without it, the stream is as before."""
+    styles = [world_size_style(random.Random(seed), DrawingHabits(hand_world=1.0, fine_pens=0.5)) for seed in range(400)]
+    finer_than_stage_4 = [s.stroke for s in styles if s.stroke < 1.0]  # stage 4's pens start at 1: only fine ones below
+    expected = 0.5 * (1.0 - FINE_PEN[0]) / (FINE_PEN[1] - FINE_PEN[0]) * len(styles)  # half the drawings, two thirds of their range
+    assert 0.7 * expected < len(finer_than_stage_4) < 1.3 * expected
+    assert min(finer_than_stage_4) < FINE_PEN[0] + 0.05 and all(s.stroke >= FINE_PEN[0] for s in styles)
+    for seed in range(4):
+        rng, untouched = random.Random(seed), random.Random(seed)
+        assert world_size_style(rng, DrawingHabits(hand_world=1.0)) == world_size_style(
+            untouched, DrawingHabits(hand_world=1.0, fine_pens=0.0)
+        )
+        assert rng.random() == untouched.random()
+    scene = Scene((ShapeObject("blue", "square", "small", 32, 32),))
+    style = DrawnStyle(320, 320, (255, 255, 255), "outline", 3.0, False, 1.0, 0.0, None, 0)
+    thick, fine_line = (render_drawn(scene, random.Random(0), replace(style, stroke=pen)).image for pen in (3.0, FINE_PEN[0]))
+    inked = [sum(v < 200 for v in image.convert("L").getdata()) for image in (thick, fine_line)]
+    assert inked[1] < 0.5 * inked[0], inked
+    assert TrainConfig(fine_pens=0.4).drawing_habits().fine_pens == 0.4
 
 
 def test_dense_hatching_draws_a_share_of_hand_hatched_fills_closer_and_nothing_without_it():

@@ -54,6 +54,11 @@ BETWEEN_HALF_WIDTH = (6.5, 8.0)
 # With `--dense-hatching`, that share of the hatched fills stroked by hand is hatched as densely
 # as a pen draws when filling in: gaps of 0.8 to 1.5 strokes instead of 1.5 to 3.
 DENSE_HATCH_GAP = (0.8, 1.5)
+# With `--fine-pens`, that share of the hand-stroked drawings at the world's sizes is drawn with a
+# fine pen (in scene pixels; stage 4's pens are 1 to 4): a person draws a small shape with a finer
+# pen than a big one, and at a tenth of the canvas the other program's outlines are 1 to 1.6 scene
+# pixels wide, where stage 4's thick pens fill a small shape into a blob.
+FINE_PEN = (0.6, 1.2)
 # A hand's drift on objects at the world's sizes (`--hand-world-size`): a small shape drawn by hand
 # bends by more of its size than a big one (a fifth of its half-width).
 WORLD_SIZE_WARP = 0.2
@@ -101,9 +106,10 @@ class DrawingHabits:
     densely, of its big objects drawn near the world's large, of its drawings in inks far from
     the six (`inked`), of its big objects drawn between the world's small and large, and of its
     drawings at the world's sizes stroked by hand, those whose crosses' arms are drawn thin to stout
-    as a big cross's (`BIG_ARMS`, not stage 4's 0.4). One value for every stage-6 loop (`train`'s
+    as a big cross's (`BIG_ARMS`, not stage 4's 0.4), and of those, the ones drawn with a fine pen
+    (`FINE_PEN`). One value for every stage-6 loop (`train`'s
     options `--hand-strokes`, `--hand-world-size`, `--dense-hatching`, `--near-large`, `--ink-variety`,
-    `--between-sizes`, `--world-arms`); all 0 draws as stage 4 does, from the same
+    `--between-sizes`, `--world-arms`, `--fine-pens`); all 0 draws as stage 4 does, from the same
     random stream."""
 
     hand_big: float = 0.0
@@ -113,6 +119,7 @@ class DrawingHabits:
     ink_variety: float = 0.0
     between_sizes: float = 0.0
     world_arms: float = 0.0
+    fine_pens: float = 0.0
 
 
 AS_STAGE_4 = DrawingHabits()  # no habit of stage 6's: stage 4's styles only
@@ -361,7 +368,7 @@ def world_size_style(rng: random.Random, habits: DrawingHabits) -> DrawnStyle | 
     """A drawing's style at the world's sizes: with chance `habits.hand_world` stroked by hand and
     bent by up to `WORLD_SIZE_WARP` (with chance `habits.world_arms`, its crosses' arms as a big
     cross's: the other program's crosses at a tenth of the canvas, thin-armed, were read as circles
-    and squares), else stage 4's: None, which `render_drawn` samples itself, or
+    and squares; with chance `habits.fine_pens`, with a fine pen), else stage 4's: None, which `render_drawn` samples itself, or
     with `habits.ink_variety` on, stage 4's style sampled here, inked with that chance (`inked`).
     With those shares 0 it takes nothing from the random stream, so that runs without them draw
     as before."""
@@ -370,6 +377,8 @@ def world_size_style(rng: random.Random, habits: DrawingHabits) -> DrawnStyle | 
         style = hand_style(rng, sample_style(rng), WORLD_SIZE_WARP, habits.dense_hatching)
         if habits.world_arms and rng.random() < habits.world_arms:
             style = replace(style, arm=rng.uniform(*BIG_ARMS))
+        if habits.fine_pens and rng.random() < habits.fine_pens:
+            style = replace(style, stroke=rng.uniform(*FINE_PEN))
     elif habits.ink_variety:  # sample_style draws first, as render_drawn would without a style
         style = sample_style(rng)
     else:

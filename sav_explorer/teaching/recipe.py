@@ -116,6 +116,7 @@ class TrainConfig:
     ink_variety: float = 0.0  # of stage 6's drawings (big and at the world's sizes), those in inks far from the six (`drawn.inked`)
     between_sizes: float = 0.0  # of stage 6's big objects, those drawn between the world's small and large (`drawn.BETWEEN_HALF_WIDTH`)
     world_arms: float = 0.0  # of stage 6's drawings at the world's sizes stroked by hand, those with a big cross's arms (`drawn.BIG_ARMS`)
+    fine_pens: float = 0.0  # of stage 6's drawings at the world's sizes stroked by hand, those drawn with a fine pen (`drawn.FINE_PEN`)
     taught_world_drawings: float = 0.0  # of stage 6's tower's images not big, drawn by hand and taught, not held (`stages.enlarging_batch`)
     enlarging_anchor: float = 3.0  # the anchor's weight in stage 6: big shapes pull the tower harder than stage 4's drawings
     rereading_lr: float = 3e-4  # the decoder in stage 6's second part
@@ -147,4 +148,5 @@ class TrainConfig:
             self.ink_variety,
             self.between_sizes,
             self.world_arms,
+            self.fine_pens,
         )
