@@ -203,6 +203,22 @@ def test_drawings_at_the_worlds_sizes_may_be_stroked_by_hand_bent_more_than_big_
     assert batch.kinds == plain.kinds and not torch.equal(batch.inputs["pixel_values"], plain.inputs["pixel_values"])
 
 
+def dark_pixels(image: Image.Image) -> int:
+    """The ink a drawing leaves: its pixels darker than light grey."""
+    return sum(v < 200 for v in image.convert("L").getdata())
+
+
+def assert_draws_at_the_worlds_sizes_as_without_it(**habit_at_0) -> None:
+    """A stage-6 habit at 0 draws the hand-stroked drawings at the world's sizes as before, from the
+    same random stream, so that earlier runs draw as they did."""
+    for seed in range(4):
+        rng, untouched = random.Random(seed), random.Random(seed)
+        assert world_size_style(rng, DrawingHabits(hand_world=1.0)) == world_size_style(
+            untouched, DrawingHabits(hand_world=1.0, **habit_at_0)
+        )
+        assert rng.random() == untouched.random()
+
+
 def test_world_arms_draws_hand_drawn_crosses_at_the_worlds_sizes_thin_to_stout_and_nothing_without_it():
     """`--world-arms`: at a tenth of the canvas the other program's crosses, their arms 0.28 to 0.4
     of the half-width, were read as circles and squares; stage 4 drew every cross at the world's
@@ -215,17 +231,11 @@ def test_world_arms_draws_hand_drawn_crosses_at_the_worlds_sizes_thin_to_stout_a
     assert min(varied) < BIG_ARMS[0] + 0.03 and max(varied) > BIG_ARMS[1] - 0.03, varied
     stage_4 = [world_size_style(random.Random(seed), DrawingHabits(world_arms=1.0)) for seed in range(50)]
     assert stage_4 == [None] * 50  # not stroked by hand: stage 4's drawing, arms and all
-    for seed in range(4):
-        rng, untouched = random.Random(seed), random.Random(seed)
-        assert world_size_style(rng, DrawingHabits(hand_world=1.0)) == world_size_style(
-            untouched, DrawingHabits(hand_world=1.0, world_arms=0.0)
-        )
-        assert rng.random() == untouched.random()
+    assert_draws_at_the_worlds_sizes_as_without_it(world_arms=0.0)
     scene = Scene((ShapeObject("blue", "cross", "large", 32, 32),))
     style = DrawnStyle(256, 256, (255, 255, 255), "filled", 2.0, False, 1.0, 0.0, None, 0)
     thin, stout = (render_drawn(scene, random.Random(0), replace(style, arm=arm)).image for arm in BIG_ARMS)
-    inked = [sum(v < 200 for v in image.convert("L").getdata()) for image in (thin, stout)]
-    assert inked[0] < 0.8 * inked[1], inked
+    assert dark_pixels(thin) < 0.8 * dark_pixels(stout)
     habits = TrainConfig(hand_world_size=1.0, world_arms=0.7).drawing_habits()
     assert habits.world_arms == 0.7 and habits.hand_world == 1.0
 
@@ -240,17 +250,11 @@ def test_fine_pens_draw_a_share_of_hand_drawn_shapes_at_the_worlds_sizes_finer_a
     expected = 0.5 * (1.0 - FINE_PEN[0]) / (FINE_PEN[1] - FINE_PEN[0]) * len(styles)  # half the drawings, two thirds of their range
     assert 0.7 * expected < len(finer_than_stage_4) < 1.3 * expected
     assert min(finer_than_stage_4) < FINE_PEN[0] + 0.05 and all(s.stroke >= FINE_PEN[0] for s in styles)
-    for seed in range(4):
-        rng, untouched = random.Random(seed), random.Random(seed)
-        assert world_size_style(rng, DrawingHabits(hand_world=1.0)) == world_size_style(
-            untouched, DrawingHabits(hand_world=1.0, fine_pens=0.0)
-        )
-        assert rng.random() == untouched.random()
+    assert_draws_at_the_worlds_sizes_as_without_it(fine_pens=0.0)
     scene = Scene((ShapeObject("blue", "square", "small", 32, 32),))
     style = DrawnStyle(320, 320, (255, 255, 255), "outline", 3.0, False, 1.0, 0.0, None, 0)
     thick, fine_line = (render_drawn(scene, random.Random(0), replace(style, stroke=pen)).image for pen in (3.0, FINE_PEN[0]))
-    inked = [sum(v < 200 for v in image.convert("L").getdata()) for image in (thick, fine_line)]
-    assert inked[1] < 0.5 * inked[0], inked
+    assert dark_pixels(fine_line) < 0.5 * dark_pixels(thick)
     assert TrainConfig(fine_pens=0.4).drawing_habits().fine_pens == 0.4
 
 
@@ -271,8 +275,7 @@ def test_dense_hatching_draws_a_share_of_hand_hatched_fills_closer_and_nothing_w
     scene = Scene((ShapeObject("blue", "square", "large", 32, 32),))
     style = DrawnStyle(256, 256, (255, 255, 255), "hatched", 2.5, False, 2.5, 0.0, None, 0)
     sparse, close = (render_drawn(scene, random.Random(0), replace(style, hatch_gap=gap)).image for gap in (0.0, 1.0))
-    inked = [sum(v < 200 for v in image.convert("L").getdata()) for image in (sparse, close)]
-    assert inked[1] > 1.3 * inked[0], inked
+    assert dark_pixels(close) > 1.3 * dark_pixels(sparse)
 
 
 def test_ink_variety_draws_a_share_of_drawings_paler_or_darker_in_the_colour_their_name_says():
