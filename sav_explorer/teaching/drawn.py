@@ -57,7 +57,8 @@ DENSE_HATCH_GAP = (0.8, 1.5)
 # With `--fine-pens`, that share of the hand-stroked drawings at the world's sizes is drawn with a
 # fine pen (in scene pixels; stage 4's pens are 1 to 4): a person draws a small shape with a finer
 # pen than a big one, and at a tenth of the canvas the other program's outlines are 1 to 1.6 scene
-# pixels wide, where stage 4's thick pens fill a small shape into a blob.
+# pixels wide, where stage 4's thick pens fill a small shape into a blob. Tried with
+# `--world-arms`: neither moved that band (the README's *Crosses' arms and fine pens*).
 FINE_PEN = (0.6, 1.2)
 # A hand's drift on objects at the world's sizes (`--hand-world-size`): a small shape drawn by hand
 # bends by more of its size than a big one (a fifth of its half-width).
@@ -105,12 +106,11 @@ class DrawingHabits:
     at the world's sizes stroked by hand (`hand_style`), of the hand-stroked hatched fills hatched
     densely, of its big objects drawn near the world's large, of its drawings in inks far from
     the six (`inked`), of its big objects drawn between the world's small and large, and of its
-    drawings at the world's sizes stroked by hand, those whose crosses' arms are drawn thin to stout
-    as a big cross's (`BIG_ARMS`, not stage 4's 0.4), and of those, the ones drawn with a fine pen
-    (`FINE_PEN`). One value for every stage-6 loop (`train`'s
-    options `--hand-strokes`, `--hand-world-size`, `--dense-hatching`, `--near-large`, `--ink-variety`,
-    `--between-sizes`, `--world-arms`, `--fine-pens`); all 0 draws as stage 4 does, from the same
-    random stream."""
+    hand-stroked drawings at the world's sizes, those whose crosses take a big cross's arms
+    (`BIG_ARMS`, not stage 4's 0.4) and those drawn with a fine pen (`FINE_PEN`). One value for
+    every stage-6 loop (`train`'s options `--hand-strokes`, `--hand-world-size`, `--dense-hatching`,
+    `--near-large`, `--ink-variety`, `--between-sizes`, `--world-arms`, `--fine-pens`); all 0 draws
+    as stage 4 does, from the same random stream."""
 
     hand_big: float = 0.0
     hand_world: float = 0.0
@@ -366,10 +366,11 @@ def hand_style(rng: random.Random, style: DrawnStyle, most_warp: float = 0.12, d
 
 def world_size_style(rng: random.Random, habits: DrawingHabits) -> DrawnStyle | None:
     """A drawing's style at the world's sizes: with chance `habits.hand_world` stroked by hand and
-    bent by up to `WORLD_SIZE_WARP` (with chance `habits.world_arms`, its crosses' arms as a big
-    cross's: the other program's crosses at a tenth of the canvas, thin-armed, were read as circles
-    and squares; with chance `habits.fine_pens`, with a fine pen), else stage 4's: None, which `render_drawn` samples itself, or
-    with `habits.ink_variety` on, stage 4's style sampled here, inked with that chance (`inked`).
+    bent by up to `WORLD_SIZE_WARP`, with chance `habits.world_arms` its crosses' arms as a big
+    cross's and with chance `habits.fine_pens` a fine pen (the other program's crosses at a tenth
+    of the canvas, thin-armed and finely outlined, were read as circles and squares); else stage
+    4's: None, which `render_drawn` samples itself, or with `habits.ink_variety` on, stage 4's
+    style sampled here, inked with that chance (`inked`).
     With those shares 0 it takes nothing from the random stream, so that runs without them draw
     as before."""
     hand = habits.hand_world
