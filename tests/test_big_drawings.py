@@ -49,6 +49,11 @@ def ink_box(image: Image.Image) -> tuple[int, int, int, int]:
     return image.convert("L").point(lambda v: 255 if v < 200 else 0).getbbox()
 
 
+def dark_pixels(image: Image.Image) -> int:
+    """The ink a drawing leaves: its pixels darker than light grey."""
+    return sum(v < 200 for v in image.convert("L").getdata())
+
+
 @pytest.mark.parametrize("radius", RADIUS_BANDS)
 def test_a_big_drawing_reaches_its_radius_as_a_share_of_the_canvas_width(radius):
     for i, shape in enumerate(("circle", "square", "cross")):
@@ -84,9 +89,8 @@ def test_big_drawings_are_seeded_and_every_fill_leaves_ink():
         again = draw_big(random.Random(3), "triangle", 0.33, COLOURS["green"], fill)
         assert first.tobytes() == again.tobytes()
         assert ink_box(first) is not None
-    solid, hollow = (draw_big(random.Random(5), "circle", 0.4, COLOURS["red"], f).convert("L") for f in ("solid", "outline"))
-    inked = [sum(1 for v in im.getdata() if v < 200) for im in (solid, hollow)]
-    assert inked[0] > 2 * inked[1]  # a solid shape covers far more of the canvas than its outline
+    solid, hollow = (draw_big(random.Random(5), "circle", 0.4, COLOURS["red"], f) for f in ("solid", "outline"))
+    assert dark_pixels(solid) > 2 * dark_pixels(hollow)  # a solid shape covers far more of the canvas than its outline
 
 
 def test_objects_drawn_big_for_training_are_large_one_object_scenes_that_fit_the_image():
@@ -143,7 +147,7 @@ def test_a_hand_stroked_outline_runs_past_its_corners_and_a_closed_one_does_not(
 
 def test_a_hatched_fill_is_parallel_lines_inside_the_shape_under_its_outline():
     hatched, solid, bare = (big_square(fill).convert("L") for fill in ("hatched", "filled", "outline"))
-    inked = [sum(1 for v in im.getdata() if v < 200) for im in (hatched, solid, bare)]
+    inked = [dark_pixels(image) for image in (hatched, solid, bare)]
     assert inked[2] < inked[0] < inked[1], inked  # more ink than the outline alone, less than a solid fill
     assert ink_box(hatched) == ink_box(bare)  # kept inside the outline
     row = [hatched.getpixel((x, 128)) < 200 for x in range(110, 146)]
@@ -201,11 +205,6 @@ def test_drawings_at_the_worlds_sizes_may_be_stroked_by_hand_bent_more_than_big_
     batch = qa_batch(processor, world, random.Random(2), 16, REREADING_WEIGHTS, 1.0, habits=DrawingHabits(hand_world=1.0))
     plain = qa_batch(processor, world, random.Random(2), 16, REREADING_WEIGHTS, 1.0)
     assert batch.kinds == plain.kinds and not torch.equal(batch.inputs["pixel_values"], plain.inputs["pixel_values"])
-
-
-def dark_pixels(image: Image.Image) -> int:
-    """The ink a drawing leaves: its pixels darker than light grey."""
-    return sum(v < 200 for v in image.convert("L").getdata())
 
 
 def assert_draws_at_the_worlds_sizes_as_without_it(**habit_at_0) -> None:

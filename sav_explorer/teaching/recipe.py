@@ -141,12 +141,12 @@ class TrainConfig:
     def drawing_habits(self) -> DrawingHabits:
         """How stage 6 draws, as one value for every loop that draws (`drawn.DrawingHabits`)."""
         return DrawingHabits(
-            self.hand_strokes,
-            self.hand_world_size,
-            self.dense_hatching,
-            self.near_large,
-            self.ink_variety,
-            self.between_sizes,
-            self.world_arms,
-            self.fine_pens,
+            hand_big=self.hand_strokes,
+            hand_world=self.hand_world_size,
+            dense_hatching=self.dense_hatching,
+            near_large=self.near_large,
+            ink_variety=self.ink_variety,
+            between_sizes=self.between_sizes,
+            world_arms=self.world_arms,
+            fine_pens=self.fine_pens,
         )
