@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from transformers import LlavaForConditionalGeneration
 
+from sav_explorer.teaching import train as train_module
 from sav_explorer.teaching.batches import BIG_KINDS, picture, qa_batch
 from sav_explorer.teaching.bigdrawings import FILLS, RADIUS_BANDS, draw_big
 from sav_explorer.teaching.build import build_config, build_processor
@@ -424,3 +425,29 @@ def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path
     assert log["config"]["taught_world_drawings"] == 0.5
     trained = LlavaForConditionalGeneration.from_pretrained(tmp_path / "stage6")
     assert any(not torch.equal(tower_before[k], v) for k, v in trained.model.vision_tower.state_dict().items())
+
+
+def test_rereading_presence_weighs_presence_questions_in_stage_6s_second_part_only(tmp_path, monkeypatch):
+    """`--rereading-presence`: the decoder's part of stage 6 cost a presence question or two; a
+    heavier presence weight there keeps them. The option reaches that part's weights, and no other
+    kind's weight moves."""
+    assert TrainConfig().rereading_weights() == REREADING_WEIGHTS
+    heavier = TrainConfig(rereading_presence=6.0).rereading_weights()
+    assert heavier == {**REREADING_WEIGHTS, "presence": 6.0} and REREADING_WEIGHTS["presence"] == 3.0
+    processor = build_processor()
+    torch.manual_seed(0)
+    before = tmp_path / "after-enlarging"
+    LlavaForConditionalGeneration(build_config(processor.tokenizer, text_layers=3, text_heads=8, width=64)).save_pretrained(before)
+    processor.save_pretrained(before)
+    done = [{"stage": name, "steps": 0, "seconds": 0, "history": []} for name in STAGES[: STAGES.index("rereading")]]
+    (before / "training_log.json").write_text(json.dumps({"stages": done}))
+    seen = []
+
+    def answering(name, model, probe, processor, world, rng, cfg, steps, weights, lr, *args, **kwargs):
+        seen.append((name, weights))
+        return {"stage": name, "steps": 0, "seconds": 0, "history": []}
+
+    monkeypatch.setattr(train_module, "train_answering", answering)
+    train(tmp_path / "out", TrainConfig(rereading_presence=6.0, threads=1), resume=before)
+    assert seen == [("rereading", heavier)]
+    assert json.loads((tmp_path / "out" / "training_log.json").read_text())["config"]["rereading_presence"] == 6.0

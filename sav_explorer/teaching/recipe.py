@@ -120,6 +120,7 @@ class TrainConfig:
     taught_world_drawings: float = 0.0  # of stage 6's tower's images not big, drawn by hand and taught, not held (`stages.enlarging_batch`)
     enlarging_anchor: float = 3.0  # the anchor's weight in stage 6: big shapes pull the tower harder than stage 4's drawings
     rereading_lr: float = 3e-4  # the decoder in stage 6's second part
+    rereading_presence: float = REREADING_WEIGHTS["presence"]  # presence questions' weight there (heavier keeps presence)
     drawn_share: float = 0.5  # of stage 4's and 5's images, drawn in the style of `drawn`
     redrawing_lr: float = 6e-4  # the tower in stage 4's first part
     drawing_lr: float = 3e-4  # the decoder in stage 4 (tower and projector at finetune_lr)
@@ -137,6 +138,10 @@ class TrainConfig:
     warmup: int = 100
     weight_decay: float = 0.01
     threads: int = 2
+
+    def rereading_weights(self) -> dict[str, float]:
+        """The question kinds' weights in stage 6's second part, presence's as configured."""
+        return REREADING_WEIGHTS | {"presence": self.rereading_presence}
 
     def drawing_habits(self) -> DrawingHabits:
         """How stage 6 draws, as one value for every loop that draws (`drawn.DrawingHabits`)."""
