@@ -30,11 +30,19 @@ def class_means(acts: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tor
     return sums / counts.clamp(min=1).view(-1, *([1] * (acts.dim() - 1)))
 
 
+# Cosines are compared to this many decimals. A head whose output hardly depends on the image is
+# as near to every class mean, up to float noise (about 1e-8) that one arithmetic (batch, device,
+# a refit without one example) draws differently from the next; rounded, its classes tie, and the
+# tie goes the same way every time (argmax: the first class).
+COSINE_DECIMALS = 6
+
+
 def cosine_to_means(acts: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of every example's head vector to every class mean: (n, n_heads, n_classes)."""
+    """Cosine similarity of every example's head vector to every class mean, to COSINE_DECIMALS:
+    (n, n_heads, n_classes)."""
     a = torch.nn.functional.normalize(acts, dim=-1)  # (n, heads, dim)
     m = torch.nn.functional.normalize(means, dim=-1)  # (classes, heads, dim)
-    return torch.einsum("nhd,chd->nhc", a, m)
+    return torch.round(torch.einsum("nhd,chd->nhc", a, m), decimals=COSINE_DECIMALS)
 
 
 def leave_one_out_cosine(acts: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -49,7 +57,7 @@ def leave_one_out_cosine(acts: torch.Tensor, labels: torch.Tensor, n_classes: in
     own_sum = sums[labels] - acts  # (n, heads, dim): class sum without the example
     own_count = (counts[labels] - 1).view(-1, 1, 1)
     own_mean = own_sum / own_count.clamp(min=1)
-    own_sim = torch.nn.functional.cosine_similarity(acts, own_mean, dim=-1)  # (n, heads)
+    own_sim = torch.round(torch.nn.functional.cosine_similarity(acts, own_mean, dim=-1), decimals=COSINE_DECIMALS)  # (n, heads)
     own_sim = torch.where(own_count.view(-1, 1) > 0, own_sim, torch.tensor(float("-inf"), dtype=acts.dtype))
     sims[torch.arange(len(labels)), :, labels] = own_sim
     return sims
@@ -71,11 +79,14 @@ def head_margins(sims: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (own - others).mean(0)
 
 
+MARGIN_DECIMALS = 6  # the "margin" order compares margins to this many decimals (see `select_heads`)
+
+
 def select_heads(scores: torch.Tensor, k: int, order: HeadOrder = "layer-head", margins: torch.Tensor | None = None) -> torch.Tensor:
     """Indices of the k best heads, score descending. Within a tie of scores, by `order`:
     "layer-head" (index ascending: early layers first), "official" (index descending, as the
-    official code's sort leaves them) or "margin" (`margins` descending, then index ascending).
-    With few examples scores are coarse fractions and many heads tie, so the order matters."""
+    official code's sort leaves them) or "margin" (`margins` to six decimals descending, then index
+    ascending). With few examples scores are coarse fractions and many heads tie, so the order matters."""
     check_k(k, len(scores))
     check_choice(order, HeadOrder, "head order")
     index = torch.arange(len(scores))
@@ -84,7 +95,10 @@ def select_heads(scores: torch.Tensor, k: int, order: HeadOrder = "layer-head", 
     elif order == "margin":
         if margins is None:
             raise ValueError("the margin order needs the heads' margins")
-        index = torch.sort(-margins, stable=True).indices
+        # Margins equal to MARGIN_DECIMALS tie: a head whose output hardly depends on the image has a
+        # margin of float noise (about 1e-8) whose sign, which differs from one arithmetic (batch,
+        # device, refit) to the next, would otherwise place it.
+        index = torch.sort(-torch.round(margins, decimals=MARGIN_DECIMALS), stable=True).indices
     ranked = torch.sort(-scores[index], stable=True).indices  # a stable sort keeps the tie order of `index`
     return index[ranked][:k]
 

@@ -110,9 +110,9 @@ def test_ablating_the_voting_heads_reports_all_three_accuracies_and_each_answer(
 
 def curve_by_hand(support: torch.Tensor, labels: list[int], queries: torch.Tensor, truth: list[int], n_classes: int) -> dict:
     """The curve's three series, written out loop by loop from the method's definitions (DESIGN.md),
-    sharing no code with `analysis` or `method`: in-sample head scores, heads ranked by score, then
-    by margin (own class's cosine minus the nearest other's, averaged), then (layer, head); a vote
-    whose ties go to the tied class of highest summed cosine."""
+    sharing no code with `analysis` or `method`: cosines to six decimals, in-sample head scores, heads ranked by score, then
+    by margin (own class's cosine minus the nearest other's, averaged) to six decimals, then (layer,
+    head); a vote whose ties go to the tied class of highest summed cosine."""
     n, n_heads, _ = support.shape
 
     def means(rows: list[int]) -> list[list[torch.Tensor | None]]:
@@ -122,7 +122,10 @@ def curve_by_hand(support: torch.Tensor, labels: list[int], queries: torch.Tenso
         ]
 
     def cosines(vector, class_means, h) -> list[float]:
-        return [float("-inf") if m[h] is None else torch.nn.functional.cosine_similarity(vector, m[h], dim=0).item() for m in class_means]
+        return [
+            float("-inf") if m[h] is None else round(torch.nn.functional.cosine_similarity(vector, m[h], dim=0).item(), 6)
+            for m in class_means
+        ]
 
     def ranking(rows: list[int]) -> list[int]:
         fitted = means(rows)
@@ -133,7 +136,7 @@ def curve_by_hand(support: torch.Tensor, labels: list[int], queries: torch.Tenso
             margins.append(
                 sum(s[labels[i]] - max(s[c] for c in range(n_classes) if c != labels[i]) for s, i in zip(sims, rows)) / len(rows)
             )
-        return sorted(range(n_heads), key=lambda h: (-scores[h], -margins[h], h))
+        return sorted(range(n_heads), key=lambda h: (-scores[h], -round(margins[h], 6), h))
 
     def predict(sims_per_head: list[list[float]], heads: list[int]) -> int:
         votes = [0] * n_classes

@@ -60,6 +60,36 @@ def test_the_margin_order_ranks_tied_heads_by_how_clearly_they_separate():
     assert method.select_heads(scores, 5, "margin", margins).tolist() == [2, 4, 1, 0, 3]  # equal margins: index order
 
 
+def test_a_head_blind_to_the_image_scores_the_same_whatever_its_float_noise():
+    """Its output is the same vector for every example, up to noise of a few 1e-8 that another batch
+    draws differently: cosines to six decimals make its classes tie, so it is scored (nearest class:
+    the first) and votes the same every time, where the raw argmax followed the noise."""
+    labels = torch.tensor([0, 0, 1, 1])
+    constant = torch.tensor([0.6, -0.8, 0.3])
+    scored = []
+    for seed in range(4):
+        noise = torch.randn(4, 1, 3, generator=torch.Generator().manual_seed(seed)) * 3e-8
+        acts = constant + noise
+        sims = method.cosine_to_means(acts, method.class_means(acts, labels, 2))
+        assert torch.equal(sims, torch.ones(4, 1, 2))
+        scored.append(method.head_scores(sims, labels).item())
+    assert scored == [0.5] * 4
+    distinct = method.cosine_to_means(torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]]), torch.tensor([[[1.0, 0.1]], [[0.1, 1.0]]]))
+    assert distinct.argmax(-1).flatten().tolist() == [0, 1]  # real differences still decide
+
+
+def test_margins_of_float_noise_tie_so_a_head_blind_to_the_image_keeps_its_place_whatever_the_arithmetic():
+    """A head whose output hardly depends on the image has a margin of float noise, whose sign one
+    arithmetic (batch, device, refit without an example) flips against another: margins equal to six
+    decimals tie, and index order places them. Real differences still count."""
+    scores = torch.tensor([0.5, 0.5, 0.5, 0.5])
+    one_way = torch.tensor([3e-8, -2e-8, 0.2, 0.2000004])
+    another = torch.tensor([-3e-8, 2e-8, 0.2, 0.1999996])
+    assert method.select_heads(scores, 4, "margin", one_way).tolist() == [2, 3, 0, 1]
+    assert method.select_heads(scores, 4, "margin", another).tolist() == [2, 3, 0, 1]
+    assert method.select_heads(scores, 4, "margin", torch.tensor([0.0, 2e-6, 0.2, 0.2])).tolist() == [2, 3, 1, 0]
+
+
 def test_head_margins_are_the_mean_gap_between_the_own_class_and_the_nearest_other():
     sims = torch.tensor(
         [
