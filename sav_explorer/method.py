@@ -37,12 +37,17 @@ def class_means(acts: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tor
 COSINE_DECIMALS = 6
 
 
+def _to_decimals(values: torch.Tensor, decimals: int) -> torch.Tensor:
+    """Rounded in float32 and cast back: in bfloat16 or float16 the value is already coarser, and stays."""
+    return torch.round(values.float(), decimals=decimals).to(values.dtype)
+
+
 def cosine_to_means(acts: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of every example's head vector to every class mean, to COSINE_DECIMALS:
     (n, n_heads, n_classes)."""
     a = torch.nn.functional.normalize(acts, dim=-1)  # (n, heads, dim)
     m = torch.nn.functional.normalize(means, dim=-1)  # (classes, heads, dim)
-    return torch.round(torch.einsum("nhd,chd->nhc", a, m), decimals=COSINE_DECIMALS)
+    return _to_decimals(torch.einsum("nhd,chd->nhc", a, m), COSINE_DECIMALS)
 
 
 def leave_one_out_cosine(acts: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -57,7 +62,7 @@ def leave_one_out_cosine(acts: torch.Tensor, labels: torch.Tensor, n_classes: in
     own_sum = sums[labels] - acts  # (n, heads, dim): class sum without the example
     own_count = (counts[labels] - 1).view(-1, 1, 1)
     own_mean = own_sum / own_count.clamp(min=1)
-    own_sim = torch.round(torch.nn.functional.cosine_similarity(acts, own_mean, dim=-1), decimals=COSINE_DECIMALS)  # (n, heads)
+    own_sim = _to_decimals(torch.nn.functional.cosine_similarity(acts, own_mean, dim=-1), COSINE_DECIMALS)  # (n, heads)
     own_sim = torch.where(own_count.view(-1, 1) > 0, own_sim, torch.tensor(float("-inf"), dtype=acts.dtype))
     sims[torch.arange(len(labels)), :, labels] = own_sim
     return sims
@@ -98,7 +103,7 @@ def select_heads(scores: torch.Tensor, k: int, order: HeadOrder = "layer-head", 
         # Margins equal to MARGIN_DECIMALS tie: a head whose output hardly depends on the image has a
         # margin of float noise (about 1e-8) whose sign, which differs from one arithmetic (batch,
         # device, refit) to the next, would otherwise place it.
-        index = torch.sort(-torch.round(margins, decimals=MARGIN_DECIMALS), stable=True).indices
+        index = torch.sort(-_to_decimals(margins, MARGIN_DECIMALS), stable=True).indices
     ranked = torch.sort(-scores[index], stable=True).indices  # a stable sort keeps the tie order of `index`
     return index[ranked][:k]
 
