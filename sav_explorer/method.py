@@ -30,11 +30,11 @@ def class_means(acts: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tor
     return sums / counts.clamp(min=1).view(-1, *([1] * (acts.dim() - 1)))
 
 
-# Cosines are compared to this many decimals. A head whose output hardly depends on the image is
-# as near to every class mean, up to float noise (about 1e-8) that one arithmetic (batch, device,
-# a refit without one example) draws differently from the next; rounded, its classes tie, and the
-# tie goes the same way every time (argmax: the first class).
-COSINE_DECIMALS = 6
+# Cosines, and margins in the "margin" head order, are compared to this many decimals. A head whose
+# output hardly depends on the image is as near to every class mean, up to float noise (about 1e-8)
+# that one arithmetic (batch, device, a refit without one example) draws differently from the next;
+# rounded, its classes tie (argmax: the first class) and its margin is 0, the same way every time.
+COMPARED_DECIMALS = 6
 
 
 def _to_decimals(values: torch.Tensor, decimals: int) -> torch.Tensor:
@@ -43,11 +43,11 @@ def _to_decimals(values: torch.Tensor, decimals: int) -> torch.Tensor:
 
 
 def cosine_to_means(acts: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of every example's head vector to every class mean, to COSINE_DECIMALS:
+    """Cosine similarity of every example's head vector to every class mean, to COMPARED_DECIMALS:
     (n, n_heads, n_classes)."""
     a = torch.nn.functional.normalize(acts, dim=-1)  # (n, heads, dim)
     m = torch.nn.functional.normalize(means, dim=-1)  # (classes, heads, dim)
-    return _to_decimals(torch.einsum("nhd,chd->nhc", a, m), COSINE_DECIMALS)
+    return _to_decimals(torch.einsum("nhd,chd->nhc", a, m), COMPARED_DECIMALS)
 
 
 def leave_one_out_cosine(acts: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -62,7 +62,7 @@ def leave_one_out_cosine(acts: torch.Tensor, labels: torch.Tensor, n_classes: in
     own_sum = sums[labels] - acts  # (n, heads, dim): class sum without the example
     own_count = (counts[labels] - 1).view(-1, 1, 1)
     own_mean = own_sum / own_count.clamp(min=1)
-    own_sim = _to_decimals(torch.nn.functional.cosine_similarity(acts, own_mean, dim=-1), COSINE_DECIMALS)  # (n, heads)
+    own_sim = _to_decimals(torch.nn.functional.cosine_similarity(acts, own_mean, dim=-1), COMPARED_DECIMALS)  # (n, heads)
     own_sim = torch.where(own_count.view(-1, 1) > 0, own_sim, torch.tensor(float("-inf"), dtype=acts.dtype))
     sims[torch.arange(len(labels)), :, labels] = own_sim
     return sims
@@ -84,9 +84,6 @@ def head_margins(sims: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (own - others).mean(0)
 
 
-MARGIN_DECIMALS = 6  # the "margin" order compares margins to this many decimals (see `select_heads`)
-
-
 def select_heads(scores: torch.Tensor, k: int, order: HeadOrder = "layer-head", margins: torch.Tensor | None = None) -> torch.Tensor:
     """Indices of the k best heads, score descending. Within a tie of scores, by `order`:
     "layer-head" (index ascending: early layers first), "official" (index descending, as the
@@ -100,10 +97,7 @@ def select_heads(scores: torch.Tensor, k: int, order: HeadOrder = "layer-head", 
     elif order == "margin":
         if margins is None:
             raise ValueError("the margin order needs the heads' margins")
-        # Margins equal to MARGIN_DECIMALS tie: a head whose output hardly depends on the image has a
-        # margin of float noise (about 1e-8) whose sign, which differs from one arithmetic (batch,
-        # device, refit) to the next, would otherwise place it.
-        index = torch.sort(-_to_decimals(margins, MARGIN_DECIMALS), stable=True).indices
+        index = torch.sort(-_to_decimals(margins, COMPARED_DECIMALS), stable=True).indices  # equal to COMPARED_DECIMALS: a tie
     ranked = torch.sort(-scores[index], stable=True).indices  # a stable sort keeps the tie order of `index`
     return index[ranked][:k]
 
