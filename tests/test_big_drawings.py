@@ -387,17 +387,24 @@ def test_the_big_drawings_are_drawn_by_a_program_the_training_never_imports():
         assert not any(name and name.endswith("bigdrawings") for name in imported), module.__name__
 
 
-def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path):
-    """A few steps of each part on a tiny model: the tower learns with its anchor, the decoder alone
-    after it, and the log records the two parts after the five stages before them."""
+def tiny_checkpoint_before(stage: str, folder) -> LlavaForConditionalGeneration:
+    """A tiny model saved in `folder` as `train --checkpoints` would save it just before `stage`,
+    its log listing every stage before as done; returned, so that a test can compare with it."""
     processor = build_processor()
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(build_config(processor.tokenizer, text_layers=3, text_heads=8, width=64))
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    done = [{"stage": name, "steps": 0, "seconds": 0, "history": []} for name in STAGES[: STAGES.index(stage)]]
+    (folder / "training_log.json").write_text(json.dumps({"stages": done}))
+    return model
+
+
+def test_stage_6_resumes_a_model_of_the_five_stages_and_logs_both_parts(tmp_path):
+    """A few steps of each part on a tiny model: the tower learns with its anchor, the decoder alone
+    after it, and the log records the two parts after the five stages before them."""
     before = tmp_path / "stage5"
-    model.save_pretrained(before)
-    processor.save_pretrained(before)
-    done = [{"stage": name, "steps": 0, "seconds": 0, "history": []} for name in STAGES[: STAGES.index("enlarging")]]
-    (before / "training_log.json").write_text(json.dumps({"stages": done}))
+    model = tiny_checkpoint_before("enlarging", before)
     cfg = TrainConfig(
         enlarging_steps=2,
         rereading_steps=2,
@@ -434,13 +441,8 @@ def test_rereading_presence_weighs_presence_questions_in_stage_6s_second_part_on
     assert TrainConfig().rereading_weights() == REREADING_WEIGHTS
     heavier = TrainConfig(rereading_presence=6.0).rereading_weights()
     assert heavier == {**REREADING_WEIGHTS, "presence": 6.0} and REREADING_WEIGHTS["presence"] == 3.0
-    processor = build_processor()
-    torch.manual_seed(0)
     before = tmp_path / "after-enlarging"
-    LlavaForConditionalGeneration(build_config(processor.tokenizer, text_layers=3, text_heads=8, width=64)).save_pretrained(before)
-    processor.save_pretrained(before)
-    done = [{"stage": name, "steps": 0, "seconds": 0, "history": []} for name in STAGES[: STAGES.index("rereading")]]
-    (before / "training_log.json").write_text(json.dumps({"stages": done}))
+    tiny_checkpoint_before("rereading", before)
     seen = []
 
     def answering(name, model, probe, processor, world, rng, cfg, steps, weights, lr, *args, **kwargs):
