@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 import torch
 from PIL import Image
-from transformers import LlavaForConditionalGeneration
+from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from sav_explorer.teaching import train as train_module
 from sav_explorer.teaching.batches import BIG_KINDS, picture, qa_batch
@@ -42,6 +42,7 @@ from sav_explorer.teaching.drawn import (
 from sav_explorer.teaching.evaluate import big_drawings_for
 from sav_explorer.teaching.recipe import REREADING_WEIGHTS, TrainConfig
 from sav_explorer.teaching.shapes import BACKGROUND, COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene, ShapeObject, ShapesWorld
+from sav_explorer.teaching.sharpen import sharpen_folder, sharpen_patch_kernel
 from sav_explorer.teaching.stages import enlarging_batch
 from sav_explorer.teaching.train import STAGES, train
 
@@ -453,3 +454,43 @@ def test_rereading_presence_weighs_presence_questions_in_stage_6s_second_part_on
     train(tmp_path / "out", TrainConfig(rereading_presence=6.0, threads=1), resume=before)
     assert seen == [("rereading", heavier)]
     assert json.loads((tmp_path / "out" / "training_log.json").read_text())["config"]["rereading_presence"] == 6.0
+
+
+def test_a_sharpened_patch_kernel_reads_an_image_as_the_old_kernel_reads_its_block_averages():
+    torch.manual_seed(0)
+    kernel, image = torch.randn(6, 3, 8, 8), torch.randn(2, 3, 32, 32)
+    sharp = sharpen_patch_kernel(kernel, 2)
+    assert sharp.shape == (6, 3, 16, 16)
+    read = torch.nn.functional.conv2d(image, sharp, stride=16)
+    torch.testing.assert_close(read, torch.nn.functional.conv2d(torch.nn.functional.avg_pool2d(image, 2), kernel, stride=8))
+
+
+def test_a_sharpened_model_reads_twice_the_pixels_with_the_same_tokens_and_answers_as_it_did(tmp_path):
+    """Same prompt, same image tokens; on any 128-pixel image the sharpened model's logits are the
+    old model's on that image's 2 x 2 block averages, so stage 6 starts from the model it had."""
+    model = tiny_checkpoint_before("enlarging", tmp_path / "before").eval()
+    sharpen_folder(tmp_path / "before", 2, tmp_path / "sharp")
+    sharp = LlavaForConditionalGeneration.from_pretrained(tmp_path / "sharp").eval()
+    scene = ShapesWorld().render(ShapesWorld().sample_scene(random.Random(1), n_objects=2), random.Random(1))
+    prompt = "user : <image> what colour is the circle ? assistant :"
+    inputs = AutoProcessor.from_pretrained(tmp_path / "sharp")(images=[scene], text=[prompt], return_tensors="pt")
+    before = build_processor()(images=[scene], text=[prompt], return_tensors="pt")
+    assert inputs["pixel_values"].shape[-2:] == (128, 128) and before["pixel_values"].shape[-2:] == (64, 64)
+    assert torch.equal(inputs["input_ids"], before["input_ids"])
+    with torch.no_grad():
+        logits = sharp(**inputs).logits
+        blocks = torch.nn.functional.avg_pool2d(inputs["pixel_values"], 2)
+        as_before = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], pixel_values=blocks).logits
+    torch.testing.assert_close(logits, as_before, atol=1e-4, rtol=1e-4)
+    log = json.loads((tmp_path / "sharp" / "training_log.json").read_text())
+    assert log["sharpened"]["factor"] == 2 and [s["stage"] for s in log["stages"]] == list(STAGES[: STAGES.index("enlarging")])
+
+
+def test_stage_6_resumes_a_sharpened_model_with_a_processor_that_reads_its_pixels(tmp_path):
+    tiny_checkpoint_before("enlarging", tmp_path / "before")
+    sharpen_folder(tmp_path / "before", 2, tmp_path / "sharp")
+    cfg = TrainConfig(enlarging_steps=1, rereading_steps=1, vision_batch=4, batch=2, warmup=1, threads=1)
+    train(tmp_path / "stage6", cfg, resume=tmp_path / "sharp")
+    saved = json.loads((tmp_path / "stage6" / "processor_config.json").read_text())
+    assert saved["image_processor"]["size"] == {"height": 128, "width": 128} and saved["patch_size"] == 16
+    assert LlavaForConditionalGeneration.from_pretrained(tmp_path / "stage6").config.vision_config.image_size == 128

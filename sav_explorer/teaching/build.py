@@ -14,7 +14,7 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, Llav
 
 from .shapes import COLOURS, COUNT_WORDS, IMAGE_SIZE, QUESTIONS, SHAPES, SIZES
 
-PATCH_SIZE = 8
+PATCH_SIZE = 8  # scene pixels a side per image token: an 8 x 8 grid of the 64-pixel scene
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<image>")
 
 # A LLaVA-1.5-like template in lower case (the tokenizer lower-cases its input anyway).
@@ -64,21 +64,29 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_processor() -> LlavaProcessor:
+def build_processor(sharpness: int = 1) -> LlavaProcessor:
+    """The processor of a tower that reads `sharpness` × the scene's pixels a side, each image
+    token a patch of `sharpness` × `PATCH_SIZE` pixels, so that the tokens stay the same
+    (`sharpen`); 1 for a model built here."""
     # The whole image, squeezed to a square: a centre crop cut the ends off wide drawings.
     image_processor = CLIPImageProcessor(
-        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"height": IMAGE_SIZE * sharpness, "width": IMAGE_SIZE * sharpness},
         do_center_crop=False,
         do_convert_rgb=True,
     )
     return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=build_tokenizer(),
-        patch_size=PATCH_SIZE,
+        patch_size=PATCH_SIZE * sharpness,
         vision_feature_select_strategy="default",  # drop the CLS token: 64 image tokens
         num_additional_image_tokens=1,
         chat_template=CHAT_TEMPLATE,
     )
+
+
+def sharpness_of(config: LlavaConfig) -> int:
+    """How many pixels a side the model's tower reads per scene pixel (`build_processor`)."""
+    return config.vision_config.image_size // IMAGE_SIZE
 
 
 def build_config(tokenizer: PreTrainedTokenizerFast, text_layers: int = 8, text_heads: int = 8, width: int = 128) -> LlavaConfig:

@@ -57,7 +57,7 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from ..models import BUNDLED_MODEL
-from .build import build_config, build_processor
+from .build import build_config, build_processor, sharpness_of
 from .probes import VisionProbe
 from .recipe import (
     BINDING_WEIGHTS,
@@ -103,6 +103,7 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
             )
         model = LlavaForConditionalGeneration.from_pretrained(resume)
         stages += json.loads((resume / "training_log.json").read_text())["stages"]
+        processor = build_processor(sharpness_of(model.config))  # a sharpened tower reads more pixels
         done = tuple(stage["stage"] for stage in stages)
         if done != STAGES[: len(done)]:
             raise SystemExit(f"{resume} is not a checkpoint of this recipe: its stages are {done}, expected the first ones of {STAGES}")
