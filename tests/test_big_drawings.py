@@ -494,3 +494,4 @@ def test_stage_6_resumes_a_sharpened_model_with_a_processor_that_reads_its_pixel
     saved = json.loads((tmp_path / "stage6" / "processor_config.json").read_text())
     assert saved["image_processor"]["size"] == {"height": 128, "width": 128} and saved["patch_size"] == 16
     assert LlavaForConditionalGeneration.from_pretrained(tmp_path / "stage6").config.vision_config.image_size == 128
+    assert json.loads((tmp_path / "stage6" / "training_log.json").read_text())["sharpened"]["factor"] == 2

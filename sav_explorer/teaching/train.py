@@ -76,6 +76,10 @@ from .targets import WORD_LAYER
 log = logging.getLogger(__name__)
 
 
+# What a resumed checkpoint's log says of its weights besides its stages, kept in every log after:
+# the stages before were trained at another resolution.
+CARRIED_RECORDS = ("sharpened",)
+
 STAGES = ("seeing", "aligning", "reading", "answering", "binding", "redrawing", "drawing", "checking", "enlarging", "rereading")
 
 
@@ -93,6 +97,7 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
         return random.Random(f"{cfg.seed}-{stage}")
 
     seeing = probe = None
+    carried: dict = {}
     if resume is None:
         seeded("init")
         model = LlavaForConditionalGeneration(build_config(processor.tokenizer))
@@ -102,7 +107,9 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
                 f"{resume} is not a checkpoint of this script: it has no training_log.json (save checkpoints with --checkpoints)"
             )
         model = LlavaForConditionalGeneration.from_pretrained(resume)
-        stages += json.loads((resume / "training_log.json").read_text())["stages"]
+        earlier = json.loads((resume / "training_log.json").read_text())
+        stages += earlier["stages"]
+        carried = {key: earlier[key] for key in CARRIED_RECORDS if key in earlier}
         processor = build_processor(sharpness_of(model.config))  # a sharpened tower reads more pixels
         done = tuple(stage["stage"] for stage in stages)
         if done != STAGES[: len(done)]:
@@ -186,12 +193,13 @@ def train(out: Path, cfg: TrainConfig, resume: Path | None = None, checkpoints: 
                 )
             )
         if checkpoints is not None and name != STAGES[-1]:
-            save(model, processor, checkpoints / f"after-{name}", cfg, stages)
-    save(model, processor, out, cfg, stages)
+            save(model, processor, checkpoints / f"after-{name}", cfg, stages, carried)
+    save(model, processor, out, cfg, stages, carried)
 
 
-def save(model, processor, out: Path, cfg: TrainConfig, stages: list[dict]) -> None:
-    """Writes a folder `from_pretrained` loads, with the training log so far."""
+def save(model, processor, out: Path, cfg: TrainConfig, stages: list[dict], carried: dict | None = None) -> None:
+    """Writes a folder `from_pretrained` loads, with the training log so far and the records
+    carried from the checkpoint it resumed (`CARRIED_RECORDS`)."""
     training = model.training
     model.eval()
     model.set_attn_implementation("sdpa")
@@ -201,6 +209,7 @@ def save(model, processor, out: Path, cfg: TrainConfig, stages: list[dict]) -> N
     model.save_pretrained(out)
     processor.save_pretrained(out)
     record = {"config": asdict(cfg), "stages": stages, "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__}
+    record.update(carried or {})
     (out / "training_log.json").write_text(json.dumps(record, indent=2) + "\n")
     model.train(training)
     log.info("saved to %s", out)
