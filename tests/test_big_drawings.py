@@ -40,6 +40,7 @@ from sav_explorer.teaching.drawn import (
     world_size_style,
 )
 from sav_explorer.teaching.evaluate import big_drawings_for
+from sav_explorer.teaching.mix import mix_folders
 from sav_explorer.teaching.recipe import REREADING_WEIGHTS, TrainConfig
 from sav_explorer.teaching.shapes import BACKGROUND, COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene, ShapeObject, ShapesWorld
 from sav_explorer.teaching.sharpen import sharpen_folder, sharpen_patch_kernel
@@ -495,3 +496,10 @@ def test_stage_6_resumes_a_sharpened_model_with_a_processor_that_reads_its_pixel
     assert saved["image_processor"]["size"] == {"height": 128, "width": 128} and saved["patch_size"] == 16
     assert LlavaForConditionalGeneration.from_pretrained(tmp_path / "stage6").config.vision_config.image_size == 128
     assert json.loads((tmp_path / "stage6" / "training_log.json").read_text())["sharpened"]["factor"] == 2
+
+
+def test_a_mix_of_sharpened_runs_keeps_the_record_of_the_sharpening(tmp_path):
+    tiny_checkpoint_before("enlarging", tmp_path / "before")
+    sharpen_folder(tmp_path / "before", 2, tmp_path / "sharp")
+    mix_folders(tmp_path / "sharp", tmp_path / "sharp", 0.5, tmp_path / "mixed")
+    assert json.loads((tmp_path / "mixed" / "training_log.json").read_text())["sharpened"]["factor"] == 2

@@ -21,6 +21,9 @@ from safetensors.torch import load_file, save_file
 
 WEIGHTS_FILE = "model.safetensors"
 LOG_FILE = "training_log.json"
+# What a log says of its weights besides their stages, kept by `mix` and `train --resume` in every
+# log they write after: `sharpened`, the stages before it were trained at another resolution.
+CARRIED_RECORDS = ("sharpened",)
 
 
 def mix_state_dicts(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], weight: float) -> dict[str, torch.Tensor]:
@@ -65,6 +68,7 @@ def mix_folders(first: Path, second: Path, weight: float, out: Path) -> None:
         "stages": logs[0].get("stages", []),  # what `train --resume` reads: every stage is done
         "mixed": {"weight": weight, "first": logs[0], "second": logs[1]},
     }
+    record.update({key: logs[0][key] for key in CARRIED_RECORDS if key in logs[0]})
     (out / LOG_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 

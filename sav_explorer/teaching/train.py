@@ -58,6 +58,7 @@ from transformers import LlavaForConditionalGeneration
 
 from ..models import BUNDLED_MODEL
 from .build import build_config, build_processor, sharpness_of
+from .mix import CARRIED_RECORDS
 from .probes import VisionProbe
 from .recipe import (
     BINDING_WEIGHTS,
@@ -75,10 +76,6 @@ from .targets import WORD_LAYER
 
 log = logging.getLogger(__name__)
 
-
-# What a resumed checkpoint's log says of its weights besides its stages, kept in every log after:
-# the stages before were trained at another resolution.
-CARRIED_RECORDS = ("sharpened",)
 
 STAGES = ("seeing", "aligning", "reading", "answering", "binding", "redrawing", "drawing", "checking", "enlarging", "rereading")
 
