@@ -55,10 +55,9 @@ def sharpen_folder(source: Path, factor: int, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(out)
     save_file(weights, out / WEIGHTS_FILE, metadata={"format": "pt"})
-    for name in ("generation_config.json", "chat_template.jinja"):
-        if (source / name).is_file():
-            shutil.copy2(source / name, out / name)
-    build_processor(before * factor).save_pretrained(out)
+    if (source / "generation_config.json").is_file():
+        shutil.copy2(source / "generation_config.json", out / "generation_config.json")
+    build_processor(before * factor).save_pretrained(out)  # the chat template too
     log = json.loads((source / LOG_FILE).read_text()) if (source / LOG_FILE).is_file() else {"stages": []}
     log["sharpened"] = {"from": str(source), "factor": factor, "sharpness": before * factor}
     (out / LOG_FILE).write_text(json.dumps(log, indent=2) + "\n")
